@@ -1,0 +1,36 @@
+"""sadam_optax: S-Adam, the singularity-aware Adam, as optax transformations.
+
+Public names only. The core imports jax and optax; the Flax helpers in
+:mod:`sadam_optax.flax_utils` import flax when first used.
+
+References:
+  Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized Geometric
+  Probing: Towards Stable Non-smooth Optimization
+  <https://arxiv.org/abs/2605.29547>`_, ICML 2026.
+"""
+
+from sadam_optax.alias import paper_sadamw
+from sadam_optax.alias import sadam
+from sadam_optax.alias import sadamw
+from sadam_optax.lgi import estimate_lgi
+from sadam_optax.transform import Brake
+from sadam_optax.transform import damping_scale
+from sadam_optax.transform import LGIProbe
+from sadam_optax.transform import lgi_probe
+from sadam_optax.transform import singularity_aware
+from sadam_optax.transform import SingularityAwareState
+
+__version__ = '0.1.0'
+
+__all__ = (
+    'Brake',
+    'LGIProbe',
+    'SingularityAwareState',
+    'damping_scale',
+    'estimate_lgi',
+    'lgi_probe',
+    'paper_sadamw',
+    'sadam',
+    'sadamw',
+    'singularity_aware',
+)

@@ -1,0 +1,274 @@
+"""Tests of sadam / sadamw: equality with optax, conformance, bad input."""
+
+import functools
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sadam_optax
+from sadam_optax import lgi
+
+
+def run(opt, params, loss_fn, batches, *, with_value_fn=True):
+  """Trains over all batches with a jitted step; returns params and states."""
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state, x, y):
+    loss_of = functools.partial(loss_fn, x=x, y=y)
+    grads = jax.grad(loss_of)(params)
+    kwargs = {'value_fn': loss_of} if with_value_fn else {}
+    updates, state = opt.update(grads, state, params, **kwargs)
+    return optax.apply_updates(params, updates), state, updates
+
+  states = []
+  for x, y in zip(*batches):
+    params, state, _ = step(params, state, x, y)
+    states.append(state)
+  return params, states
+
+
+@pytest.mark.parametrize('estimator', ['step', 'literal', 'trajectory'])
+def test_lam_zero_equals_adam_exactly(mlp_problem, estimator):
+  params, loss_fn, batches = mlp_problem
+  ours, _ = run(sadam_optax.sadam(1e-2, lam=0.0, estimator=estimator),
+                params, loss_fn, batches)
+  ref, _ = run(optax.adam(1e-2), params, loss_fn, batches,
+               with_value_fn=False)
+  jax.tree.map(np.testing.assert_array_equal, ours, ref)
+
+
+def test_lam_zero_equals_adamw_exactly_with_schedule_and_mask(mlp_problem):
+  params, loss_fn, batches = mlp_problem
+  sched = optax.cosine_decay_schedule(1e-2, 100)
+  mask = lambda p: {k: k.startswith('w') for k in p}
+  ours, _ = run(sadam_optax.sadamw(sched, weight_decay=1e-2, mask=mask,
+                                   lam=0.0), params, loss_fn, batches)
+  ref, _ = run(optax.adamw(sched, weight_decay=1e-2, mask=mask), params,
+               loss_fn, batches, with_value_fn=False)
+  jax.tree.map(np.testing.assert_array_equal, ours, ref)
+
+
+def test_constant_rho_equals_adam_at_braked_learning_rate(mlp_problem):
+  params, loss_fn, batches = mlp_problem
+  c, lam, lr = 0.3, 2.0, 1e-2
+  with mock.patch.object(lgi, 'instability_ratio',
+                         lambda samples: jnp.float32(c)):
+    ours, states = run(sadam_optax.sadam(lr, lam=lam), params, loss_fn,
+                       batches)
+  ref, _ = run(optax.adam(lr * np.exp(-lam * c)), params, loss_fn, batches,
+               with_value_fn=False)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4,
+                                 atol=1e-6), ours, ref)
+  np.testing.assert_allclose(optax.tree.get(states[-1], 'damping'),
+                             np.exp(-lam * c), rtol=1e-6)
+
+
+def _converge(opt, loss, w0, steps):
+  state = opt.init(w0)
+
+  def body(carry, _):
+    w, state = carry
+    u, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+    return (optax.apply_updates(w, u), state), None
+
+  (w, state), _ = jax.jit(lambda c: jax.lax.scan(body, c, length=steps))(
+      (w0, state))
+  return w, state
+
+
+@pytest.mark.parametrize('estimator', ['step', 'literal', 'trajectory'])
+def test_converges_on_parabola(estimator):
+  target = jnp.array([1.0, -2.0, 0.5])
+  loss = lambda w: jnp.sum((w - target) ** 2)
+  w, _ = _converge(sadam_optax.sadam(5e-2, estimator=estimator), loss,
+                   jnp.zeros(3), 2000)
+  np.testing.assert_allclose(w, target, atol=5e-2)
+
+
+def test_converges_on_rosenbrock():
+  loss = lambda w: (1 - w[0]) ** 2 + 100 * (w[1] - w[0] ** 2) ** 2
+  w, _ = _converge(sadam_optax.sadam(1e-2), loss, jnp.array([-1.0, 1.0]),
+                   5000)
+  np.testing.assert_allclose(w, jnp.ones(2), atol=5e-2)
+
+
+def test_no_recompilation_and_fixed_state_structure(mlp_problem):
+  params, loss_fn, (xs, ys) = mlp_problem
+  opt = sadam_optax.sadam(1e-3, probe_every=3)
+  state = opt.init(params)
+  structure = jax.tree.structure(state)
+  traces = []
+
+  @jax.jit
+  def step(params, state, x, y):
+    traces.append(1)
+    loss_of = functools.partial(loss_fn, x=x, y=y)
+    updates, state = opt.update(jax.grad(loss_of)(params), state, params,
+                                value_fn=loss_of)
+    return optax.apply_updates(params, updates), state
+
+  for x, y in zip(xs, ys):
+    params, state = step(params, state, x, y)
+    assert jax.tree.structure(state) == structure
+  assert len(traces) == 1
+  assert int(optax.tree.get(state, 'nonfinite_probes')) == 0
+
+
+@pytest.mark.parametrize('estimator', ['step', 'literal', 'trajectory'])
+def test_bf16_params_give_bf16_updates(estimator):
+  params = {'w': jnp.ones((4, 3), jnp.bfloat16), 'b': jnp.zeros(3,
+                                                                jnp.bfloat16)}
+  loss = lambda p: jnp.sum(jax.nn.relu(p['w'] - 0.5) * 2 + jnp.abs(p['b']))
+  opt = sadam_optax.sadamw(1e-2, estimator=estimator)
+  state = opt.init(params)
+  for _ in range(3):
+    grads = jax.grad(loss)(params)
+    updates, state = jax.jit(functools.partial(opt.update, value_fn=loss))(
+        grads, state, params)
+    params = optax.apply_updates(params, updates)
+  assert all(u.dtype == jnp.bfloat16 for u in jax.tree.leaves(updates))
+  assert all(p.dtype == jnp.bfloat16 for p in jax.tree.leaves(params))
+
+
+def test_explicit_moment_dtype():
+  params = jnp.ones(4, jnp.bfloat16)
+  state = sadam_optax.sadam(mu_dtype=jnp.float32).init(params)
+  assert optax.tree.get(state, 'mu').dtype == jnp.float32
+
+
+def test_unexpected_extra_arguments_are_accepted_and_forwarded():
+  seen = {}
+
+  def loss(w, batch_scale):
+    seen['batch_scale'] = batch_scale
+    return jnp.sum(jnp.abs(w)) * batch_scale
+
+  opt = sadam_optax.sadam(1e-2)
+  w = jnp.ones(3)
+  state = opt.init(w)
+  opt.update(jnp.ones(3), state, w, value_fn=loss, batch_scale=2.0,
+             unrelated='ignored', grad=jnp.ones(3))
+  assert seen['batch_scale'] == 2.0
+
+
+def test_inject_hyperparams_over_learning_rate_and_lam(mlp_problem):
+  params, loss_fn, batches = mlp_problem
+  opt = optax.inject_hyperparams(sadam_optax.sadam)(learning_rate=1e-2,
+                                                    lam=1.0)
+  ours, states = run(opt, params, loss_fn, batches)
+  assert float(states[-1].hyperparams['lam']) == 1.0
+  assert jax.tree.all(jax.tree.map(lambda p: jnp.all(jnp.isfinite(p)), ours))
+  # lam injected as 0 reproduces Adam. A traced lam keeps the multiply by
+  # 1.0 in the graph, which XLA may fuse differently: equal to float32 ulps.
+  opt0 = optax.inject_hyperparams(sadam_optax.sadam)(learning_rate=1e-2,
+                                                     lam=0.0)
+  zero, _ = run(opt0, params, loss_fn, batches)
+  ref, _ = run(optax.adam(1e-2), params, loss_fn, batches,
+               with_value_fn=False)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
+                                 atol=1e-5), zero, ref)
+
+
+def test_inject_hyperparams_needs_static_num_probes():
+  opt = optax.inject_hyperparams(sadam_optax.sadam)(learning_rate=1e-2,
+                                                    num_probes=4)
+  w = jnp.ones(3)
+  with pytest.raises(ValueError, match="static_args=\\('num_probes',\\)"):
+    opt.init(w)
+  opt = optax.inject_hyperparams(sadam_optax.sadam, static_args=(
+      'num_probes',))(learning_rate=1e-2, num_probes=4)
+  opt.update(w, opt.init(w), w, value_fn=jnp.sum)
+
+
+def test_multisteps(mlp_problem):
+  params, loss_fn, batches = mlp_problem
+  opt = optax.MultiSteps(sadam_optax.sadam(1e-2), every_k_schedule=4)
+  ours, states = run(opt, params, loss_fn, batches)
+  assert jax.tree.all(jax.tree.map(lambda p: jnp.all(jnp.isfinite(p)), ours))
+  assert int(states[-1].gradient_step) == 30 // 4
+
+
+def test_same_seed_same_trajectory_bit_for_bit(mlp_problem):
+  params, loss_fn, batches = mlp_problem
+  batches = jax.tree.map(lambda b: b[:10], batches)
+  make = lambda seed: sadam_optax.sadam(1e-2, seed=seed)
+  a, _ = run(make(3), params, loss_fn, batches)
+  b, _ = run(make(3), params, loss_fn, batches)
+  c, _ = run(make(4), params, loss_fn, batches)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert not np.array_equal(a['w0'], c['w0'])
+
+
+def test_probe_every_carries_rho():
+  loss = lambda w: jnp.sum(jnp.abs(w))
+  opt = sadam_optax.sadam(0.5, probe_every=3)
+  w = jnp.array([0.1, -0.2])
+  state = opt.init(w)
+  rhos = []
+  for _ in range(7):
+    u, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+    w = optax.apply_updates(w, u)
+    rhos.append(float(optax.tree.get(state, 'rho')))
+  assert rhos[1] == rhos[0] and rhos[2] == rhos[0]
+  assert rhos[4] == rhos[3] and rhos[5] == rhos[3]
+
+
+@pytest.mark.parametrize('estimator', ['step', 'literal', 'trajectory'])
+def test_nonfinite_loss_at_probes_never_reaches_params(estimator):
+  def loss(w):  # NaN (value and slope) in a band that the probes visit.
+    bad = jnp.where(jnp.abs(w[0] - 0.25) < 0.2, jnp.nan, 0.0)
+    return jnp.sum(jnp.abs(w - 0.3)) + bad * w[0]
+
+  opt = sadam_optax.sadam(0.1, estimator=estimator)
+  w = jnp.array([0.0, 1.0])
+  state = opt.init(w)
+  step = jax.jit(lambda w, s, g: opt.update(g, s, w, value_fn=loss))
+  for _ in range(50):
+    g = jax.grad(lambda w: jnp.sum(jnp.abs(w - 0.3)))(w)
+    u, state = step(w, state, g)
+    w = optax.apply_updates(w, u)
+    assert np.all(np.isfinite(w))
+    assert 0 < float(optax.tree.get(state, 'damping')) <= 1
+  if estimator != 'trajectory':  # It never calls the loss.
+    assert int(optax.tree.get(state, 'nonfinite_probes')) > 0
+
+
+@pytest.mark.parametrize('kwargs, name', [
+    (dict(lam=-1.0), 'lam'),
+    (dict(num_probes=1), 'num_probes'),
+    (dict(num_probes=2.5), 'num_probes'),
+    (dict(probe_radius=0.0), 'probe_radius'),
+    (dict(probe_radius=-1e-3), 'probe_radius'),
+    (dict(b1=1.0), 'b1'),
+    (dict(b2=-0.1), 'b2'),
+    (dict(probe_every=0), 'probe_every'),
+    (dict(estimator='random'), 'estimator'),
+    (dict(rule='linear'), 'rule'),
+])
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+  with pytest.raises(ValueError, match=name):
+    sadam_optax.sadam(1e-3, **kwargs)
+
+
+def test_missing_value_fn_says_how_to_pass_it():
+  opt = sadam_optax.sadam()
+  w = jnp.ones(2)
+  with pytest.raises(ValueError, match='value_fn=.*functools.partial'):
+    opt.update(w, opt.init(w), w)
+  # The trajectory estimator needs no loss.
+  opt = sadam_optax.sadam(estimator='trajectory')
+  opt.update(w, opt.init(w), w)
+
+
+def test_paper_preset():
+  opt = sadam_optax.paper_sadamw()
+  w = jnp.ones(5)
+  u, state = opt.update(w, opt.init(w), w, value_fn=lambda p: jnp.sum(p**2))
+  assert np.all(np.isfinite(u))
+  # On a smooth loss the literal rho is about 1 (brief, section 2).
+  assert float(optax.tree.get(state, 'rho')) > 0.3
