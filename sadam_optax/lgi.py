@@ -61,9 +61,9 @@ def instability_ratio(samples: jax.Array) -> jax.Array:
     samples agree, close to 1 when their mean is 0 but they are not.
   """
   y = samples.astype(jnp.float32)
-  mean_sq = jnp.mean(y * y, axis=0)
-  var = jnp.maximum(mean_sq - jnp.mean(y, axis=0) ** 2, 0.0)
-  return var / (mean_sq * (1.0 + RELATIVE_EPS) + _TINY)
+  mean = jnp.mean(y, axis=0)
+  var = jnp.mean((y - mean) ** 2, axis=0)  # Two passes: no cancellation.
+  return var / ((var + mean * mean) * (1.0 + RELATIVE_EPS) + _TINY)
 
 
 def literal_ratio(samples: jax.Array) -> jax.Array:

@@ -18,17 +18,18 @@ the geometry of the segment ``params + t * step``, ``t in [0, 1]``, through
 The *probe region* of a segment with radius ``r`` is the set of points at
 Euclidean distance at most ``r`` from the segment (a "capsule"); ``r = 0`` is the
 segment itself. Kink sets are unions of hyperplanes (``abs_sum``, ``relu_net``)
-or the tie set of a max-affine function; all of it is exact, with a relative
-tolerance of ``1e-5`` for ties in ``max_affine``.
+or the tie set of a max-affine function. Everything except
+:func:`subdiff_diameter_along` with ``radius > 0`` is exact (closed form, no
+sampling), up to a relative tolerance of ``1e-5`` for ties in ``max_affine``.
 
 References:
-  Xu, She, Jin, Wang, "S-Adam: singularity-aware Adam", ICML 2026,
+  Xu, She, Jin, Wang, S-Adam (singularity-aware Adam), ICML 2026,
   arXiv:2605.29547 (Figure 1).
   Kumar, "GD doesn't make the cut: three ways that non-differentiability
   affects neural network training", 2024, arXiv:2401.08426.
 """
 
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from typing import Callable, NamedTuple, Tuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,7 @@ class AbsSum(NamedTuple):
   ridge: jax.Array
 
   def value(self, params: jax.Array) -> jax.Array:
+    """Returns ``f(params)`` for a (d,) array (jittable)."""
     return (jnp.sum(self.weights * jnp.abs(params - self.centers))
             + 0.5 * self.ridge * jnp.sum(params ** 2))
 
@@ -79,6 +81,7 @@ class MaxAffine(NamedTuple):
   ridge: jax.Array
 
   def value(self, params: jax.Array) -> jax.Array:
+    """Returns ``f(params)`` for a (d,) array (jittable)."""
     x = params - self.center
     return jnp.max(self.slopes @ x) + 0.5 * self.ridge * jnp.sum(x ** 2)
 
@@ -108,6 +111,7 @@ class ReluNet(NamedTuple):
   solution: jax.Array
 
   def value(self, params: jax.Array) -> jax.Array:
+    """Returns the loss for a flat (P,) parameter vector (jittable)."""
     return 0.5 * jnp.mean((_relu_out(self, params) - self.targets) ** 2)
 
   def minimiser(self) -> jax.Array:
@@ -133,6 +137,16 @@ class KinkSamples(NamedTuple):
 
 
 # ----------------------------------------------------------------- constructors
+# Random problems and samples are drawn with NumPy from a generator seeded by
+# the bits of the JAX key: reproducible, and free of XLA compilation.
+
+
+def _rng(key: jax.Array) -> np.random.Generator:
+  return np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+
+
+def _f32(x) -> jax.Array:
+  return jnp.asarray(np.asarray(x, np.float32))
 
 
 def figure1() -> AbsSum:
@@ -141,7 +155,7 @@ def figure1() -> AbsSum:
   Returns:
     The :class:`AbsSum` of Figure 1 of Xu et al. (2026); kinks on x=1 and y=1.
   """
-  return AbsSum(jnp.ones(2), jnp.ones(2), jnp.asarray(1.0))
+  return AbsSum(_f32(np.ones(2)), _f32(np.ones(2)), _f32(1.0))
 
 
 def abs_sum(key: jax.Array, d: int, *, ridge: float = 1.0,
@@ -159,11 +173,10 @@ def abs_sum(key: jax.Array, d: int, *, ridge: float = 1.0,
   Returns:
     An :class:`AbsSum`.
   """
-  noise = jax.random.normal(key, (2, d))  # One draw: cheap to compile.
-  unif = 0.5 * (1.0 + jax.lax.erf(noise[0] / np.sqrt(2.0)))
-  weights = weight_range[0] + (weight_range[1] - weight_range[0]) * unif
-  return AbsSum(weights, center_scale * noise[1],
-                jnp.asarray(ridge, jnp.float32))
+  rng = _rng(key)
+  weights = rng.uniform(weight_range[0], weight_range[1], d)
+  return AbsSum(_f32(weights), _f32(center_scale * rng.standard_normal(d)),
+                _f32(ridge))
 
 
 def l1_toy(d: int, *, penalty: float = 1.0, ridge: float = 0.0) -> AbsSum:
@@ -180,8 +193,7 @@ def l1_toy(d: int, *, penalty: float = 1.0, ridge: float = 0.0) -> AbsSum:
   Returns:
     An :class:`AbsSum` with centers 0.
   """
-  return AbsSum(jnp.full((d,), penalty, jnp.float32), jnp.zeros(d),
-                jnp.asarray(ridge, jnp.float32))
+  return AbsSum(_f32(np.full(d, penalty)), _f32(np.zeros(d)), _f32(ridge))
 
 
 def max_affine(key: jax.Array, d: int, num_pieces: int = 8, *,
@@ -198,20 +210,18 @@ def max_affine(key: jax.Array, d: int, num_pieces: int = 8, *,
   Returns:
     A :class:`MaxAffine` with slopes ``~ Normal(0, I / d)`` minus their mean.
   """
-  noise = jax.random.normal(key, (num_pieces + 1, d))
-  slopes = noise[:-1] / np.sqrt(d)
-  slopes = slopes - jnp.mean(slopes, axis=0)
-  return MaxAffine(slopes, center_scale * noise[-1],
-                   jnp.asarray(ridge, jnp.float32))
+  rng = _rng(key)
+  slopes = rng.standard_normal((num_pieces, d)) / np.sqrt(d)
+  return MaxAffine(_f32(slopes - slopes.mean(axis=0)),
+                   _f32(center_scale * rng.standard_normal(d)), _f32(ridge))
 
 
-def _relu_init(noise, in_dim, hidden):
-  """He-normal W1, N(0, 0.01) b1, N(0, 1/h) w2, b2 = 0, from N(0, 1) noise."""
-  hm = hidden * in_dim
-  return jnp.concatenate([noise[:hm] * np.sqrt(2.0 / in_dim),
-                          0.1 * noise[hm:hm + hidden],
-                          noise[hm + hidden:hm + 2 * hidden] / np.sqrt(hidden),
-                          jnp.zeros(1)])
+def _relu_init(rng, in_dim, hidden):
+  """He-normal W1, N(0, 0.01) b1, N(0, 1/h) w2, b2 = 0."""
+  return np.concatenate([
+      rng.standard_normal(hidden * in_dim) * np.sqrt(2.0 / in_dim),
+      0.1 * rng.standard_normal(hidden),
+      rng.standard_normal(hidden) / np.sqrt(hidden), np.zeros(1)])
 
 
 def relu_net(key: jax.Array, *, num_data: int = 8, in_dim: int = 4,
@@ -227,13 +237,14 @@ def relu_net(key: jax.Array, *, num_data: int = 8, in_dim: int = 4,
   Returns:
     A :class:`ReluNet` whose targets come from a random teacher net.
   """
-  size = hidden * (in_dim + 2)
-  noise = jax.random.normal(key, (num_data * in_dim + 2 * size,))
-  inputs = noise[:num_data * in_dim].reshape(num_data, in_dim)
-  teacher = _relu_init(noise[num_data * in_dim:], in_dim, hidden)
-  init = _relu_init(noise[num_data * in_dim + size:], in_dim, hidden)
-  dummy = ReluNet(inputs, jnp.zeros(num_data), init, teacher)
-  return dummy._replace(targets=_relu_out(dummy, teacher))
+  rng = _rng(key)
+  inputs = rng.standard_normal((num_data, in_dim))
+  teacher, init = _relu_init(rng, in_dim, hidden), _relu_init(rng, in_dim, hidden)
+  hm = hidden * in_dim
+  hid = np.maximum(inputs @ teacher[:hm].reshape(hidden, in_dim).T
+                   + teacher[hm:hm + hidden], 0.0)
+  targets = hid @ teacher[hm + hidden:hm + 2 * hidden] + teacher[-1]
+  return ReluNet(_f32(inputs), _f32(targets), _f32(init), _f32(teacher))
 
 
 def _relu_unflatten(problem: ReluNet, params):
@@ -488,7 +499,6 @@ def _steps(problem, params, noise, kind, scale):
   return scale * u / jnp.where(norm > 0, norm, 1.0)
 
 
-@jax.jit(static_argnames=("kink", "kind"))
 def _abs_sum_candidates(problem, noise, radius, scale, *, kink, kind):
   """Every coordinate at distance radius + |s_i| + Exp from its kink; for kink
   candidates one random coordinate instead sits at -tau * s_i (crosses at t=tau).
@@ -512,7 +522,6 @@ def _abs_sum_candidates(problem, noise, radius, scale, *, kink, kind):
   return place(s), s
 
 
-@jax.jit(static_argnames=("kink", "kind"))
 def _line_candidates(problem, noise, radius, scale, *, kink, kind):
   """Base points shifted along their step: to just before the first kink
   (crossing at t=tau) or to the nearest shift that keeps ``radius`` clear."""
@@ -529,7 +538,7 @@ def _line_candidates(problem, noise, radius, scale, *, kink, kind):
       s = jnp.where(jnp.isinf(fkt(problem, base, s))[:, None], -s, s)
 
     def shift(_, p):
-      ps = p if kind == "random" else _steps(problem, p, u, kind, scale)
+      ps = s if kind == "random" else _steps(problem, p, u, kind, scale)
       t = fkt(problem, p, ps)[:, None]
       return jnp.where(jnp.isfinite(t), p + (t - tau) * ps, p)
 
@@ -546,15 +555,20 @@ def _line_candidates(problem, noise, radius, scale, *, kink, kind):
   return q[first], sq[first]
 
 
-@jax.jit
-def _is_kink(problem, params, steps):
-  return jax.vmap(crosses_kink, in_axes=(None, 0, 0))(problem, params, steps)
-
-
-@jax.jit
 def _is_smooth(problem, params, steps, radius):
   dist = jax.vmap(kink_distance, in_axes=(None, 0, 0))(problem, params, steps)
   return dist > radius
+
+
+@jax.jit(static_argnames=("kind",))
+def _draw(problem, noise_kink, noise_smooth, radius, scale, *, kind):
+  """Candidates of both classes and whether the ground truth confirms them."""
+  make = (_abs_sum_candidates if isinstance(problem, AbsSum)
+          else _line_candidates)
+  pk, sk = make(problem, noise_kink, radius, scale, kink=True, kind=kind)
+  ps, ss = make(problem, noise_smooth, radius, scale, kink=False, kind=kind)
+  ok_kink = jax.vmap(crosses_kink, in_axes=(None, 0, 0))(problem, pk, sk)
+  return (pk, sk, ok_kink), (ps, ss, _is_smooth(problem, ps, ss, radius))
 
 
 def sample_points(problem: Problem, key: jax.Array, n: int, *,
@@ -573,7 +587,7 @@ def sample_points(problem: Problem, key: jax.Array, n: int, *,
   sample moves one random coordinate onto the path. ``max_affine`` and
   ``relu_net`` points are base points (``center + N(0, I)``, resp.
   ``init_params + N(0, 0.01 I)``) shifted along their step. The randomness is
-  drawn with NumPy, seeded from ``key`` (cheap to compile, reproducible).
+  drawn with NumPy, seeded from ``key``.
 
   Args:
     problem: a problem.
@@ -596,30 +610,27 @@ def sample_points(problem: Problem, key: jax.Array, n: int, *,
   if step_kind not in ("random", "gradient"):
     raise ValueError(f"step_kind must be 'random' or 'gradient', got "
                      f"{step_kind!r}")
-  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
-  make = (_abs_sum_candidates if isinstance(problem, AbsSum)
-          else _line_candidates)
+  rng = _rng(key)
   d = (problem.centers if isinstance(problem, AbsSum) else problem.center
        if isinstance(problem, MaxAffine) else problem.init_params).shape[0]
   n_kink = int(round(n * near_kink_fraction))
   wanted = {1: n_kink, 0: n - n_kink}
   got = {1: [], 0: []}
   m = max(2 * max(wanted.values()), 8)  # Fixed batch: one compilation.
+
+  def noise():
+    return (rng.standard_normal((m, d), np.float32),
+            rng.standard_normal((m, d), np.float32),
+            rng.random((m, 2 * d + 2), np.float32))
+
   for _ in range(max_rounds):
-    for label in (1, 0):
-      missing = wanted[label] - sum(p.shape[0] for p, _ in got[label])
-      if missing <= 0:
-        continue
-      noise = (rng.standard_normal((m, d), np.float32),
-               rng.standard_normal((m, d), np.float32),
-               rng.random((m, 2 * d + 2), np.float32))
-      p, s = make(problem, noise, radius, step_scale, kink=label == 1,
+    drawn = _draw(problem, noise(), noise(), radius, step_scale,
                   kind=step_kind)
-      ok = (_is_kink(problem, p, s) if label
-            else _is_smooth(problem, p, s, radius))
-      idx = np.flatnonzero(np.asarray(ok))[:missing]
+    for label, (p, s, ok) in zip((1, 0), drawn):
+      missing = wanted[label] - sum(q.shape[0] for q, _ in got[label])
+      idx = np.flatnonzero(np.asarray(ok))[:max(missing, 0)]
       got[label].append((np.asarray(p)[idx], np.asarray(s)[idx]))
-    if all(sum(p.shape[0] for p, _ in got[c]) >= wanted[c] for c in (0, 1)):
+    if all(sum(q.shape[0] for q, _ in got[c]) >= wanted[c] for c in (0, 1)):
       break
   else:
     raise RuntimeError(

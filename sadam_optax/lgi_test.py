@@ -1,0 +1,82 @@
+"""Tests of the LGI estimators on functions whose kinks are known."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sadam_optax import lgi
+
+KEY = jax.random.key(0)
+
+
+def abs_loss(w):
+  return jnp.sum(jnp.abs(w))
+
+
+def test_step_estimator_fires_when_the_step_jumps_a_kink():
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([0.1]), jnp.array([-0.2]), KEY)
+  assert rho > 0.5
+
+
+def test_step_estimator_is_zero_on_a_smooth_segment():
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([1.0]), jnp.array([-0.2]), KEY)
+  assert rho < 1e-6
+  quad = lambda w: jnp.sum(w ** 2)
+  rho = lgi.estimate_lgi(quad, jnp.ones(100), -1e-3 * jnp.ones(100), KEY)
+  assert rho < 0.05
+
+
+def test_literal_estimator_is_high_on_smooth_functions():
+  # Brief, section 2: on a smooth loss the literal reading gives about 1.
+  quad = lambda w: jnp.sum(w ** 2)
+  rhos = [lgi.estimate_lgi(quad, jnp.ones(50), None, k, estimator='literal')
+          for k in jax.random.split(KEY, 20)]
+  assert 0.7 < np.mean(rhos) < 8 / 7 + 1e-6
+
+
+def test_trajectory_estimator_sees_the_sign_change_at_both_ends():
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([0.1]), jnp.array([-0.2]), KEY,
+                         estimator='trajectory')
+  np.testing.assert_allclose(rho, 1.0, atol=1e-5)
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([1.0]), jnp.array([-0.2]), KEY,
+                         estimator='trajectory')
+  assert rho < 1e-6
+
+
+def test_instability_ratio_bounds_and_scale_invariance():
+  y = jax.random.normal(KEY, (8, 1000)) + jnp.linspace(-2, 2, 1000)
+  rho = lgi.instability_ratio(y)
+  assert jnp.all((rho >= 0) & (rho < 1))
+  np.testing.assert_allclose(lgi.instability_ratio(37.0 * y), rho, rtol=1e-5)
+  assert lgi.instability_ratio(jnp.zeros(4)) == 0
+
+
+def test_chunked_probes_equal_vmapped():
+  w = jax.random.normal(KEY, (30,))
+  step = -0.3 * jnp.sign(w)
+  a = lgi.estimate_lgi(abs_loss, w, step, KEY, num_probes=8)
+  b = lgi.estimate_lgi(abs_loss, w, step, KEY, num_probes=8, chunk_size=3)
+  np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_jits_with_pytree_params_and_keeps_float32():
+  params = {'w': jnp.ones((3, 2), jnp.bfloat16), 'b': jnp.zeros(2)}
+  loss = lambda p: jnp.sum(jnp.abs(p['w'] - 0.9)) + jnp.sum(p['b'] ** 2)
+  direction = jax.tree.map(lambda p: -0.2 * jnp.ones_like(p), params)
+  for estimator in lgi.ESTIMATORS:
+    rho = jax.jit(lgi.estimate_lgi, static_argnums=0,
+                  static_argnames='estimator')(loss, params, direction, KEY,
+                                               estimator=estimator)
+    assert rho.dtype == jnp.float32 and jnp.isfinite(rho)
+
+
+def test_zero_step_gives_zero_rho():
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([0.0, 1.0]), jnp.zeros(2), KEY)
+  assert rho == 0
+
+
+def test_unknown_estimator():
+  with pytest.raises(ValueError, match='estimator'):
+    lgi.estimate_lgi(abs_loss, jnp.ones(1), jnp.ones(1), KEY,
+                     estimator='sphere')
