@@ -86,8 +86,8 @@ def _to_float(
 
   def to_float(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float32)
-    x -= np.float32(mean)  # In place: a float copy of CIFAR-10 is already 600 MB.
-    x /= np.float32(std)
+    x -= np.asarray(mean, np.float32)  # In place: a float copy of CIFAR-10 is 600 MB.
+    x /= np.asarray(std, np.float32)
     return x
 
   return to_float(x_train), y_train.astype(np.int32), to_float(x_test), y_test.astype(np.int32)

@@ -4,7 +4,7 @@ Fake quantization rounds a float tensor onto a uniform grid and maps it back to
 floats, so the forward pass sees the quantized network while parameters stay in
 float. Rounding has zero gradient almost everywhere, so the backward pass uses a
 straight-through estimator (STE): here the *identity* STE, ``d q(x) / dx = 1``,
-implemented with the ``x + stop_gradient(q(x) - x)`` trick.
+implemented with the ``x - stop_gradient(x) + stop_gradient(q(x))`` trick.
 
 Two quantizers are provided:
 
@@ -74,7 +74,8 @@ def ste(x: Array, q: Array) -> Array:
   Returns:
     ``q`` in the forward pass; ``d/dx`` of the result is the identity.
   """
-  return x + lax.stop_gradient(q - x)
+  # Exactly q forward (x - x == 0), unlike x + stop_gradient(q - x).
+  return x - lax.stop_gradient(x) + lax.stop_gradient(q)
 
 
 def round_ste(x: Array) -> Array:
@@ -85,7 +86,7 @@ def round_ste(x: Array) -> Array:
 def scale_grad(x: Array, scale: float | Array) -> Array:
   """Identity in the forward pass; multiplies the gradient by ``scale``."""
   scaled = x * scale
-  return scaled + lax.stop_gradient(x - scaled)
+  return scaled - lax.stop_gradient(scaled) + lax.stop_gradient(x)
 
 
 def _reduce_axes(ndim: int, axis: int | None) -> tuple[int, ...] | None:
@@ -255,13 +256,12 @@ class FakeQuant(nn.Module):
   def __call__(self, x: Array) -> Array:
     if self.bits is None:
       return x
-    kw = dict(signed=self.signed)
     if self.method == 'absmax':
-      return fake_quant(x, self.bits, axis=self.axis, **kw)
+      return fake_quant(x, self.bits, axis=self.axis, signed=self.signed)
     if self.method == 'lsq':
-      init = functools.partial(lsq_init_step, x, self.bits, axis=self.axis, **kw)
+      init = functools.partial(lsq_init_step, x, self.bits, axis=self.axis, signed=self.signed)
       step = self.param('step', lambda _: lax.stop_gradient(init()))
-      return lsq_fake_quant(x, step, self.bits, **kw)
+      return lsq_fake_quant(x, step, self.bits, signed=self.signed)
     raise ValueError(f'Unknown quantization method {self.method!r}.')
 
 
@@ -277,13 +277,15 @@ class _QuantOp(nn.Module):
 
   @nn.compact
   def __call__(self, lhs: Array, rhs: Array, *args: Any, **kwargs: Any) -> Array:
-    lhs = FakeQuant(
-        self.act_bits, signed=self.act_signed, method=self.method, name='input_quant'
-    )(lhs)
-    # Both flax kernel layouts, (in, out) and (*window, in, out), end in the
-    # output channel.
-    axis = -1 if self.per_channel else None
-    rhs = FakeQuant(self.bits, axis=axis, method=self.method, name='weight_quant')(rhs)
+    if self.act_bits is not None:
+      lhs = FakeQuant(
+          self.act_bits, signed=self.act_signed, method=self.method, name='input_quant'
+      )(lhs)
+    if self.bits is not None:
+      # Both flax kernel layouts, (in, out) and (*window, in, out), end in the
+      # output channel.
+      axis = -1 if self.per_channel else None
+      rhs = FakeQuant(self.bits, axis=axis, method=self.method, name='weight_quant')(rhs)
     return self.op(lhs, rhs, *args, **kwargs)
 
 

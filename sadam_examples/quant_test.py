@@ -14,7 +14,8 @@ BITS = (1, 2, 4, 8)
 
 
 def _x(shape=(16, 8), seed=0):
-  return jax.random.normal(jax.random.key(seed), shape)
+  # numpy, not jax.random: compiling threefry for every shape is slow on CPU.
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
 
 
 def _num_levels(x, axis=None):
@@ -134,11 +135,11 @@ def test_lsq_per_channel_step():
 def _kernel_grid_check(module, x, bits, per_channel):
   """The kernel used in the forward pass is the fake-quantized kernel."""
   variables = module.init(jax.random.key(0), x)
-  y, state = module.apply(variables, x, capture_intermediates=True)
+  y, state = jax.jit(lambda v: module.apply(v, x, capture_intermediates=True))(variables)
   kernel = variables['params']['kernel']
   used = state['intermediates']['quant']['weight_quant']['__call__'][0]
   axis = -1 if per_channel else None
-  np.testing.assert_array_equal(used, quant.fake_quant(kernel, bits, axis=axis))
+  np.testing.assert_allclose(used, quant.fake_quant(kernel, bits, axis=axis), rtol=1e-6)
   assert _num_levels(used, axis) <= 2**bits
   return variables, y
 
@@ -189,14 +190,15 @@ def test_quant_layers_lsq_steps_get_gradients():
   steps = params['quant']
   assert steps['weight_quant']['step'].shape == (1, 1, 1, 4)
   assert steps['input_quant']['step'].size == 1
-  grads = jax.grad(lambda p: jnp.sum(module.apply({'params': p}, x) ** 2))(params)
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(module.apply({'params': p}, x) ** 2)))(params)
   for g in jax.tree.leaves(grads['quant']):
     assert bool(jnp.all(g != 0))
 
 
 def test_quantized_op_with_nnx():
   x = _x((4, 6))
-  layer = nnx.Linear(6, 3, dot_general=quant.quantized_op(lax.dot_general, bits=4), rngs=nnx.Rngs(0))
+  dot_general = quant.quantized_op(lax.dot_general, bits=4)
+  layer = nnx.Linear(6, 3, dot_general=dot_general, rngs=nnx.Rngs(0))
   expected = x @ quant.fake_quant(layer.kernel[...], 4) + layer.bias[...]
   np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-6)
   conv = nnx.Conv(

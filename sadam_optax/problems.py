@@ -15,18 +15,21 @@ the geometry of the segment ``params + t * step``, ``t in [0, 1]``, through
   derivatives along ``step / |step|`` over the probe region.
 * :func:`sample_points` -- labelled ``(params, step)`` pairs for ROC studies.
 
+The ground-truth functions take ``(problem, params, step)`` with (d,) arrays,
+are pure, and run under ``jax.jit`` and ``jax.vmap`` (problems are pytrees).
 The *probe region* of a segment with radius ``r`` is the set of points at
-Euclidean distance at most ``r`` from the segment (a "capsule"); ``r = 0`` is the
-segment itself. Kink sets are unions of hyperplanes (``abs_sum``, ``relu_net``)
-or the tie set of a max-affine function. Everything except
+Euclidean distance at most ``r`` from the segment (a "capsule"); ``r = 0`` is
+the segment itself. Kink sets are unions of hyperplanes (``abs_sum``,
+``relu_net``) or the tie set of a max-affine function. Everything except
 :func:`subdiff_diameter_along` with ``radius > 0`` is exact (closed form, no
 sampling), up to a relative tolerance of ``1e-5`` for ties in ``max_affine``.
 
 References:
-  Xu, She, Jin, Wang, S-Adam (singularity-aware Adam), ICML 2026,
-  arXiv:2605.29547 (Figure 1).
-  Kumar, "GD doesn't make the cut: three ways that non-differentiability
-  affects neural network training", 2024, arXiv:2401.08426.
+  Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized Geometric
+  Probing: Towards Stable Non-smooth Optimization
+  <https://arxiv.org/abs/2605.29547>`_, ICML 2026 (Figure 1).
+  Kumar, `GD doesn't make the cut: Three ways that non-differentiability
+  affects neural network training <https://arxiv.org/abs/2401.08426>`_, 2024.
 """
 
 from typing import Callable, NamedTuple, Tuple, Union
@@ -58,10 +61,11 @@ class AbsSum(NamedTuple):
             + 0.5 * self.ridge * jnp.sum(params ** 2))
 
   def minimiser(self) -> jax.Array:
-    """The unique minimiser ``clip(c, -a / mu, a / mu)`` (``c`` if ``mu = 0``)."""
+    """The unique minimiser ``clip(c, -a / mu, a / mu)``; ``c`` if mu = 0."""
     mu = jnp.asarray(self.ridge)
     bound = self.weights / jnp.where(mu > 0, mu, 1.0)
-    return jnp.where(mu > 0, jnp.clip(self.centers, -bound, bound), self.centers)
+    clipped = jnp.clip(self.centers, -bound, bound)
+    return jnp.where(mu > 0, clipped, self.centers)
 
 
 class MaxAffine(NamedTuple):
@@ -86,7 +90,8 @@ class MaxAffine(NamedTuple):
     return jnp.max(self.slopes @ x) + 0.5 * self.ridge * jnp.sum(x ** 2)
 
   def minimiser(self) -> jax.Array:
-    """``center`` (a minimiser when the slopes have zero mean; unique if mu > 0)."""
+    """``center``: a minimiser if the slopes have zero mean (unique if
+    mu > 0)."""
     return self.center
 
 
@@ -239,7 +244,8 @@ def relu_net(key: jax.Array, *, num_data: int = 8, in_dim: int = 4,
   """
   rng = _rng(key)
   inputs = rng.standard_normal((num_data, in_dim))
-  teacher, init = _relu_init(rng, in_dim, hidden), _relu_init(rng, in_dim, hidden)
+  teacher = _relu_init(rng, in_dim, hidden)
+  init = _relu_init(rng, in_dim, hidden)
   hm = hidden * in_dim
   hid = np.maximum(inputs @ teacher[:hm].reshape(hidden, in_dim).T
                    + teacher[hm:hm + hidden], 0.0)
@@ -250,8 +256,9 @@ def relu_net(key: jax.Array, *, num_data: int = 8, in_dim: int = 4,
 def _relu_unflatten(problem: ReluNet, params):
   m = problem.inputs.shape[1]
   h = (problem.init_params.shape[0] - 1) // (m + 2)
-  w1 = params[:h * m].reshape(h, m)
-  return w1, params[h * m:h * m + h], params[h * m + h:h * m + 2 * h], params[-1]
+  hm = h * m
+  return (params[:hm].reshape(h, m), params[hm:hm + h],
+          params[hm + h:hm + 2 * h], params[-1])
 
 
 def _relu_pre(problem: ReluNet, params):
@@ -268,7 +275,16 @@ def _relu_out(problem: ReluNet, params, mask=None):
 
 def restrict_to_line(problem: Problem, params: jax.Array,
                      direction: jax.Array) -> Callable[[jax.Array], jax.Array]:
-  """Returns ``phi(t) = problem.value(params + t * direction)``."""
+  """The restriction of a problem's loss to a line.
+
+  Args:
+    problem: a problem, e.g. :func:`relu_net`.
+    params: (d,) point of the line.
+    direction: (d,) direction of the line.
+
+  Returns:
+    ``phi(t) = problem.value(params + t * direction)`` (jittable).
+  """
   return lambda t: problem.value(params + t * direction)
 
 
@@ -335,6 +351,11 @@ def crosses_kink(problem: Problem, params: jax.Array,
   the argmax changes; for ``relu_net`` some pre-activation changes sign.
   Segments that merely start or end on a kink do not count.
 
+  Args:
+    problem: a problem.
+    params: (d,) start point.
+    step: (d,) step.
+
   Returns:
     Scalar bool.
   """
@@ -345,6 +366,11 @@ def kink_distance(problem: Problem, params: jax.Array,
                   step: jax.Array) -> jax.Array:
   """Euclidean distance from the segment ``[params, params + step]`` to the
   kink set (0 if the segment crosses or touches it; exact, see module doc).
+
+  Args:
+    problem: a problem.
+    params: (d,) start point.
+    step: (d,) step.
 
   Returns:
     Scalar distance (``inf`` if there is no kink at all).
@@ -375,9 +401,17 @@ def kink_distance(problem: Problem, params: jax.Array,
 
 def endpoint_slopes(problem: Problem, params: jax.Array,
                     step: jax.Array) -> Tuple[jax.Array, jax.Array]:
-  """One-sided slopes ``(phi'(0+), phi'(1-))`` of ``phi(t) = f(params + t step)``.
+  """One-sided slopes ``(phi'(0+), phi'(1-))`` of ``phi(t) = f(params + t s)``.
 
   Exact, also when an end lies on a kink (the side inside the segment is used).
+
+  Args:
+    problem: a problem.
+    params: (d,) start point.
+    step: (d,) step.
+
+  Returns:
+    Two scalars: the right derivative at ``t = 0``, the left one at ``t = 1``.
   """
   if isinstance(problem, AbsSum):
     a, s = problem.weights, step
@@ -414,6 +448,14 @@ def directional_sign_change(problem: Problem, params: jax.Array,
 
   For convex problems this means the step overshoots the minimum of ``f``
   along its line ("chattering"), whether that minimum is a kink or not.
+
+  Args:
+    problem: a problem.
+    params: (d,) start point.
+    step: (d,) step.
+
+  Returns:
+    Scalar bool.
   """
   d0, d1 = endpoint_slopes(problem, params, step)
   return d0 * d1 < 0
@@ -440,6 +482,12 @@ def subdiff_diameter_along(problem: Problem, params: jax.Array,
   * ``ReluNet``: the sum of the jumps ``|r_n w2_h (dz_nh / |step|)| / N`` of
     ``phi'`` over the pre-activation hyperplanes meeting ``R``, evaluated at the
     segment point closest to each (exact jumps for ``radius = 0``).
+
+  Args:
+    problem: a problem.
+    params: (d,) start point.
+    step: (d,) non-zero step.
+    radius: radius of the probe region.
 
   Returns:
     Scalar ``>= 0``.
@@ -489,20 +537,20 @@ def subdiff_diameter_along(problem: Problem, params: jax.Array,
 def _steps(problem, params, noise, kind, scale):
   """(n, d) steps: random unit directions (``noise`` normalised) or minus
   normalised gradients."""
-  if kind == "random":
+  if kind == 'random':
     u = noise
-  elif kind == "gradient":
+  elif kind == 'gradient':
     u = -jax.vmap(jax.grad(problem.value))(params)
   else:
-    raise ValueError(f"step_kind must be 'random' or 'gradient', got {kind!r}")
+    raise ValueError(f'step_kind must be random or gradient, got {kind!r}')
   norm = jnp.linalg.norm(u, axis=1, keepdims=True)
   return scale * u / jnp.where(norm > 0, norm, 1.0)
 
 
 def _abs_sum_candidates(problem, noise, radius, scale, *, kink, kind):
   """Every coordinate at distance radius + |s_i| + Exp from its kink; for kink
-  candidates one random coordinate instead sits at -tau * s_i (crosses at t=tau).
-  Iterated so that gradient steps are consistent with the point."""
+  candidates one random coordinate instead sits at -tau * s_i (a crossing at
+  t = tau). Iterated so that gradient steps are consistent with the point."""
   base, u, unif = noise
   m, d = base.shape
   sign = jnp.where(unif[:, :d] < 0.5, -1.0, 1.0)
@@ -514,8 +562,8 @@ def _abs_sum_candidates(problem, noise, radius, scale, *, kink, kind):
     z = jnp.where(hit, -tau * s, sign * (radius + jnp.abs(s) + extra))
     return problem.centers + z
 
-  s = _steps(problem, base, u, "random", scale)
-  if kind == "random":
+  s = _steps(problem, base, u, 'random', scale)
+  if kind == 'random':
     return place(s), s
   s = jax.lax.fori_loop(
       0, 5, lambda _, s: _steps(problem, place(s), u, kind, scale), s)
@@ -534,22 +582,25 @@ def _line_candidates(problem, noise, radius, scale, *, kink, kind):
   fkt = jax.vmap(first_kink_time, in_axes=(None, 0, 0))
   if kink:
     tau = 0.1 + 0.8 * unif[:, -1:]
-    if kind == "random":  # No kink ahead: use the opposite direction.
-      s = jnp.where(jnp.isinf(fkt(problem, base, s))[:, None], -s, s)
+    if kind == 'random':  # Nearest kink on the line, ahead or behind.
+      ahead = fkt(problem, base, s)[:, None] - tau
+      behind = -fkt(problem, base, -s)[:, None] - tau
+      t = jnp.where(jnp.abs(ahead) <= jnp.abs(behind), ahead, behind)
+      return jnp.where(jnp.isfinite(t), base + t * s, base), s
 
     def shift(_, p):
-      ps = s if kind == "random" else _steps(problem, p, u, kind, scale)
+      ps = _steps(problem, p, u, kind, scale)
       t = fkt(problem, p, ps)[:, None]
       return jnp.where(jnp.isfinite(t), p + (t - tau) * ps, p)
 
-    p = jax.lax.fori_loop(0, 1 if kind == "random" else 4, shift, base)
-    return p, (s if kind == "random" else _steps(problem, p, u, kind, scale))
+    p = jax.lax.fori_loop(0, 4, shift, base)
+    return p, _steps(problem, p, u, kind, scale)
   shifts = jnp.array([0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 4.0, -4.0, 8.0,
                       -8.0])
   m, d = base.shape
   q = (base[:, None, :] + shifts[:, None] * s[:, None, :]).reshape(-1, d)
   sq = (_steps(problem, q, jnp.repeat(u, shifts.size, axis=0), kind, scale)
-        if kind == "gradient" else jnp.repeat(s, shifts.size, axis=0))
+        if kind == 'gradient' else jnp.repeat(s, shifts.size, axis=0))
   ok = _is_smooth(problem, q, sq, radius).reshape(m, shifts.size)
   first = jnp.argmax(ok, axis=1) + shifts.size * jnp.arange(m)
   return q[first], sq[first]
@@ -560,7 +611,6 @@ def _is_smooth(problem, params, steps, radius):
   return dist > radius
 
 
-@jax.jit(static_argnames=("kind",))
 def _draw(problem, noise_kink, noise_smooth, radius, scale, *, kind):
   """Candidates of both classes and whether the ground truth confirms them."""
   make = (_abs_sum_candidates if isinstance(problem, AbsSum)
@@ -571,9 +621,12 @@ def _draw(problem, noise_kink, noise_smooth, radius, scale, *, kind):
   return (pk, sk, ok_kink), (ps, ss, _is_smooth(problem, ps, ss, radius))
 
 
+_draw = jax.jit(_draw, static_argnames=('kind',))
+
+
 def sample_points(problem: Problem, key: jax.Array, n: int, *,
                   near_kink_fraction: float = 0.5, radius: float = 0.0,
-                  step_scale: float = 0.1, step_kind: str = "random",
+                  step_scale: float = 0.1, step_kind: str = 'random',
                   max_rounds: int = 20) -> KinkSamples:
   """Labelled segments for ROC studies of a kink detector.
 
@@ -597,7 +650,7 @@ def sample_points(problem: Problem, key: jax.Array, n: int, *,
     radius: clearance of the smooth samples (the probe-region radius).
     step_scale: Euclidean norm of every step.
     step_kind: ``'random'`` (uniform random direction) or ``'gradient'``
-      (minus the normalised gradient at ``params``, like a signSGD/Adam step).
+      (minus the normalised gradient at ``params``: a normalised GD step).
     max_rounds: redraw rounds before giving up.
 
   Returns:
@@ -607,9 +660,8 @@ def sample_points(problem: Problem, key: jax.Array, n: int, *,
     RuntimeError: if the requested classes cannot be filled (for ``relu_net``
       use a small ``radius``/``step_scale``: its kinks are dense).
   """
-  if step_kind not in ("random", "gradient"):
-    raise ValueError(f"step_kind must be 'random' or 'gradient', got "
-                     f"{step_kind!r}")
+  if step_kind not in ('random', 'gradient'):
+    raise ValueError(f'step_kind must be random or gradient, got {step_kind!r}')
   rng = _rng(key)
   d = (problem.centers if isinstance(problem, AbsSum) else problem.center
        if isinstance(problem, MaxAffine) else problem.init_params).shape[0]
@@ -634,8 +686,8 @@ def sample_points(problem: Problem, key: jax.Array, n: int, *,
       break
   else:
     raise RuntimeError(
-        f"sample_points could not fill both classes in {max_rounds} rounds; "
-        "try a smaller radius or step_scale.")
+        f'sample_points could not fill both classes in {max_rounds} rounds; '
+        'try a smaller radius or step_scale.')
   parts = got[1] + got[0]
   labels = np.repeat(np.array([1, 0], np.int32), [n_kink, n - n_kink])
   perm = rng.permutation(n)
