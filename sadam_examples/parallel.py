@@ -1,6 +1,6 @@
-"""Checks for data-parallel S-Adam under ``shard_map`` and ``pmap``.
+"""Helpers for S-Adam on several devices: a replica check, state shardings.
 
-With the batch split over devices, each replica's ``value_fn`` sees its own
+Data parallelism (``shard_map``, ``pmap``): with the batch split over devices, each replica's ``value_fn`` sees its own
 shard, so without ``axis_name`` every replica measures its own rho, applies
 its own damping, and the replicas drift apart although the gradients were
 ``pmean``'d. ``sadam(..., axis_name='data')`` averages the probe values over

@@ -96,6 +96,11 @@ def _axpy(params: Any, a: jax.Array, x: Any) -> Any:
           p.dtype), params, x)
 
 
+def _cast_like(tree: Any, like: Any) -> Any:
+  """``tree`` with each leaf in the dtype of the matching leaf of ``like``."""
+  return jax.tree.map(lambda x, p: x.astype(p.dtype), tree, like)
+
+
 def unit_direction(direction: Any) -> tuple[Any, jax.Array]:
   """Returns ``(direction / ||direction||, ||direction||)``; zero stays zero."""
   norm = _global_norm(direction)
@@ -128,8 +133,55 @@ def _map_probes(fn: Callable[[Any], jax.Array], xs: Any,
   return jax.lax.map(fn, xs, batch_size=chunk_size)
 
 
-def _pmean(x: jax.Array, axis_name: Optional[str]) -> jax.Array:
-  return x if axis_name is None else jax.lax.pmean(x, axis_name)
+def varying_axes(x: Any) -> frozenset:
+  """The ``shard_map`` mesh axes over which ``x`` varies.
+
+  Read from the type JAX tracks under ``shard_map(..., check_vma=True)`` (its
+  default); empty where JAX does not track it (``pmap``, ``check_vma=False``,
+  outside any mapped function, older JAX).
+  """
+  typeof = getattr(jax, 'typeof', None)
+  if typeof is None:
+    return frozenset()
+  aval = typeof(x)
+  vma = getattr(aval, 'vma', None)  # JAX < 0.10.
+  if vma is None:
+    vma = getattr(getattr(aval, 'mat', None), 'varying', frozenset())
+  return frozenset(vma)
+
+
+def replica_mean(x: jax.Array, axis_name: Optional[str],
+                 params: Any) -> jax.Array:
+  """Averages probe values over ``axis_name``; fails if replicas disagree.
+
+  Under ``shard_map`` with the batch split, a value computed from the local
+  batch varies over the data axis while replicated parameters do not. If it
+  still varies after the average, every replica would brake by its own rho
+  and the replicas would drift apart: raise instead.
+
+  Args:
+    x: probe values (or slopes) computed on this replica.
+    axis_name: the mapped data axis, or None.
+    params: the parameters the values were measured at.
+
+  Returns:
+    ``x`` averaged over ``axis_name`` (unchanged if None).
+
+  Raises:
+    ValueError: ``x`` varies over a mapped axis over which ``params`` do not.
+  """
+  if axis_name is not None:
+    x = jax.lax.pmean(x, axis_name)
+  stray = varying_axes(x).difference(
+      *[varying_axes(p) for p in jax.tree.leaves(params)])
+  if stray:
+    raise ValueError(
+        f'The probe values vary over the mapped axes {sorted(stray)}, the '
+        'parameters do not: each data-parallel replica would measure rho on '
+        'its own shard of the batch, brake by it, and the replicas would '
+        'drift apart. Pass axis_name= the data axis to sadam / sadamw / '
+        'lgi_probe / estimate_lgi (and pmean the gradients over it).')
+  return x
 
 
 def step_samples(value_fn: Callable[[Any], jax.Array], params: Any,
@@ -163,15 +215,19 @@ def step_samples(value_fn: Callable[[Any], jax.Array], params: Any,
       num_probes)
   c = jax.random.uniform(c_key, (num_probes,), minval=-1.0, maxval=1.0)
   noise = _rademacher_like(r_key, params)
+  # jvp wants tangents in the primal's dtype; the step may be wider than the
+  # params (e.g. float32 updates of bf16 params with mu_dtype=float32).
+  tangent = _cast_like(unit, params)
 
   def probe(tc):
     t_i, c_i = tc
     point = _axpy(_axpy(params, t_i * norm, unit), c_i * probe_radius * norm,
                   noise)
-    _, slope = jax.jvp(value_fn, (point,), (unit,))
+    _, slope = jax.jvp(value_fn, (point,), (tangent,))
     return slope.astype(jnp.float32)
 
-  return _pmean(_map_probes(probe, (t, c), chunk_size), axis_name)
+  return replica_mean(_map_probes(probe, (t, c), chunk_size), axis_name,
+                      params)
 
 
 def endpoint_samples(value_fn: Callable[[Any], jax.Array], params: Any,
@@ -181,11 +237,13 @@ def endpoint_samples(value_fn: Callable[[Any], jax.Array], params: Any,
   unit, norm = unit_direction(step)
   ends = jnp.array([0.0, 1.0])
 
+  tangent = _cast_like(unit, params)
+
   def probe(t):
-    _, slope = jax.jvp(value_fn, (_axpy(params, t * norm, unit),), (unit,))
+    _, slope = jax.jvp(value_fn, (_axpy(params, t * norm, unit),), (tangent,))
     return slope.astype(jnp.float32)
 
-  return _pmean(jax.vmap(probe)(ends), axis_name)
+  return replica_mean(jax.vmap(probe)(ends), axis_name, params)
 
 
 def _normal_per_tensor(key: jax.Array, tree: Any) -> Any:
@@ -223,15 +281,15 @@ def literal_samples(value_fn: Callable[[Any], jax.Array], params: Any,
   Returns:
     float32 array of shape ``(num_probes,)``.
   """
-  f0 = _pmean(value_fn(params).astype(jnp.float32), axis_name)
+  f0 = replica_mean(value_fn(params).astype(jnp.float32), axis_name, params)
 
   def probe(k):
     u = _normal_per_tensor(k, params)
     return value_fn(_axpy(params, jnp.float32(probe_radius), u)).astype(
         jnp.float32)
 
-  fs = _pmean(_map_probes(probe, jax.random.split(key, num_probes),
-                          chunk_size), axis_name)
+  fs = replica_mean(_map_probes(probe, jax.random.split(key, num_probes),
+                                chunk_size), axis_name, params)
   return (fs - f0) / probe_radius
 
 

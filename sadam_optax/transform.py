@@ -245,8 +245,33 @@ def _check_params(params: Any) -> None:
         'e.g. singularity_aware(optax.partition(...)), or use sadamw(mask=...).')
 
 
+def _check_value_fn(value_fn: Callable[[Any], Any], params: Any) -> None:
+  """Fails clearly when ``value_fn`` cannot give a scalar loss at ``params``.
+
+  Abstract evaluation: costs one more trace of the loss, nothing at run time.
+  """
+  try:
+    out = jax.eval_shape(value_fn, params)
+  except (TypeError, ValueError, IndexError, KeyError) as e:
+    shapes = jax.tree.map(lambda x: getattr(x, 'shape', x), params)
+    raise ValueError(
+        'singularity_aware could not evaluate value_fn at the params it '
+        f'received (shapes {shapes}): {type(e).__name__}: {e}. If it sits '
+        'inside optax.flatten, which hands it one flat vector in place of '
+        'your parameter tree, move it outside (S-Adam gains nothing from '
+        'flattening); otherwise check that value_fn takes the params passed '
+        'to update().') from e
+  if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+    raise ValueError(
+        'value_fn must return the loss as a scalar, got '
+        f'{jax.tree.map(lambda x: getattr(x, "shape", x), out)}: reduce it '
+        '(e.g. jnp.mean over the batch).')
+
+
 def _dot(a: Any, b: Any) -> jax.Array:
-  return sum((jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32))
+  # Not jnp.vdot: it ravels its inputs, which an explicitly sharded array
+  # refuses (jax.make_mesh's default axis type).
+  return sum((jnp.sum(x.astype(jnp.float32) * y.astype(jnp.float32))
               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))),
              jnp.float32(0.0))
 
@@ -363,15 +388,17 @@ def singularity_aware(
                                  lambda _: (state.rho, jnp.bool_(True)), None)
     return rho, finite, key
 
-  def trajectory_rho(state, grads, step):
+  def trajectory_rho(state, grads, params, step):
     """rho from the previous step's slopes at both ends; no extra pass."""
     end_slope = _dot(grads, state.prev_direction)
     samples = jnp.stack([state.prev_slope, end_slope])
     unit, _ = lgi.unit_direction(step)
     new_slope = _dot(grads, unit)
-    if probe.axis_name is not None:
-      samples = jax.lax.pmean(samples, probe.axis_name)
-      new_slope = jax.lax.pmean(new_slope, probe.axis_name)
+    # Replicated params make a per-replica slope an error (no axis_name, or
+    # gradients not pmean'd); without params, compare with the gradients.
+    at = grads if params is None else params
+    samples = lgi.replica_mean(samples, probe.axis_name, at)
+    new_slope = lgi.replica_mean(new_slope, probe.axis_name, at)
     # The first step has no previous step: rho stays 0.
     rho = jnp.where(state.count > 0, lgi.instability_ratio(samples), 0.0)
     return rho, jnp.all(jnp.isfinite(samples)), unit, new_slope
@@ -387,7 +414,7 @@ def singularity_aware(
                                        state.probe_key)
     if trajectory:
       rho, finite, prev_direction, prev_slope = trajectory_rho(
-          state, updates, step)
+          state, updates, params, step)
     else:
       if value_fn is None:
         raise _missing_value_fn(probe.estimator)
@@ -396,6 +423,7 @@ def singularity_aware(
       kwargs = value_fn_kwargs(value_fn, extra_args)
       if kwargs:
         loss = lambda p: value_fn(p, **kwargs)  # pylint: disable=g-long-lambda
+      _check_value_fn(loss, params)
       rho, finite, key = probed_rho(state, loss, params, step)
     # A probe that saw NaN or inf keeps the last rho: nothing non-finite
     # reaches the damping, so the parameters stay finite.

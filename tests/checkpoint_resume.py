@@ -51,7 +51,7 @@ def init_state() -> dict:
 @functools.partial(jax.jit, static_argnums=0)
 def train_step(opt, state, x, y):
   data_key, sub = jax.random.split(state['data_key'])
-  idx = jax.random.choice(sub, DATA_SIZE, (BATCH,), replace=False)
+  idx = jax.random.randint(sub, (BATCH,), 0, DATA_SIZE)
   loss_of = lambda p: loss_fn(p, x[idx], y[idx])
   loss, grads = jax.value_and_grad(loss_of)(state['params'])
   updates, opt_state = opt.update(grads, state['opt_state'], state['params'],
