@@ -34,7 +34,7 @@ def sadam(
     probe_every: int = 1,
     seed: int = 0,
     rule: transform.BrakeRule = 'exp',
-    chunk_size: Optional[int] = None,
+    chunk_size: Optional[int] = 1,
     axis_name: Optional[str] = None,
     eps_root: float = 0.0,
     mu_dtype: Optional[Any] = None,
@@ -74,7 +74,7 @@ def sadam(
     lam: brake strength >= 0, a float or schedule; 0 gives ``optax.adam``
       exactly. Default 2.0, the paper's value.
     num_probes: probes per measurement, a static int >= 2 (None: the
-      estimator's default, 4 for ``'step'``, 8 for ``'literal'``). Under
+      estimator's default: 2 for ``'step'``, 8 for ``'literal'``). Under
       ``optax.inject_hyperparams`` pass ``static_args=('num_probes',)``.
     probe_radius: > 0, see :func:`sadam_optax.lgi_probe`.
     estimator: ``'step'``, ``'literal'`` (the paper's scripts) or
@@ -83,7 +83,7 @@ def sadam(
     seed: seed of the probes' PRNG key.
     rule: ``'exp'`` (the paper) or ``'compound'``, see
       :func:`sadam_optax.damping_scale`.
-    chunk_size: probes evaluated at once (None: all, vmapped).
+    chunk_size: probes evaluated at once (default 1; None: all, vmapped).
     axis_name: data-parallel axis over which probe values are averaged.
     eps_root: as in ``optax.adam``.
     mu_dtype: dtype of the first moment, as in ``optax.adam``.
@@ -121,7 +121,7 @@ def sadamw(
     probe_every: int = 1,
     seed: int = 0,
     rule: transform.BrakeRule = 'exp',
-    chunk_size: Optional[int] = None,
+    chunk_size: Optional[int] = 1,
     axis_name: Optional[str] = None,
     eps_root: float = 0.0,
     mu_dtype: Optional[Any] = None,

@@ -38,9 +38,10 @@ Estimator = Literal['step', 'literal', 'trajectory']
 ESTIMATORS = ('step', 'literal', 'trajectory')
 
 # Estimator-specific defaults. 'literal' follows the authors' scripts
-# (k = 8, sigma = 0.01); 'step' draws its noise radius relative to the step.
-DEFAULT_NUM_PROBES = {'step': 4, 'literal': 8, 'trajectory': 2}
-DEFAULT_PROBE_RADIUS = {'step': 0.1, 'literal': 0.01, 'trajectory': 0.1}
+# (k = 8, sigma = 0.01). 'step': the two ends of the step, with noise of 1% of its length, ranked
+# chattering steps best in the validation (experiments/lgi_validation.py).
+DEFAULT_NUM_PROBES = {'step': 2, 'literal': 8, 'trajectory': 2}
+DEFAULT_PROBE_RADIUS = {'step': 0.01, 'literal': 0.01, 'trajectory': 0.01}
 # The authors' absolute epsilon and clip for the literal ratio.
 LITERAL_EPS = 1e-6
 LITERAL_CLIP = 10.0
@@ -191,9 +192,12 @@ def step_samples(value_fn: Callable[[Any], jax.Array], params: Any,
   """Directional derivatives along ``step`` at random points of the step.
 
   Probe i sits at ``params + t_i * step + c_i * probe_radius * ||step|| * r``
-  with t_i stratified over [0, 1] (one per slice of width 1/k, so the segment
-  is always covered end to end), c_i uniform in [-1, 1] and r one Rademacher
-  unit vector shared by all probes (one random bit per parameter per step).
+  with t_i evenly spaced over [0, 1] *including both ends*, c_i uniform in
+  [-1, 1] and r one Rademacher unit vector shared by all probes (one random
+  bit per parameter per step). Both ends matter: a step that overshoots has
+  slopes of opposite signs there, and stratified random points inside the
+  slices missed a sign change near an end (validation: AUC 0.85 against 0.97
+  at d = 2, ``experiments/results/lgi_validation.md``).
 
   Args:
     value_fn: ``params -> scalar`` loss.
@@ -210,9 +214,8 @@ def step_samples(value_fn: Callable[[Any], jax.Array], params: Any,
     float32 array of shape ``(num_probes,)``.
   """
   unit, norm = unit_direction(step)
-  t_key, c_key, r_key = jax.random.split(key, 3)
-  t = (jnp.arange(num_probes) + jax.random.uniform(t_key, (num_probes,))) / (
-      num_probes)
+  c_key, r_key = jax.random.split(key)
+  t = jnp.linspace(0.0, 1.0, num_probes)
   c = jax.random.uniform(c_key, (num_probes,), minval=-1.0, maxval=1.0)
   noise = _rademacher_like(r_key, params)
   # jvp wants tangents in the primal's dtype; the step may be wider than the
@@ -320,9 +323,10 @@ def estimate_lgi(value_fn: Callable[[Any], jax.Array], params: Any,
     key: a PRNG key (``jax.random.key``).
     estimator: ``'step'``, ``'literal'`` or ``'trajectory'`` (module doc).
     num_probes: number of probes, a static int >= 2; None takes the
-      estimator's default (4, 8, and 2 for the two ends of ``'trajectory'``).
+      estimator's default (2 for ``'step'``: the two ends of the step; 8 for
+      ``'literal'``; ``'trajectory'`` always uses the two ends).
     probe_radius: ``'step'``: noise radius relative to the step's norm
-      (default 0.1); ``'literal'``: sigma of the finite differences (default
+      (default 0.01); ``'literal'``: sigma of the finite differences (default
       0.01, the authors' value); unused by ``'trajectory'``.
     chunk_size: evaluate probes in chunks of this size (``lax.map``) to bound
       activation memory; None vmaps all probes at once.

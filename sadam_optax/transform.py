@@ -56,7 +56,7 @@ def lgi_probe(*, estimator: lgi.Estimator = 'step',
               num_probes: Optional[int] = None,
               probe_radius: Optional[float] = None,
               probe_every: int = 1,
-              chunk_size: Optional[int] = None,
+              chunk_size: Optional[int] = 1,
               axis_name: Optional[str] = None) -> LGIProbe:
   """Configures the measurement of rho.
 
@@ -66,14 +66,17 @@ def lgi_probe(*, estimator: lgi.Estimator = 'step',
       the one validated to detect kinks; ``'literal'`` reproduces the paper's
       scripts; ``'trajectory'`` needs no extra pass of the loss but stores the
       previous step (one more copy of the parameters).
-    num_probes: probes per measurement, a static int >= 2 (None: 4 for
-      ``'step'``, 8 for ``'literal'``).
-    probe_radius: > 0; relative noise radius for ``'step'`` (default 0.1),
+    num_probes: probes per measurement, a static int >= 2 (None: 2 for
+      ``'step'``, its two ends; 8 for ``'literal'``).
+    probe_radius: > 0; relative noise radius for ``'step'`` (default 0.01),
       absolute finite-difference sigma for ``'literal'`` (default 0.01).
     probe_every: probe on every ``probe_every``-th step (first step included)
       and carry rho in between; cost of the probes divides by it.
     chunk_size: evaluate at most this many probes at once (``lax.map``),
-      bounding activation memory; None vmaps all probes.
+      bounding activation memory; None vmaps all probes. Default 1: one
+      probe at a time was faster on every model benchmarked (vmapping probes
+      at different parameters turns each convolution into a batched one) and
+      adds the least memory (``benchmarks/results/``).
     axis_name: name of a ``shard_map``/``pmap`` data axis. The probe values
       are averaged over it, so every replica sees the rho of the global batch.
 

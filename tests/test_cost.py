@@ -1,0 +1,149 @@
+"""What S-Adam costs beyond AdamW: state bytes, compilations, transfers, memory.
+
+Also runs the cost and quality benchmarks end to end in their smoke settings.
+"""
+
+import functools
+import json
+import pathlib
+import sys
+
+import jax
+import optax
+import pytest
+
+import sadam_optax
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from benchmarks import rho_quality  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import settings as settings_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import step_time  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+KIB = 1024
+
+
+def _problem(batch=64, dim=16, hidden=32, classes=4):
+  """A two-layer ReLU network (two leaves: few PRNG call sites to compile)."""
+  k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
+  params = {'w1': jax.random.normal(k1, (dim, hidden)) / dim ** 0.5,
+            'w2': jax.random.normal(k2, (hidden, classes)) / hidden ** 0.5}
+  x = jax.random.normal(k3, (batch, dim))
+  y = jax.random.randint(k4, (batch,), 0, classes)
+
+  def loss(p, x, y):
+    logits = jax.nn.relu(x @ p['w1']) @ p['w2']
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  return params, loss, (x, y)
+
+
+def _train_step(opt, loss):
+  """A jitted step that closes value_fn over the batch; counts its traces."""
+  traces = []
+
+  @jax.jit
+  def step(params, state, x, y):
+    traces.append(1)
+    grads = jax.grad(loss)(params, x, y)
+    updates, state = opt.update(grads, state, params,
+                                value_fn=lambda p: loss(p, x, y))
+    return optax.apply_updates(params, updates), state
+
+  return step, traces
+
+
+@pytest.fixture(scope='module')
+def problem():
+  return _problem()
+
+
+@pytest.mark.parametrize('options', [
+    {}, {'probe_every': 16, 'num_probes': 2}, {'estimator': 'literal'}])
+def test_state_is_adamw_plus_under_1kib(problem, options):
+  params, _, _ = problem
+  adamw = settings_lib.tree_bytes(optax.adamw(1e-3).init(params))
+  sadamw = settings_lib.tree_bytes(sadam_optax.sadamw(1e-3, **options).init(
+      params))
+  assert 0 < sadamw - adamw <= KIB
+
+
+def test_trajectory_state_holds_one_more_copy_of_params(problem):
+  params, _, _ = problem
+  extra = (settings_lib.tree_bytes(
+      sadam_optax.sadamw(1e-3, estimator='trajectory').init(params))
+           - settings_lib.tree_bytes(optax.adamw(1e-3).init(params)))
+  assert settings_lib.tree_bytes(params) <= extra <= (
+      settings_lib.tree_bytes(params) + KIB)
+
+
+@pytest.mark.parametrize('options', [{}, {'probe_every': 3}])
+def test_one_compilation_no_host_transfer_rho_on_device(problem, options):
+  params, loss, (x, y) = problem
+  opt = sadam_optax.sadamw(1e-2, **options)
+  step, traces = _train_step(opt, loss)
+  # Explicit transfers first; inside the loop everything stays on device.
+  params, state, x, y = jax.device_put((params, opt.init(params), x, y))
+  with jax.transfer_guard('disallow'):
+    for _ in range(5):  # Probed and (probe_every=3) carried steps.
+      params, state = step(params, state, x, y)
+    rho = optax.tree.get(state, 'rho')
+  assert isinstance(rho, jax.Array)
+  assert len(traces) == 1
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert 0.0 <= float(rho) < 1.0
+
+
+def test_step_has_no_host_callback(problem):
+  params, loss, (x, y) = problem
+  opt = sadam_optax.sadamw(1e-2, probe_every=2)
+  step, _ = _train_step(opt, loss)
+  jaxpr = str(jax.make_jaxpr(step)(params, opt.init(params), x, y))
+  assert 'callback' not in jaxpr
+  assert 'cond' in jaxpr  # probe_every > 1 skips the probes on device.
+
+
+def _probe_temp_bytes(chunk_size, *, num_probes=8):
+  """XLA's working memory of one rho estimate on a wide batch."""
+  params, loss, (x, y) = _problem(batch=512, dim=8, hidden=256)
+  estimate = functools.partial(
+      sadam_optax.estimate_lgi, lambda p: loss(p, x, y), num_probes=num_probes,
+      chunk_size=chunk_size)
+  compiled = jax.jit(estimate).lower(params, params,
+                                     jax.random.key(0)).compile()
+  return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_chunk_size_bounds_probe_memory():
+  activation = 512 * 256 * 4  # One probe's hidden layer, float32.
+  vmapped, chunked = _probe_temp_bytes(None), _probe_temp_bytes(1)
+  assert vmapped >= 8 * activation  # All probes' activations at once.
+  assert chunked <= 4 * activation  # One probe at a time.
+  assert chunked <= vmapped / 3
+
+
+def test_step_time_smoke(tmp_path):
+  result = step_time.main(['--smoke', '--only', 'step k4 every4',
+                           '--out-dir', str(tmp_path)])
+  rows = {r['name']: r for r in result['rows']}
+  assert set(rows) == {'adamw', 'step k4 every4'}
+  assert rows['adamw']['ratio'] == 1.0
+  assert rows['step k4 every4']['ratio'] > 0
+  assert rows['step k4 every4']['state_bytes_over_adamw'] <= KIB
+  assert rows['step k4 every4']['memory']['temp'] is not None
+  saved = json.loads(next(tmp_path.glob('step_time_smoke_*.json')).read_text())
+  assert saved['rows'][0]['name'] == 'adamw'
+  assert '| step k4 every4 |' in next(tmp_path.glob('*.md')).read_text()
+
+
+def test_rho_quality_smoke(tmp_path):
+  result = rho_quality.main([
+      '--steps', '30', '--seeds', '0', '--batch', '50', '--only', 'step k2',
+      'secant (proposal)', '--out-dir', str(tmp_path)])
+  agg = result['aggregate']
+  # Two dense references with independent probes agree: rho is reproducible.
+  assert agg['step k16 dense B']['spearman'][0] > 0.8
+  assert agg['step k16 dense A']['spearman'][0] == pytest.approx(1.0)
+  for name in ('step k2', 'secant (proposal)'):
+    assert -1.0 <= agg[name]['spearman'][0] <= 1.0
+    assert 0.0 <= agg[name]['mean_rho'][0] < 1.0
+  assert (tmp_path / 'rho_quality.md').exists()
