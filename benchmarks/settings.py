@@ -16,6 +16,7 @@ import jax
 import optax
 
 import sadam_optax
+from sadam_optax import lgi
 
 from benchmarks import proposals
 
@@ -106,8 +107,16 @@ def make_optimizer(setting: Setting, *, learning_rate: float,
   return sadam_optax.sadamw(
       learning_rate, weight_decay=weight_decay, lam=lam,
       estimator=setting.estimator, num_probes=setting.num_probes,
-      probe_every=setting.probe_every, chunk_size=setting.chunk_size,
+      probe_every=setting.probe_every, chunk_size=vmap_or_chunk(setting),
       seed=setting.seed)
+
+
+def vmap_or_chunk(setting: Setting) -> int:
+  """The library's chunk_size for a setting: None here means all vmapped."""
+  if setting.chunk_size is not None:
+    return setting.chunk_size
+  num = setting.num_probes
+  return num if num is not None else lgi.DEFAULT_NUM_PROBES[setting.estimator]
 
 
 def init_state(setting: Setting, optimizer: optax.GradientTransformation,

@@ -41,7 +41,7 @@ class LGIProbe(NamedTuple):
     num_probes: probes per measurement, a static int >= 2.
     probe_radius: estimator-specific radius (see :func:`lgi.estimate_lgi`).
     probe_every: measure every this many steps and carry rho in between.
-    chunk_size: probes evaluated at once (None: all, vmapped).
+    chunk_size: probes evaluated at once (None: one at a time).
     axis_name: mapped axis over which probe values are averaged.
   """
   estimator: str
@@ -56,7 +56,7 @@ def lgi_probe(*, estimator: lgi.Estimator = 'step',
               num_probes: Optional[int] = None,
               probe_radius: Optional[float] = None,
               probe_every: int = 1,
-              chunk_size: Optional[int] = 1,
+              chunk_size: Optional[int] = None,
               axis_name: Optional[str] = None) -> LGIProbe:
   """Configures the measurement of rho.
 
@@ -73,8 +73,8 @@ def lgi_probe(*, estimator: lgi.Estimator = 'step',
     probe_every: probe on every ``probe_every``-th step (first step included)
       and carry rho in between; cost of the probes divides by it.
     chunk_size: evaluate at most this many probes at once (``lax.map``),
-      bounding activation memory; None vmaps all probes. Default 1: one
-      probe at a time was faster on every model benchmarked (vmapping probes
+      bounding activation memory; ``num_probes`` or more vmaps all of them.
+      Default None, one probe at a time: it was faster on every model benchmarked (vmapping probes
       at different parameters turns each convolution into a batched one) and
       adds the least memory (``benchmarks/results/``).
     axis_name: name of a ``shard_map``/``pmap`` data axis. The probe values

@@ -115,7 +115,7 @@ def _probe_temp_bytes(chunk_size, *, num_probes=8):
 
 def test_chunk_size_bounds_probe_memory():
   activation = 512 * 256 * 4  # One probe's hidden layer, float32.
-  vmapped, chunked = _probe_temp_bytes(None), _probe_temp_bytes(1)
+  vmapped, chunked = _probe_temp_bytes(8), _probe_temp_bytes(None)
   assert vmapped >= 8 * activation  # All probes' activations at once.
   assert chunked <= 4 * activation  # One probe at a time.
   assert chunked <= vmapped / 3
