@@ -670,10 +670,12 @@ def comparison_markdown(payload: dict[str, Any]) -> str:
   lines += ['', 'Read the last column before crediting the brake: Adam at '
             "S-Adam's effective learning rate (lr times S-Adam's mean damping "
             'over the run, a constant) is the control that a smaller step size '
-            'passes too. Where S-Adam is not clearly closer than it at the end, '
+            'passes too. Where S-Adam is not clearly closer than it at the '
+            'end, '
             'its gain at the end is that of a smaller learning rate, found '
             'automatically; the column at 10% of the run shows whether it also '
-            'gets there sooner. Note on Figure 1: its minimiser sits at an edge '
+            'gets there sooner. Note on Figure 1: its minimiser sits at an '
+            'edge '
             'of the subdifferential (the slope of |x-1| + x^2/2 tends to 0 '
             'from the left), so plain gradient descent converges there; it is '
             "Adam's normalised step that chatters.", '',
@@ -711,7 +713,8 @@ def sweep_markdown(payload: dict[str, Any]) -> str:
   if exp:
     best = max(exp, key=lambda r: r['worst_closer'])
     lines += [f'The paper\'s rule (exp): {sum(r["all_targets"] for r in exp)} '
-              f'of {len(exp)} settings reach the target; the best worst case is '
+              f'of {len(exp)} settings reach the target; the best worst case '
+              'is '
               f'{_x(best["worst_closer"])}x closer ({best["label"]}). One step '
               'of exp(-lam rho) shrinks Adam\'s step by at most exp(-lam); a '
               'large lam also brakes the steps that still make progress.', '']

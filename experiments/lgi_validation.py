@@ -21,8 +21,7 @@ the exact ground truth of each segment:
 
 Reported per (problem, estimator, k): the ROC AUC of rho for ``chatter``,
 ``crosses`` and ``overshoot``, the mean rho on chattering and on smooth
-segments, and the
-Spearman correlation of rho with the diameter.
+segments, and the Spearman correlation of rho with the diameter.
 
 Two populations of segments:
 
@@ -48,8 +47,8 @@ each slice of width 1/k of the step instead of the grid ``t = 0, 1/(k-1),
 core now probes them.
 
 Also writes the paper's Figure 1 as heat maps of rho over the plane, one per
-estimator (``lgi_validation_figure1.png``), with the step ``-lr * sign(grad)`` at every
-grid point.
+estimator (``lgi_validation_figure1.png``), with the step
+``-lr * sign(grad f)`` at every grid point.
 
 Example::
 
@@ -90,7 +89,6 @@ from experiments import common
 
 STEP_RADIUS = lgi.DEFAULT_PROBE_RADIUS['step']
 ABLATION = 'step-slices'  # The former probe placement.
-CORE_ESTIMATORS = ('step', 'literal', 'trajectory')
 TARGET_AUC = 0.95
 TARGET_CHATTER_RHO = 0.3
 TARGET_SMOOTH_RHO = 0.05
@@ -836,7 +834,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   plot_auc(pooled_rows, out_dir / f'{args.out}_auc.png')
   figure1_summary = {
       label: dict(mean_rho_chatter=float(maps[label][maps['chatter']].mean()),
-                  mean_rho_elsewhere=float(maps[label][~maps['chatter']].mean()))
+                  mean_rho_elsewhere=float(
+                      maps[label][~maps['chatter']].mean()))
       for label in labels}
   payload = dict(
       config=dict(dims=args.dims, ks=args.ks, literal_ks=args.literal_ks,

@@ -34,6 +34,8 @@ def sadam(
     probe_every: int = 1,
     seed: int = 0,
     rule: transform.BrakeRule = 'exp',
+    recovery: float = 0.1,
+    min_damping: float = 0.03,
     chunk_size: Optional[int] = None,
     axis_name: Optional[str] = None,
     eps_root: float = 0.0,
@@ -82,7 +84,11 @@ def sadam(
     probe_every: probe every this many steps, carrying rho in between.
     seed: seed of the probes' PRNG key.
     rule: ``'exp'`` (the paper) or ``'compound'``, see
-      :func:`sadam_optax.damping_scale`.
+      :func:`sadam_optax.damping_scale`. Only ``'compound'`` stopped Adam's
+      chattering at a kink in our study; ``'exp'`` stays the default until it
+      is measured on real training (README).
+    recovery: ``'compound'`` only, see :func:`sadam_optax.damping_scale`.
+    min_damping: ``'compound'`` only, see :func:`sadam_optax.damping_scale`.
     chunk_size: probes evaluated at once (None: one at a time, the fastest
       in our benchmarks; ``num_probes`` or more: all at once, vmapped).
     axis_name: data-parallel axis over which probe values are averaged.
@@ -103,7 +109,8 @@ def sadam(
   return sadamw(learning_rate, b1, b2, eps, weight_decay=None, lam=lam,
                 num_probes=num_probes, probe_radius=probe_radius,
                 estimator=estimator, probe_every=probe_every, seed=seed,
-                rule=rule, chunk_size=chunk_size, axis_name=axis_name,
+                rule=rule, recovery=recovery, min_damping=min_damping,
+                chunk_size=chunk_size, axis_name=axis_name,
                 eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov)
 
 
@@ -122,6 +129,8 @@ def sadamw(
     probe_every: int = 1,
     seed: int = 0,
     rule: transform.BrakeRule = 'exp',
+    recovery: float = 0.1,
+    min_damping: float = 0.03,
     chunk_size: Optional[int] = None,
     axis_name: Optional[str] = None,
     eps_root: float = 0.0,
@@ -148,6 +157,8 @@ def sadamw(
     probe_every: see :func:`sadam`.
     seed: see :func:`sadam`.
     rule: see :func:`sadam`.
+    recovery: see :func:`sadam`.
+    min_damping: see :func:`sadam`.
     chunk_size: see :func:`sadam`.
     axis_name: see :func:`sadam`.
     eps_root: as in ``optax.adamw``.
@@ -172,7 +183,8 @@ def sadamw(
   braked_adam = transform.singularity_aware(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root,
                           mu_dtype=mu_dtype, nesterov=nesterov),
-      probe=probe, brake=transform.damping_scale(lam, rule=rule),
+      probe=probe, brake=transform.damping_scale(
+          lam, rule=rule, recovery=recovery, min_damping=min_damping),
       step_size=learning_rate, seed=seed)
   decay = ([] if weight_decay is None else
            [optax.add_decayed_weights(weight_decay, mask)])
@@ -209,4 +221,4 @@ def paper_sadamw(learning_rate: ScalarOrSchedule = 1e-3, *,
   """
   return sadamw(learning_rate, weight_decay=weight_decay, lam=lam,
                 num_probes=num_probes, probe_radius=probe_radius,
-                estimator='literal', seed=seed)
+                estimator='literal', rule='exp', seed=seed)
