@@ -78,7 +78,7 @@ BASELINES = ('adamw', 'adamw-cosine')
 # Candidate settings (one each in this first pass, not tuned).
 BRAKE_LAM = 25.0        # per weight: frequency 0.04 keeps exp(-1) of the step
 TENSOR_LAM = 50.0       # per tensor: the mean frequency is smaller
-COMPOUND = dict(lam=1.0, recovery=0.01)  # tightens above frequency 0.01
+COMPOUND = dict(lam=1.0, recovery=0.01, min_damping=1e-3)  # tightens above 0.01
 DAMPEN_STRENGTH = 0.2
 FREEZE_THRESHOLD = 0.03
 MOMENTUM = 0.01
