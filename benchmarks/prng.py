@@ -15,7 +15,6 @@ Writes ``benchmarks/results/prng_<hardware>.json`` and ``.md``.
 """
 
 import argparse
-import json
 import pathlib
 import sys
 import time
@@ -95,10 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   result = dict(hardware=hw, reps=args.reps, rows=rows,
                 command='python -m benchmarks.prng ' + ' '.join(
                     sys.argv[1:] if argv is None else argv))
-  args.out_dir.mkdir(parents=True, exist_ok=True)
-  stem = f'prng_{step_time.hardware_tag(hw)}'
-  (args.out_dir / f'{stem}.json').write_text(json.dumps(result, indent=1))
-  (args.out_dir / f'{stem}.md').write_text(markdown(result))
+  step_time.write(result, args.out_dir, f'prng_{step_time.hardware_tag(hw)}',
+                  markdown(result))
   print(markdown(result))
   return result
 

@@ -21,7 +21,6 @@ Writes ``benchmarks/results/rho_quality.json`` and ``.md``.
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import sys
 import time
@@ -35,6 +34,7 @@ from scipy import stats
 import tqdm
 
 from benchmarks import settings as settings_lib
+from benchmarks import step_time
 
 RESULTS = pathlib.Path(__file__).resolve().parent / 'results'
 DENSE_SEEDS = (101, 202)
@@ -282,9 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                        for k in lags},
       aggregate=aggregate(per_seed), per_seed=per_seed,
       rho_seed0={k: v.round(5).tolist() for k, v in runs[0]['rho'].items()})
-  args.out_dir.mkdir(parents=True, exist_ok=True)
-  (args.out_dir / f'{args.name}.json').write_text(json.dumps(result, indent=1))
-  (args.out_dir / f'{args.name}.md').write_text(markdown(result))
+  step_time.write(result, args.out_dir, args.name, markdown(result))
   print(markdown(result))
   return result
 

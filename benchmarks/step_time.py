@@ -413,10 +413,13 @@ def markdown(result: dict[str, Any]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def write(result: dict[str, Any], out_dir: pathlib.Path, stem: str) -> None:
+def write(result: dict[str, Any], out_dir: pathlib.Path, stem: str,
+          text: str | None = None) -> None:
+  """Writes ``stem.json`` and ``stem.md`` (``text``, or this table)."""
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / f'{stem}.json').write_text(json.dumps(result, indent=1))
-  (out_dir / f'{stem}.md').write_text(markdown(result))
+  (out_dir / f'{stem}.md').write_text(markdown(result) if text is None
+                                      else text)
 
 
 # --------------------------------------------------------------------------
