@@ -33,9 +33,9 @@ class Setting:
   Attributes:
     kind: ``'adamw'``, ``'sam'`` (two gradients per step, on AdamW) or
       ``'sadamw'``.
-    estimator: S-AdamW's estimator (``'step'``, ``'literal'``,
+    estimator: S-AdamW's estimator (``'secant'``, ``'step'``, ``'literal'``,
       ``'trajectory'``), or a prototype reading of
-      :mod:`benchmarks.proposals` (``'secant'``, ``'ends'``).
+      :mod:`benchmarks.proposals` (``'ends'``).
     num_probes: probes per measurement (None: the estimator's default).
     probe_every: probe every this many steps, rho carried in between.
     chunk_size: probes evaluated at once (None: all of them, vmapped).
@@ -45,6 +45,9 @@ class Setting:
     noise: ``'rademacher'`` (the library's) or ``'packed'`` (the proposal
       :func:`benchmarks.proposals.packed_rademacher_like`).
     seed: seed of the probe key.
+    give_value: hand S-AdamW ``value=`` the loss the train step computed
+      (what ``'secant'`` saves a forward pass with); False: it evaluates the
+      loss at the parameters itself.
   """
   kind: str = SADAMW
   estimator: str = 'step'
@@ -55,6 +58,7 @@ class Setting:
   prng_impl: Optional[str] = None
   noise: str = 'rademacher'
   seed: int = 0
+  give_value: bool = True
 
   @property
   def name(self) -> str:
@@ -75,6 +79,8 @@ class Setting:
       parts.append(self.prng_impl)
     if self.noise != 'rademacher':
       parts.append(self.noise)
+    if not self.give_value:
+      parts.append('no-value')
     return ' '.join(parts)
 
   def options(self) -> dict[str, Any]:
@@ -170,7 +176,7 @@ def probe_batch(batch: tuple[Any, ...], fraction: float) -> tuple[Any, ...]:
 
 def probe_value(value: jax.Array, setting: Setting) -> Optional[jax.Array]:
   """The loss at the parameters, if the probes see the batch it was taken on."""
-  return value if setting.probe_fraction >= 1 else None
+  return value if setting.probe_fraction >= 1 and setting.give_value else None
 
 
 def cost_settings() -> list[Setting]:
@@ -178,7 +184,9 @@ def cost_settings() -> list[Setting]:
   return [
       Setting(kind=ADAMW),
       Setting(kind=SAM),
-      Setting(num_probes=2, chunk_size=1),  # The library's default.
+      Setting(estimator='secant'),  # The library's default.
+      Setting(estimator='secant', give_value=False),
+      Setting(num_probes=2, chunk_size=1),  # The default before 'secant'.
       Setting(num_probes=4),
       Setting(num_probes=4, chunk_size=1),
       Setting(num_probes=4, prng_impl='rbg'),
@@ -192,7 +200,6 @@ def cost_settings() -> list[Setting]:
       Setting(num_probes=2, probe_every=16),
       Setting(num_probes=4, probe_every=32),
       Setting(estimator='trajectory'),
-      Setting(estimator='secant'),
       Setting(estimator='secant', probe_fraction=0.25),
       Setting(estimator='secant', probe_fraction=0.125),
       Setting(estimator='ends'),
@@ -204,12 +211,13 @@ def cost_settings() -> list[Setting]:
 def quality_settings() -> list[Setting]:
   """The cheap settings whose rho the quality study compares (S-AdamW only).
 
-  Chunking and the noise's bit packing do not change what rho estimates (the
-  same points, evaluated in another order; the same distribution), so they
-  are left out; one other PRNG implementation is in, as a check.
+  Chunking, the noise's bit packing and computing the loss again
+  (``no-value``) do not change what rho estimates (the same points, evaluated
+  in another order; the same distribution; the same loss), so they are left
+  out; one other PRNG implementation is in, as a check.
   """
   return [s for s in cost_settings()
-          if s.kind == SADAMW and s.chunk_size is None
+          if s.kind == SADAMW and s.chunk_size is None and s.give_value
           and s.noise == 'rademacher' and s.prng_impl != 'unsafe_rbg']
 
 

@@ -38,7 +38,8 @@ Array = jax.Array
 ADAM_GRID = (1e-3, 3e-3, 1e-2)
 SGD_GRID = (0.01, 0.03, 0.1)
 SGD_FAMILY = ('sgd', 'prox-sgd', 'sam')
-SADAM_ESTIMATORS = {'sadam': 'step', 'sadam-literal': 'literal',
+SADAM_ESTIMATORS = {'sadam': 'secant', 'sadam-step': 'step',
+                    'sadam-literal': 'literal',
                     'sadam-trajectory': 'trajectory'}
 OPTIMIZERS = ('adamw', *SADAM_ESTIMATORS, *SGD_FAMILY)
 CONTROL_SUFFIX = '@eff-lr'
@@ -92,7 +93,8 @@ def make_optimizer(
   """An optimizer of :data:`OPTIMIZERS` by name.
 
   Args:
-    name: ``'adamw'``; ``'sadam'`` (S-AdamW, estimator ``'step'``),
+    name: ``'adamw'``; ``'sadam'`` (S-AdamW, the default estimator
+      ``'secant'``), ``'sadam-step'``,
       ``'sadam-literal'`` (the paper's estimator and probes: k 8, sigma 0.01,
       as :func:`sadam_optax.paper_sadamw`), ``'sadam-trajectory'``;
       ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1
@@ -299,7 +301,8 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
     (value, extra), grads = jax.value_and_grad(loss, has_aux=True)(carry['params'])
     opt = make_optimizer(name, lr_of(lr), seed=seed)
     updates, opt_state = opt.update(grads, carry['opt'], carry['params'],
-                                    value_fn=value_fn, grad_fn=grad_fn)
+                                    value_fn=value_fn, value=value,
+                                    grad_fn=grad_fn)
     damping = optax.tree.get(opt_state, 'damping') if sadam else 1.0
     carry = dict(params=optax.apply_updates(carry['params'], updates),
                  extra=extra, opt=opt_state, damping=carry['damping'] + damping)

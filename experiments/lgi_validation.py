@@ -256,7 +256,7 @@ class Estimator(NamedTuple):
   @property
   def label(self) -> str:
     radius = '' if self.probe_radius is None else f' r={self.probe_radius:g}'
-    k = '' if self.name == 'trajectory' else f' k={self.num_probes}'
+    k = '' if self.name in ('trajectory', 'secant') else f' k={self.num_probes}'
     return f'{self.name}{k}{radius}'
 
 
@@ -377,13 +377,15 @@ def estimator_grid(ks: Sequence[int], *, literal_ks: Sequence[int] = (8,),
       k = 4, r = 0.1).
 
   Returns:
-    A list of :class:`Estimator`; ``'trajectory'`` once (it has 2 samples).
+    A list of :class:`Estimator`; ``'trajectory'`` and ``'secant'`` once
+    (they read 2 samples).
   """
   k0 = DEFAULT_STEP.num_probes
   grid = [Estimator('step', k) for k in ks]
   grid += [Estimator('step', k0, r) for r in radii]
   grid += [Estimator('literal', k) for k in literal_ks]
   grid.append(Estimator('trajectory', 2))
+  grid.append(Estimator('secant', 2))
   if ablation:
     grid += [Estimator(ABLATION, k) for k in ks]
     grid.append(FORMER_DEFAULT)

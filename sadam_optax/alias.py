@@ -30,7 +30,7 @@ def sadam(
     lam: ScalarOrSchedule = 2.0,
     num_probes: Optional[int] = None,
     probe_radius: Optional[float] = None,
-    estimator: lgi.Estimator = 'step',
+    estimator: lgi.Estimator = 'secant',
     probe_every: int = 1,
     seed: int = 0,
     rule: transform.BrakeRule = 'exp',
@@ -48,10 +48,13 @@ def sadam(
     \theta_{t+1} = \theta_t - \eta_t\, e^{-\lambda \rho_t}\,
       \hat m_t / (\sqrt{\hat v_t} + \epsilon)
 
-  ``rho`` is measured along Adam's proposed step (``estimator='step'``), so
-  the brake acts where that step would jump across a kink of the loss. The
-  ``update`` call needs the loss: ``update(grads, state, params,
-  value_fn=loss_of_params)``; inside a jitted train step close over the batch.
+  ``rho`` is measured along Adam's proposed step (``estimator='secant'``: its
+  start slope from the gradient against its mean slope from one forward pass
+  at its end), so the brake acts where that step would jump across a kink of
+  the loss. The ``update`` call needs the loss: ``update(grads, state, params,
+  value_fn=loss_of_params, value=loss)``; inside a jitted train step close
+  over the batch. ``value=`` (the loss at ``params``, which the train step
+  already has) is optional and saves one forward pass.
 
   Example::
 
@@ -62,8 +65,8 @@ def sadam(
     >>> state = opt.init(w)
     >>> @jax.jit
     ... def step(w, state):
-    ...   g = jax.grad(loss)(w)
-    ...   u, state = opt.update(g, state, w, value_fn=loss)
+    ...   value, g = jax.value_and_grad(loss)(w)
+    ...   u, state = opt.update(g, state, w, value_fn=loss, value=value)
     ...   return optax.apply_updates(w, u), state
     >>> for _ in range(3):
     ...   w, state = step(w, state)
@@ -76,13 +79,16 @@ def sadam(
     lam: brake strength >= 0, a float or schedule; 0 gives ``optax.adam``
       exactly. Default 2.0, the paper's value.
     num_probes: probes per measurement, a static int >= 2 (None: the
-      estimator's default: 2 for ``'step'``, 8 for ``'literal'``). Under
+      estimator's default: 2 for ``'step'``, 8 for ``'literal'``; unused by
+      ``'secant'`` and ``'trajectory'``). Under
       ``optax.inject_hyperparams`` pass ``static_args=('num_probes',)``.
     probe_radius: > 0, see :func:`sadam_optax.lgi_probe`.
-    estimator: ``'step'``, ``'literal'`` (the paper's scripts) or
-      ``'trajectory'`` (no extra pass of the loss).
+    estimator: ``'secant'`` (one forward pass), ``'step'`` (``num_probes``
+      jvps), ``'literal'`` (the paper's scripts) or ``'trajectory'`` (no
+      extra pass of the loss); see :func:`sadam_optax.lgi_probe`.
     probe_every: probe every this many steps, carrying rho in between.
-    seed: seed of the probes' PRNG key.
+    seed: seed of the probes' PRNG key (``'step'`` and ``'literal'``; the
+      other estimators draw nothing).
     rule: ``'exp'`` (the paper) or ``'compound'``, see
       :func:`sadam_optax.damping_scale`. Only ``'compound'`` stopped Adam's
       chattering at a kink in our study; ``'exp'`` stays the default until it
@@ -125,7 +131,7 @@ def sadamw(
     lam: ScalarOrSchedule = 2.0,
     num_probes: Optional[int] = None,
     probe_radius: Optional[float] = None,
-    estimator: lgi.Estimator = 'step',
+    estimator: lgi.Estimator = 'secant',
     probe_every: int = 1,
     seed: int = 0,
     rule: transform.BrakeRule = 'exp',

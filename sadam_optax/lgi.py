@@ -4,6 +4,11 @@ rho measures how much the directional derivatives of the loss disagree near the
 current parameters. Three readings are offered (see ``README.md`` and the
 validation in ``experiments/lgi_validation.py`` for what each one detects):
 
+* ``'secant'``: the cheapest reading of the slopes along the proposed step. The
+  slope at its start comes with the gradient, the mean slope over it from one
+  forward pass at its end (the secant); their gap, read as a linear change of
+  slope, gives rho. One forward pass per step (none more when the train step
+  passes the loss it already has as ``value=``).
 * ``'step'``: gradient sampling along the proposed step. Directional derivatives
   of the loss along the step, taken at random points of the segment from the
   parameters to the proposed new parameters (plus a little isotropic noise).
@@ -34,14 +39,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-Estimator = Literal['step', 'literal', 'trajectory']
-ESTIMATORS = ('step', 'literal', 'trajectory')
+Estimator = Literal['secant', 'step', 'literal', 'trajectory']
+ESTIMATORS = ('secant', 'step', 'literal', 'trajectory')
 
 # Estimator-specific defaults. 'literal' follows the authors' scripts
 # (k = 8, sigma = 0.01). 'step': the two ends of the step, with noise of 1% of its length, ranked
 # chattering steps best in the validation (experiments/lgi_validation.py).
-DEFAULT_NUM_PROBES = {'step': 2, 'literal': 8, 'trajectory': 2}
-DEFAULT_PROBE_RADIUS = {'step': 0.01, 'literal': 0.01, 'trajectory': 0.01}
+# 'secant' and 'trajectory' always read two slopes and use no radius.
+DEFAULT_NUM_PROBES = {'secant': 2, 'step': 2, 'literal': 8, 'trajectory': 2}
+DEFAULT_PROBE_RADIUS = {'secant': 0.01, 'step': 0.01, 'literal': 0.01,
+                        'trajectory': 0.01}
 # The authors' absolute epsilon and clip for the literal ratio.
 LITERAL_EPS = 1e-6
 LITERAL_CLIP = 10.0
@@ -84,6 +91,35 @@ def literal_ratio(samples: jax.Array) -> jax.Array:
   var = jnp.var(d, axis=0) * k / (k - 1)
   return jnp.minimum(var / (jnp.mean(d * d, axis=0) + LITERAL_EPS),
                      LITERAL_CLIP)
+
+
+def secant_ratio(samples: jax.Array) -> jax.Array:
+  """rho of a slope that changes linearly from ``s0`` to a mean of ``s``.
+
+  A slope varying linearly over the step, starting at ``s0`` with mean ``s``,
+  has variance ``(s - s0)^2 / 3`` over the step; rho is then
+  ``Var / (s^2 + Var)`` as in :func:`instability_ratio`.
+
+  Args:
+    samples: ``(s0, s)``: the slope at the start of the step and the mean
+      slope over it (the secant), shape ``(2,)``.
+
+  Returns:
+    A float32 scalar in [0, 1): 1 when the secant is flat but the start slope
+    is not (the step crossed a valley), 0 when the two agree.
+  """
+  s0, s = samples.astype(jnp.float32)
+  var = (s - s0) ** 2 / 3.0
+  return var / ((var + s * s) * (1.0 + RELATIVE_EPS) + _TINY)
+
+
+def tree_dot(a: Any, b: Any) -> jax.Array:
+  """<a, b> over all leaves, accumulated in float32."""
+  # Not jnp.vdot: it ravels its inputs, which an explicitly sharded array
+  # refuses (jax.make_mesh's default axis type).
+  return sum((jnp.sum(x.astype(jnp.float32) * y.astype(jnp.float32))
+              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))),
+             jnp.float32(0.0))
 
 
 def _global_norm(tree: Any) -> jax.Array:
@@ -240,6 +276,43 @@ def step_samples(value_fn: Callable[[Any], jax.Array], params: Any,
                       params)
 
 
+def secant_samples(value_fn: Callable[[Any], jax.Array], params: Any,
+                   step: Any, grad: Any, value: Optional[jax.Array] = None,
+                   *, axis_name: Optional[str] = None) -> jax.Array:
+  """The slope along ``step`` at its start and its mean over the step.
+
+  ``s0 = <grad, u>`` with ``u = step / ||step||`` costs no pass of the loss;
+  ``s = (f(params + step) - f(params)) / ||step||`` costs one forward pass,
+  and one more when ``value`` (the loss at ``params``) is not given.
+
+  Args:
+    value_fn: ``params -> scalar`` loss.
+    params: the current parameters.
+    step: the proposed step (new params minus params).
+    grad: the gradient of ``value_fn`` at ``params``. With another gradient
+      (clipped, say) ``s0`` is off and rho with it.
+    value: ``value_fn(params)``, if the caller already has it; it must be the
+      same function at the same point, or the secant is off.
+    axis_name: a mapped axis over which the slopes are averaged.
+
+  Returns:
+    float32 array ``(s0, s)``; zeros when the step is zero.
+  """
+  end = _axpy(params, jnp.float32(1.0), step)
+  # The segment actually travelled: in a low-precision dtype the end point
+  # rounds, by up to a tenth of a small step in bfloat16; measure along it.
+  moved = jax.tree.map(
+      lambda e, p: e.astype(jnp.float32) - p.astype(jnp.float32), end, params)
+  unit, norm = unit_direction(moved)
+  s0 = tree_dot(grad, unit)
+  f0 = value_fn(params) if value is None else value
+  f1 = value_fn(end)
+  # Only the difference matters: subtract before averaging over replicas.
+  rise = jnp.asarray(f1, jnp.float32) - jnp.asarray(f0, jnp.float32)
+  s = jnp.where(norm > 0, rise / jnp.maximum(norm, _TINY), 0.0)
+  return replica_mean(jnp.stack([s0, s]), axis_name, params)
+
+
 def endpoint_samples(value_fn: Callable[[Any], jax.Array], params: Any,
                      step: Any, *, axis_name: Optional[str] = None
                      ) -> jax.Array:
@@ -305,7 +378,7 @@ def literal_samples(value_fn: Callable[[Any], jax.Array], params: Any,
 
 def estimate_lgi(value_fn: Callable[[Any], jax.Array], params: Any,
                  direction: Any, key: jax.Array, *,
-                 estimator: Estimator = 'step',
+                 estimator: Estimator = 'secant',
                  num_probes: Optional[int] = None,
                  probe_radius: Optional[float] = None,
                  chunk_size: Optional[int] = None,
@@ -328,10 +401,13 @@ def estimate_lgi(value_fn: Callable[[Any], jax.Array], params: Any,
     direction: the proposed step (new params minus params); ignored by
       ``'literal'``, which probes random directions.
     key: a PRNG key (``jax.random.key``).
-    estimator: ``'step'``, ``'literal'`` or ``'trajectory'`` (module doc).
+    estimator: ``'secant'``, ``'step'``, ``'literal'`` or ``'trajectory'``
+      (module doc). Here ``'secant'`` computes the gradient and the loss at
+      ``params`` itself; in an optimizer they come with the train step.
     num_probes: number of probes, a static int >= 2; None takes the
       estimator's default (2 for ``'step'``: the two ends of the step; 8 for
-      ``'literal'``; ``'trajectory'`` always uses the two ends).
+      ``'literal'``; ``'secant'`` and ``'trajectory'`` always read two
+      slopes).
     probe_radius: ``'step'``: noise radius relative to the step's norm
       (default 0.01); ``'literal'``: sigma of the finite differences (default
       0.01, the authors' value); unused by ``'trajectory'``.
@@ -342,7 +418,8 @@ def estimate_lgi(value_fn: Callable[[Any], jax.Array], params: Any,
       averaged, so that data-parallel replicas agree on rho.
 
   Returns:
-    rho, a float32 scalar: in [0, 1) for ``'step'`` and ``'trajectory'``; in
+    rho, a float32 scalar: in [0, 1) for ``'secant'``, ``'step'`` and
+    ``'trajectory'``; in
     [0, k / (k - 1)] for ``'literal'`` (the authors' unbiased variance).
 
   References:
@@ -360,6 +437,10 @@ def estimate_lgi(value_fn: Callable[[Any], jax.Array], params: Any,
   if estimator == 'trajectory':
     return instability_ratio(endpoint_samples(value_fn, params, direction,
                                               axis_name=axis_name))
+  if estimator == 'secant':
+    value, grad = jax.value_and_grad(value_fn)(params)
+    return secant_ratio(secant_samples(value_fn, params, direction, grad,
+                                       value, axis_name=axis_name))
   return instability_ratio(step_samples(
       value_fn, params, direction, key, num_probes=num_probes,
       probe_radius=probe_radius, chunk_size=chunk_size, axis_name=axis_name))

@@ -80,3 +80,40 @@ def test_unknown_estimator():
   with pytest.raises(ValueError, match='estimator'):
     lgi.estimate_lgi(abs_loss, jnp.ones(1), jnp.ones(1), KEY,
                      estimator='sphere')
+
+
+def test_secant_estimator_reads_the_kink_from_one_forward_pass():
+  # Across the kink of |w| at 0: start slope -1, secant 0 -> rho = 1.
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([0.1]), jnp.array([-0.2]), KEY,
+                         estimator='secant')
+  np.testing.assert_allclose(rho, 1.0, atol=1e-5)
+  # A smooth segment: the secant equals the start slope.
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([1.0]), jnp.array([-0.2]), KEY,
+                         estimator='secant')
+  assert rho < 1e-6
+
+
+def test_secant_ratio_of_a_linear_slope():
+  # Slope 1 - 2t over the step (a parabola's minimum halfway): mean 0, so
+  # rho = 1; slope from 1 to 0 (the step ends at the minimum): mean 1/2,
+  # Var = 1/12, rho = (1/12) / (1/4 + 1/12) = 1/4.
+  np.testing.assert_allclose(lgi.secant_ratio(jnp.array([1.0, 0.0])), 1.0,
+                             rtol=1e-5)
+  np.testing.assert_allclose(lgi.secant_ratio(jnp.array([1.0, 0.5])), 0.25,
+                             rtol=1e-5)
+  quad = lambda w: jnp.sum((w - 1.0) ** 2)
+  rho = lgi.estimate_lgi(quad, jnp.zeros(3), jnp.ones(3), KEY,
+                         estimator='secant')
+  np.testing.assert_allclose(rho, 0.25, rtol=1e-4)
+
+
+def test_secant_uses_the_value_and_gradient_it_is_given():
+  w, step = jnp.array([0.1, 2.0]), jnp.array([-0.2, -0.2])
+  value, grad = jax.value_and_grad(abs_loss)(w)
+  given = lgi.secant_samples(abs_loss, w, step, grad, value)
+  computed = lgi.secant_samples(abs_loss, w, step, grad)
+  np.testing.assert_allclose(given, computed, rtol=1e-6)
+  # A gradient that is not the loss's (halved, as clipping would) moves s0.
+  off = lgi.secant_samples(abs_loss, w, step, jax.tree.map(lambda g: g / 2,
+                                                           grad), value)
+  np.testing.assert_allclose(off[0], given[0] / 2, rtol=1e-6)

@@ -37,7 +37,8 @@ class LGIProbe(NamedTuple):
   """How rho is measured. Build it with :func:`lgi_probe`.
 
   Attributes:
-    estimator: ``'step'``, ``'literal'`` or ``'trajectory'`` (see :mod:`lgi`).
+    estimator: ``'secant'``, ``'step'``, ``'literal'`` or ``'trajectory'``
+      (see :mod:`lgi`).
     num_probes: probes per measurement, a static int >= 2.
     probe_radius: estimator-specific radius (see :func:`lgi.estimate_lgi`).
     probe_every: measure every this many steps and carry rho in between.
@@ -52,7 +53,7 @@ class LGIProbe(NamedTuple):
   axis_name: Optional[str]
 
 
-def lgi_probe(*, estimator: lgi.Estimator = 'step',
+def lgi_probe(*, estimator: lgi.Estimator = 'secant',
               num_probes: Optional[int] = None,
               probe_radius: Optional[float] = None,
               probe_every: int = 1,
@@ -61,13 +62,18 @@ def lgi_probe(*, estimator: lgi.Estimator = 'step',
   """Configures the measurement of rho.
 
   Args:
-    estimator: which random variable (module doc of :mod:`lgi`). ``'step'``
-      (default) samples directional derivatives along the proposed step and is
-      the one validated to detect kinks; ``'literal'`` reproduces the paper's
-      scripts; ``'trajectory'`` needs no extra pass of the loss but stores the
-      previous step (one more copy of the parameters).
+    estimator: which reading of rho (module doc of :mod:`lgi`).
+      ``'secant'`` (default): the start slope of the proposed step (from the
+      gradient) against its mean slope (one forward pass at the step's end);
+      it detects kinks as ``'step'`` does and costs one forward pass, none more
+      when ``update`` gets ``value=`` the loss at ``params``. ``'step'``:
+      directional derivatives (jvp) at ``num_probes`` points of the step.
+      ``'literal'`` reproduces the paper's scripts; ``'trajectory'`` needs no
+      extra pass of the loss but stores the previous step (one more copy of
+      the parameters) and mixes two batches.
     num_probes: probes per measurement, a static int >= 2 (None: 2 for
-      ``'step'``, its two ends; 8 for ``'literal'``).
+      ``'step'``, its two ends; 8 for ``'literal'``; ``'secant'`` and
+      ``'trajectory'`` always read two slopes).
     probe_radius: > 0; relative noise radius for ``'step'`` (default 0.01),
       absolute finite-difference sigma for ``'literal'`` (default 0.01).
     probe_every: probe on every ``probe_every``-th step (first step included)
@@ -274,14 +280,6 @@ def _check_value_fn(value_fn: Callable[[Any], Any], params: Any) -> None:
         '(e.g. jnp.mean over the batch).')
 
 
-def _dot(a: Any, b: Any) -> jax.Array:
-  # Not jnp.vdot: it ravels its inputs, which an explicitly sharded array
-  # refuses (jax.make_mesh's default axis type).
-  return sum((jnp.sum(x.astype(jnp.float32) * y.astype(jnp.float32))
-              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))),
-             jnp.float32(0.0))
-
-
 def singularity_aware(
     inner: optax.GradientTransformation,
     *,
@@ -326,7 +324,11 @@ def singularity_aware(
   Returns:
     An ``optax.GradientTransformationExtraArgs``; its ``update`` takes
     ``value_fn=`` (``params -> scalar`` loss) and forwards to it the extra
-    keyword arguments its signature names; other keywords are ignored.
+    keyword arguments its signature names. With ``'secant'`` it also reads
+    ``value=`` (the loss at ``params``, saving a forward pass) and ``grad=``
+    (the loss's gradient, if the ``updates`` it receives are not: after
+    clipping, say), the keywords of optax's line searches. Other keywords are
+    ignored.
 
   References:
     Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized
@@ -359,7 +361,11 @@ def singularity_aware(
     scale = -_at(step_size, count)
     return jax.tree.map(lambda u: u * scale.astype(u.dtype), inner_updates)
 
-  def measure(key, value_fn, params, step):
+  def measure(key, value_fn, params, step, grad, value):
+    if probe.estimator == 'secant':
+      samples = lgi.secant_samples(value_fn, params, step, grad, value,
+                                   axis_name=probe.axis_name)
+      return lgi.secant_ratio(samples), samples
     if probe.estimator == 'literal':
       samples = lgi.literal_samples(
           value_fn, params, key, num_probes=probe.num_probes,
@@ -378,12 +384,12 @@ def singularity_aware(
       return None  # Every step, statically.
     return count % probe.probe_every == 0
 
-  def probed_rho(state, value_fn, params, step):
+  def probed_rho(state, value_fn, params, step, grad, value):
     """(rho, finite, key) on probing steps; carried rho otherwise."""
     key, sub = jax.random.split(state.probe_key)
 
     def run(_):
-      rho, samples = measure(sub, value_fn, params, step)
+      rho, samples = measure(sub, value_fn, params, step, grad, value)
       return rho, jnp.all(jnp.isfinite(samples))
 
     now = probes_now(state.count)
@@ -396,10 +402,10 @@ def singularity_aware(
 
   def trajectory_rho(state, grads, params, step):
     """rho from the previous step's slopes at both ends; no extra pass."""
-    end_slope = _dot(grads, state.prev_direction)
+    end_slope = lgi.tree_dot(grads, state.prev_direction)
     samples = jnp.stack([state.prev_slope, end_slope])
     unit, _ = lgi.unit_direction(step)
-    new_slope = _dot(grads, unit)
+    new_slope = lgi.tree_dot(grads, unit)
     # Replicated params make a per-replica slope an error (no axis_name, or
     # gradients not pmean'd); without params, compare with the gradients.
     at = grads if params is None else params
@@ -430,7 +436,13 @@ def singularity_aware(
       if kwargs:
         loss = lambda p: value_fn(p, **kwargs)  # pylint: disable=g-long-lambda
       _check_value_fn(loss, params)
-      rho, finite, key = probed_rho(state, loss, params, step)
+      # 'secant' reads the start slope and the loss at params from what the
+      # train step already has: grad= and value= (optax's line-search
+      # keywords), else the incoming gradients and one more forward pass.
+      grad = extra_args.get('grad')
+      rho, finite, key = probed_rho(
+          state, loss, params, step, updates if grad is None else grad,
+          extra_args.get('value'))
     # A probe that saw NaN or inf keeps the last rho: nothing non-finite
     # reaches the damping, so the parameters stay finite.
     rho = jnp.where(finite, rho, state.rho)

@@ -99,3 +99,50 @@ def test_masked_params_fail_with_advice():
   loss = lambda p: jnp.sum(p['a'] ** 2)
   with pytest.raises(ValueError, match='outside'):
     opt.update(params, opt.init(params), params, value_fn=loss)
+
+
+def _count_calls(loss):
+  calls = []
+
+  def counted(w):
+    calls.append(1)
+    return loss(w)
+
+  return counted, calls
+
+
+def test_secant_costs_one_forward_pass_when_given_the_value():
+  loss = lambda w: jnp.sum(jnp.abs(w - 1.0))
+  opt = sadam_optax.sadam(0.1)  # The default estimator: 'secant'.
+  w = jnp.array([0.95, 3.0])
+  value, g = jax.value_and_grad(loss)(w)
+  results = []
+  for kwargs in ({}, {'value': value}):
+    counted, calls = _count_calls(loss)
+    # Traced once; eval_shape (the value_fn check) also traces it once.
+    jax.make_jaxpr(lambda w, g: opt.update(g, opt.init(w), w,
+                                           value_fn=counted, **kwargs))(w, g)
+    results.append(len(calls) - 1)
+    u, state = opt.update(g, opt.init(w), w, value_fn=loss, **kwargs)
+    results.append(float(optax.tree.get(state, 'rho')))
+  assert results[0] == 2 and results[2] == 1  # Forward passes.
+  np.testing.assert_allclose(results[1], results[3], rtol=1e-6)
+  # Adam's first step: 0.1 * sign(g) = (0.1, -0.1); the first coordinate
+  # crosses its kink. s0 = -sqrt(2), secant = -0.1 / (0.1 sqrt(2)), so
+  # Var = 1/6 and rho = (1/6) / (1/2 + 1/6) = 1/4.
+  assert results[1] == pytest.approx(0.25, rel=1e-4)
+
+
+def test_secant_reads_grad_keyword_in_place_of_clipped_updates():
+  loss = lambda w: jnp.sum(jnp.abs(w - 1.0))
+  w = jnp.array([0.95, 3.0])
+  g = jax.grad(loss)(w)
+  # Adam's first step is lr * sign(g) whatever the gradient's scale.
+  opt = sadam_optax.singularity_aware(optax.adam(0.1))
+  _, ref = opt.update(g, opt.init(w), w, value_fn=loss)
+  _, off = opt.update(g / 4, opt.init(w), w, value_fn=loss)
+  _, fixed = opt.update(g / 4, opt.init(w), w, value_fn=loss, grad=g)
+  rho = lambda s: float(optax.tree.get(s, 'rho'))
+  assert rho(off) != pytest.approx(rho(ref))
+  # Same direction, the true gradient for the start slope: rho as unclipped.
+  assert rho(fixed) == pytest.approx(rho(ref), rel=1e-5)

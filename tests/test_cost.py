@@ -106,7 +106,8 @@ def _probe_temp_bytes(chunk_size, *, num_probes=8):
   """XLA's working memory of one rho estimate on a wide batch."""
   params, loss, (x, y) = _problem(batch=512, dim=8, hidden=256)
   estimate = functools.partial(
-      sadam_optax.estimate_lgi, lambda p: loss(p, x, y), num_probes=num_probes,
+      sadam_optax.estimate_lgi, lambda p: loss(p, x, y), estimator='step',
+      num_probes=num_probes,
       chunk_size=chunk_size)
   compiled = jax.jit(estimate).lower(params, params,
                                      jax.random.key(0)).compile()
@@ -138,12 +139,12 @@ def test_step_time_smoke(tmp_path):
 def test_rho_quality_smoke(tmp_path):
   result = rho_quality.main([
       '--steps', '30', '--seeds', '0', '--batch', '50', '--only', 'step k2',
-      'secant (proposal)', '--out-dir', str(tmp_path)])
+      'secant', '--out-dir', str(tmp_path)])
   agg = result['aggregate']
   # Two dense references with independent probes agree: rho is reproducible.
   assert agg['step k16 dense B']['spearman'][0] > 0.8
   assert agg['step k16 dense A']['spearman'][0] == pytest.approx(1.0)
-  for name in ('step k2', 'secant (proposal)'):
+  for name in ('step k2', 'secant'):
     assert -1.0 <= agg[name]['spearman'][0] <= 1.0
     assert 0.0 <= agg[name]['mean_rho'][0] < 1.0
   assert (tmp_path / 'rho_quality.md').exists()
