@@ -10,7 +10,7 @@ rho it would brake with at that step, carried rho included for
 reference of its family (16 probes every step; ``'trajectory'`` against the
 ``'step'`` family, whose step it approximates); two dense references with
 independent probe seeds give the ceiling. The two-sample prototypes of
-:mod:`benchmarks.proposals` (``secant``, ``ends``) are observed the same way.
+:mod:`benchmarks.proposals` (``ends``) is observed the same way.
 
 Usage (from the repository root)::
 

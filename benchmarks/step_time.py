@@ -464,7 +464,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   settings = settings_lib.cost_settings()
   if args.smoke:
     task = mlp_task(batch=8, in_dim=16, hidden=(32,))
-    keep = ('adamw', 'sam', 'step k4', 'step k4 every4', 'trajectory')
+    keep = ('adamw', 'sam', 'secant', 'step k4', 'step k4 every4',
+            'trajectory')
     settings = [s for s in settings if s.name in keep]
     args.reps, args.steps = 2, 4
   elif args.model == 'mlp':

@@ -17,6 +17,9 @@ Methods (``--methods``):
   updates are AdamW's).
 * ``adamw-cosine``: AdamW with cosine decay to 0 (what users run).
 * ``sadam-literal`` (+ ``@eff-lr``, AdamW at its effective lr): the paper.
+* ``sadam`` (+ ``@eff-lr``): the library's default S-AdamW (``'secant'``).
+* ``sam-adamw``: SAM (``optax.contrib.sam``, radius 0.05) around AdamW, so
+  that it shares the Adam family's learning-rate grid.
 * ``nagel-dampen``: AdamW + :func:`~sadam_optax.quant_aware.dampen_oscillations`.
 * ``nagel-freeze``: AdamW + :func:`~sadam_optax.quant_aware.freeze_oscillating`.
 * ``osc-brake``: AdamW + :func:`~sadam_optax.quant_aware.scale_by_oscillation`,
@@ -70,6 +73,8 @@ METHODS: dict[str, tuple[str, str]] = {  # In the order they run.
     'osc-brake-tensor': ('qa-brake-tensor', 'constant'),
     'osc-brake-compound': ('qa-brake-compound', 'constant'),
     'sadam-literal': ('sadam-literal', 'constant'),
+    'sadam': ('sadam', 'constant'),
+    'sam-adamw': ('sam-adamw', 'constant'),
     'osc-brake-cosine': ('qa-brake', 'cosine'),
     'nagel-freeze-cosine': ('qa-freeze', 'cosine'),
     'osc-brake-compound-cosine': ('qa-brake-compound', 'cosine'),
@@ -109,6 +114,7 @@ def register(bits: int) -> None:
   common.register_optimizer('qa-freeze', after_adamw(
       quant_aware.freeze_oscillating(grid, threshold=FREEZE_THRESHOLD,
                                      momentum=MOMENTUM)))
+  common.register_optimizer('sam-adamw', common.sam_around(optax.adamw))
   common.register_optimizer(
       'qa-dampen', lambda lr, *, seed, weight_decay: optax.chain(
           optax.scale_by_adam(), optax.add_decayed_weights(weight_decay),
@@ -369,10 +375,11 @@ def merge(paths: Sequence[str], out: str, out_dir: str, notes: str) -> None:
   merged = dict(payloads[0], notes=notes or payloads[0].get('notes', ''),
                 results={}, seconds=max(p['seconds'] for p in payloads),
                 command=' ; '.join(p['command'] for p in payloads))
-  for p in payloads:
-    merged['results'].update(p['results'])
-  merged['config'] = dict(merged['config'],
-                          bits=[b for p in payloads for b in p['config']['bits']])
+  for p in payloads:  # Methods of one bit width may come from several runs.
+    for label, methods in p['results'].items():
+      merged['results'].setdefault(label, {}).update(methods)
+  merged['config'] = dict(merged['config'], bits=sorted(
+      {b for p in payloads for b in p['config']['bits']}, reverse=True))
   path = Path(out_dir) / f'{out}.json'
   path.write_text(json.dumps(merged, indent=1))
   path.with_suffix('.md').write_text(markdown(merged))

@@ -126,15 +126,45 @@ def make_optimizer(
     tx = optax.chain(optax.sgd(learning_rate, momentum=momentum),
                      soft_threshold(learning_rate * l1))
   elif name == 'sam':
-    adversary = optax.chain(optax.contrib.normalize(), optax.sgd(sam_radius))
-    return _only_grad_fn(optax.contrib.sam(
-        optax.sgd(learning_rate, momentum=momentum), adversary,
-        opaque_mode=True))
+    return sam_around(optax.sgd, momentum=momentum, radius=sam_radius)(
+        learning_rate)
   elif name in _REGISTERED:
     tx = _REGISTERED[name](learning_rate, seed=seed, weight_decay=weight_decay)
   else:
     raise ValueError(f'Unknown optimizer {name!r}; choose from {OPTIMIZERS}.')
   return optax.with_extra_args_support(tx)
+
+
+def sam_around(base: Callable[..., optax.GradientTransformation], *,
+               radius: float = 0.05, **base_kwargs: Any
+               ) -> Callable[..., optax.GradientTransformationExtraArgs]:
+  """A factory of SAM (``optax.contrib.sam``, opaque mode) around ``base``.
+
+  Args:
+    base: an optax alias taking the learning rate first (``optax.sgd``,
+      ``optax.adamw``).
+    radius: SAM's neighbourhood radius (the adversarial step's length).
+    **base_kwargs: passed to ``base``.
+
+  Returns:
+    ``factory(learning_rate, **ignored)``, as :func:`register_optimizer`
+    takes; its ``update`` needs ``grad_fn``.
+
+  References:
+    Foret, Kleiner, Mobahi, Neyshabur, `Sharpness-Aware Minimization for
+    Efficiently Improving Generalization <https://arxiv.org/abs/2010.01412>`_,
+    2021.
+  """
+
+  def factory(learning_rate, **ignored):
+    kwargs = dict(base_kwargs)
+    if 'weight_decay' in ignored and base is optax.adamw:
+      kwargs['weight_decay'] = ignored['weight_decay']
+    adversary = optax.chain(optax.contrib.normalize(), optax.sgd(radius))
+    return _only_grad_fn(optax.contrib.sam(
+        base(learning_rate, **kwargs), adversary, opaque_mode=True))
+
+  return factory
 
 
 _REGISTERED: dict[str, Callable[..., optax.GradientTransformation]] = {}

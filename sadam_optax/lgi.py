@@ -299,10 +299,16 @@ def secant_samples(value_fn: Callable[[Any], jax.Array], params: Any,
     float32 array ``(s0, s)``; zeros when the step is zero.
   """
   end = _axpy(params, jnp.float32(1.0), step)
-  # The segment actually travelled: in a low-precision dtype the end point
-  # rounds, by up to a tenth of a small step in bfloat16; measure along it.
-  moved = jax.tree.map(
-      lambda e, p: e.astype(jnp.float32) - p.astype(jnp.float32), end, params)
+  if all(not jnp.issubdtype(p.dtype, jnp.floating)
+         or jnp.finfo(p.dtype).nmant >= jnp.finfo(jnp.float32).nmant
+         for p in jax.tree.leaves(params)):
+    moved = step
+  else:
+    # Measure along the segment actually travelled: in bfloat16 the end
+    # point rounds, by up to a tenth of a small step.
+    moved = jax.tree.map(
+        lambda e, p: e.astype(jnp.float32) - p.astype(jnp.float32), end,
+        params)
   unit, norm = unit_direction(moved)
   s0 = tree_dot(grad, unit)
   f0 = value_fn(params) if value is None else value
@@ -310,7 +316,24 @@ def secant_samples(value_fn: Callable[[Any], jax.Array], params: Any,
   # Only the difference matters: subtract before averaging over replicas.
   rise = jnp.asarray(f1, jnp.float32) - jnp.asarray(f0, jnp.float32)
   s = jnp.where(norm > 0, rise / jnp.maximum(norm, _TINY), 0.0)
+  if axis_name is not None and _summed_over(axis_name, grad, rise):
+    s0 = s0 / jax.lax.psum(1, axis_name)
   return replica_mean(jnp.stack([s0, s]), axis_name, params)
+
+
+def _summed_over(axis_name: str, grad: Any, local: jax.Array) -> bool:
+  """Whether ``grad`` is the sum, not the mean, of per-replica gradients.
+
+  Under ``shard_map`` JAX returns the gradient of a per-replica loss with
+  respect to replicated parameters already summed over the data axis (the
+  transpose of their implicit broadcast), and a ``pmean`` of it changes
+  nothing: it is the mean loss's gradient times the axis size. That shows in
+  the types: the loss varies over the axis, the gradient does not. Under
+  ``pmap`` nothing is tracked, and the caller's ``pmean`` gives the mean.
+  """
+  if axis_name not in varying_axes(local):
+    return False
+  return not any(axis_name in varying_axes(g) for g in jax.tree.leaves(grad))
 
 
 def endpoint_samples(value_fn: Callable[[Any], jax.Array], params: Any,

@@ -126,11 +126,13 @@ def assert_matches(replicated, reference):
 
 
 @pytest.mark.parametrize('estimator, axis_name', [
-    ('step', 'data'), ('literal', 'data'),
+    ('secant', 'data'), ('step', 'data'), ('literal', 'data'),
     # Its rho comes from the gradients alone: once they are pmean'd, the
     # replicas agree without axis_name.
     ('trajectory', None)])
 def test_shard_map_replicas_agree(estimator, axis_name):
+  # 'secant' also checks the gradient's scale: under shard_map JAX returns it
+  # summed over the replicas, not averaged (lgi._summed_over).
   out = shard_mapped(estimator, axis_name=axis_name)
   assert_replicas_identical(out[:2])
   assert float(jnp.max(out[2])) == 0.0  # replica_divergence, every step.
@@ -138,11 +140,12 @@ def test_shard_map_replicas_agree(estimator, axis_name):
   assert float(jnp.max(out[1])) > 0.0, 'rho never moved: a vacuous test'
 
 
-def test_pmap_replicas_agree_with_axis_name():
-  out = pmapped('step', axis_name='data')
+@pytest.mark.parametrize('estimator', ['secant', 'step'])
+def test_pmap_replicas_agree_with_axis_name(estimator):
+  out = pmapped(estimator, axis_name='data')
   assert_replicas_identical(out[:2])
   assert float(jnp.max(out[2])) == 0.0
-  assert_matches(out, single_device('step'))
+  assert_matches(out, single_device(estimator))
 
 
 def test_pmap_without_axis_name_drifts_silently():
@@ -154,9 +157,10 @@ def test_pmap_without_axis_name_drifts_silently():
   assert float(jnp.max(spreads)) > 1e-4
 
 
-def test_shard_map_without_axis_name_fails_loudly():
+@pytest.mark.parametrize('estimator', ['secant', 'step'])
+def test_shard_map_without_axis_name_fails_loudly(estimator):
   """shard_map's replication check refuses parameters from a per-device rho."""
   with pytest.raises((TypeError, ValueError),
                      match='axis_name'):
-    shard_mapped('step', axis_name=None)
+    shard_mapped(estimator, axis_name=None)
 
