@@ -261,6 +261,7 @@ class Estimator(NamedTuple):
 
 
 # The core's defaults, and the default of 'step' before this study.
+DEFAULT = Estimator('secant', 2)  # sadam_optax's default estimator.
 DEFAULT_STEP = Estimator('step', lgi.DEFAULT_NUM_PROBES['step'])
 DEFAULT_LITERAL = Estimator('literal', lgi.DEFAULT_NUM_PROBES['literal'])
 FORMER_DEFAULT = Estimator(ABLATION, 4, 0.1)
@@ -385,7 +386,7 @@ def estimator_grid(ks: Sequence[int], *, literal_ks: Sequence[int] = (8,),
   grid += [Estimator('step', k0, r) for r in radii]
   grid += [Estimator('literal', k) for k in literal_ks]
   grid.append(Estimator('trajectory', 2))
-  grid.append(Estimator('secant', 2))
+  grid.append(DEFAULT)
   if ablation:
     grid += [Estimator(ABLATION, k) for k in ks]
     grid.append(FORMER_DEFAULT)
@@ -546,8 +547,8 @@ def plot_auc(pooled_rows: list[dict[str, Any]], path: Path) -> None:
   fig, axes = plt.subplots(1, len(dims), figsize=(4.2 * len(dims), 3.6),
                            squeeze=False)
   for ax, d in zip(axes[0], dims):
-    for name, style in (('step', 'o-'), ('literal', 's-'), ('trajectory', '^'),
-                        (ABLATION, 'd--')):
+    for name, style in (('secant', 'v'), ('step', 'o-'), ('literal', 's-'),
+                        ('trajectory', '^'), (ABLATION, 'd--')):
       pts = sorted((_k_of(r['estimator']), r['auc_chatter']) for r in rows
                    if r['dim'] == d and _name_of(r['estimator']) == name
                    and ' r=' not in r['estimator']
@@ -605,14 +606,14 @@ def markdown(payload: dict[str, Any]) -> str:
       f'`step` probes `t = linspace(0, 1, k)` (both ends); `{ABLATION}` is '
       'the ablation with its former placement (one random point per slice '
       'of width 1/k).', '',
-      f'## Targets (default estimator: {DEFAULT_STEP.label}, r = '
-      f'{STEP_RADIUS:g}; population *optimizer*, pooled over the problems of '
-      'each dimension)', '',
+      f'## Targets (default estimator: {DEFAULT.label}; population '
+      '*optimizer*, pooled over the problems of each dimension)', '',
       '| d | AUC chatter (>= 0.95) | mean rho, chatter (>= 0.3) | mean rho, '
-      f'smooth (< 0.05; both populations) | {DEFAULT_LITERAL.label}: AUC / '
-      f'rho chatter / rho smooth | former default ({FORMER_DEFAULT.label}) '
-      'AUC |',
-      '|---|---|---|---|---|---|']
+      f'smooth (< 0.05; both populations) | {DEFAULT_STEP.label} r='
+      f'{STEP_RADIUS:g}: AUC / rho chatter / rho smooth | '
+      f'{DEFAULT_LITERAL.label}: AUC / rho chatter / rho smooth | former '
+      f'default ({FORMER_DEFAULT.label}) AUC |',
+      '|---|---|---|---|---|---|---|']
   for row in payload['targets']:
     lines.append(
         f'| {row["dim"]} | {_fmt(row["auc_chatter"])} '
@@ -620,6 +621,9 @@ def markdown(payload: dict[str, Any]) -> str:
         f'{_ok(row["rho_chatter"], TARGET_CHATTER_RHO)} | '
         f'{_fmt(row["rho_smooth"])} '
         f'{_ok(row["rho_smooth"], TARGET_SMOOTH_RHO, below=True)} | '
+        f'{_fmt(row["step_auc_chatter"])} / '
+        f'{_fmt(row["step_rho_chatter"])} / '
+        f'{_fmt(row["step_rho_smooth"])} | '
         f'{_fmt(row["literal_auc_chatter"])} / '
         f'{_fmt(row["literal_rho_chatter"])} / '
         f'{_fmt(row["literal_rho_smooth"])} | '
@@ -646,13 +650,14 @@ def reading(payload: dict[str, Any]) -> list[str]:
   """Plain sentences on the targets, written from the numbers."""
   rows = {(r['population'], r['dim'], r['estimator']): r
           for r in payload['pooled']}
-  step, former = DEFAULT_STEP.label, FORMER_DEFAULT.label
+  step, former = DEFAULT.label, FORMER_DEFAULT.label
   out = ['## Reading', '']
   for t in payload['targets']:
     d = t['dim']
     literal = t['literal_auc_chatter']
     text = (f'- d ~ {d}: the default ({step}) ranks chattering steps above the '
-            f'others with AUC {_fmt(t["auc_chatter"])}; the former default '
+            f'others with AUC {_fmt(t["auc_chatter"])}; {DEFAULT_STEP.label} '
+            f'{_fmt(t["step_auc_chatter"])}; the former default '
             f'({former}) {_fmt(t["ablation_auc_chatter"])}; the literal '
             f'estimator {_fmt(literal)}'
             + (' (at or below chance)' if literal is not None
@@ -709,24 +714,25 @@ def targets(pooled_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return r
     return None
 
+  def level(label, d):
+    """(the optimizer population's row, mean rho smooth over both)."""
+    rows = [r for r in (find('optimizer', d, label), find('sampler', d, label))
+            if r is not None and r['n_smooth']]
+    smooth = (sum(r['rho_smooth'] * r['n_smooth'] for r in rows) /
+              sum(r['n_smooth'] for r in rows)) if rows else None
+    return find('optimizer', d, label), smooth
+
   out = []
   for d in sorted({r['dim'] for r in pooled_rows}):
-    step = find('optimizer', d, DEFAULT_STEP.label)
-    literal = find('optimizer', d, DEFAULT_LITERAL.label)
+    step, rho_smooth = level(DEFAULT.label, d)
+    ref, ref_smooth = level(DEFAULT_STEP.label, d)
+    literal, lit_rho_smooth = level(DEFAULT_LITERAL.label, d)
     former = find('optimizer', d, FORMER_DEFAULT.label)
-    smooth = [r for r in (step, find('sampler', d, DEFAULT_STEP.label))
-              if r is not None and r['n_smooth']]
-    rho_smooth = (sum(r['rho_smooth'] * r['n_smooth'] for r in smooth) /
-                  sum(r['n_smooth'] for r in smooth)) if smooth else None
-    lit_smooth = [r for r in (literal,
-                              find('sampler', d, DEFAULT_LITERAL.label))
-                  if r is not None and r['n_smooth']]
-    lit_rho_smooth = (sum(r['rho_smooth'] * r['n_smooth'] for r in lit_smooth)
-                      / sum(r['n_smooth'] for r in lit_smooth)
-                      ) if lit_smooth else None
     out.append(dict(
         dim=d, auc_chatter=step and step['auc_chatter'],
         rho_chatter=step and step['rho_chatter'], rho_smooth=rho_smooth,
+        step_auc_chatter=ref and ref['auc_chatter'],
+        step_rho_chatter=ref and ref['rho_chatter'], step_rho_smooth=ref_smooth,
         literal_auc_chatter=literal and literal['auc_chatter'],
         literal_rho_chatter=literal and literal['rho_chatter'],
         literal_rho_smooth=lit_rho_smooth,
@@ -824,7 +830,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   pooled_rows = [row for population in args.populations
                  for row in pooled(records, rhos, truths,
                                    population=population)]
-  map_estimators = [DEFAULT_STEP, DEFAULT_LITERAL, Estimator('trajectory', 2)]
+  map_estimators = [DEFAULT, DEFAULT_STEP, DEFAULT_LITERAL,
+                    Estimator('trajectory', 2)]
   if not args.no_ablation:
     map_estimators.append(FORMER_DEFAULT)
   fig_lr = 0.2

@@ -5,6 +5,7 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from experiments import common
 from experiments import qat
@@ -57,3 +58,23 @@ def test_small_batch_smoke_writes_results_above_chance(tmp_path):
   entry = payload['results']['16']['adamw']
   assert entry['mean'] > CHANCE
   assert 'hardware' in payload and 'command' in payload
+
+
+def test_python_and_scan_step_loops_train_alike(monkeypatch):
+  # The CPU default dispatches steps from Python (convolutions inside a scan
+  # run ~20x slower there); both loops must train the same runs.
+  split = qat.load('mnist1d', limit_train=400)
+  model = qat.build_model('cnn1d', 4)
+  budget = common.Budget(batch_size=60, epochs=1)
+  out = {}
+  for loop in ('scan', 'python'):
+    monkeypatch.setenv('SADAM_STEP_LOOP', loop)
+    assert common.step_loop() == loop
+    out[loop] = common.train_grid(model, 'sadam', split, budget,
+                                  lrs=[1e-2], seeds=[0])
+  for key in ('final_train_loss', 'mean_damping'):
+    np.testing.assert_allclose(out['python'][key], out['scan'][key],
+                               rtol=1e-3, err_msg=key)
+  monkeypatch.setenv('SADAM_STEP_LOOP', 'unrolled')
+  with pytest.raises(ValueError, match='SADAM_STEP_LOOP'):
+    common.step_loop()

@@ -104,7 +104,7 @@ def assert_same_shardings(tree, reference):
 AUTO_MESH = jax.make_mesh((2, 4), ALL, axis_types=(AxisType.Auto,) * 2)
 
 
-# Auto axes with the step estimator: test_docs_scale_out_example, below.
+# Auto axes with the default estimator: test_docs_scale_out_example, below.
 @pytest.mark.parametrize('layout,estimator', [
     ('tensor_parallel', 'trajectory'), ('fully_sharded', 'trajectory')])
 def test_auto_mesh_update_matches_single_device(layout, estimator):
@@ -190,8 +190,8 @@ def explicit_loss(params, x, y):
 
 
 @pytest.mark.parametrize('layout,estimator', [
-    ('fully_sharded', 'step'), ('tensor_parallel', 'step'),
-    ('tensor_parallel', 'trajectory')])
+    ('fully_sharded', 'secant'), ('fully_sharded', 'step'),
+    ('tensor_parallel', 'step'), ('tensor_parallel', 'trajectory')])
 def test_explicit_mesh_types_preserved(layout, estimator):
   opt = sadam_optax.sadam(1e-2, estimator=estimator)
   with jax.set_mesh(EXPLICIT_MESH):
