@@ -23,7 +23,8 @@ RESULTS = pathlib.Path(__file__).resolve().parent / 'results'
 # probe points: chunking and bit-packed noise change how, not what).
 # 'secant (proposal)' (benchmarks/proposals.py before the core adopted it)
 # computed the core's 'secant' rho; 'no-value' only adds a forward pass.
-SAME_RHO_AS = {'step k4 chunk1': 'step k4', 'step k4 packed': 'step k4',
+SAME_RHO_AS = {'step k4 chunk1': 'step k4', 'step k2 chunk1': 'step k2',
+               'step k4 packed': 'step k4',
                'step k4 unsafe_rbg': 'step k4 rbg',
                'secant (proposal)': 'secant', 'secant no-value': 'secant'}
 

@@ -293,8 +293,9 @@ def step_loop() -> str:
   On the CPU, XLA runs a convolution inside a loop (``lax.scan``,
   ``fori_loop``, ``lax.map``) about 20 times slower than the same
   convolution outside one (QATNet, batch 128, 2 cores: 4.3 s against 0.22 s
-  per step; an unrolled scan 0.21 s), so there the steps are dispatched from
-  Python and evaluation chunks are unrolled. Elsewhere the epoch is one scan.
+  per step; an unrolled scan 0.21 s), so there the steps (and the runs of a
+  grid, see ``_trainer``) are dispatched from Python and evaluation chunks are
+  unrolled. Elsewhere the epoch is one scan of all runs, vmapped.
   ``$SADAM_STEP_LOOP`` (``scan`` or ``python``) overrides the choice: the two
   round differently, so a run reproduces to the last digit only in its own.
   """
@@ -309,7 +310,8 @@ def step_loop() -> str:
 def _trainer(model: Any, name: str, split: Split, budget: Budget):
   """``(init, epoch, evaluate, steps_per_epoch)`` of one optimizer.
 
-  The three functions are jitted and vmapped over runs. A run is a
+  The three functions are jitted and vmapped over runs (on the CPU looped
+  over them from Python, see :func:`step_loop`). A run is a
   ``(learning rate, seed)`` pair; the seed alone sets the initialization, the
   data order and S-Adam's probes, so runs of one seed at different learning
   rates, and an S-Adam run and its control, are paired. Models with
@@ -390,18 +392,28 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
   if in_loops:
     return (vmapped(init, (0, 0)), vmapped(epoch, (0, 0, 0, None)),
             vmapped(evaluate, (0,)), steps)
-  step_runs = vmapped(step, (0, 0, 0, 0))
-  batches_runs = vmapped(batches, (0, None))
+  # On the CPU the runs are looped over too: vmapping them turns every
+  # convolution into a grouped one, about 3 times slower there.
+  step_one, batches_one, evaluate_one = map(jax.jit, (step, batches, evaluate))
+  run_of = lambda tree, r: jax.tree.map(lambda a: a[r], tree)
+  stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
   def epoch_from_python(lrs, seeds, carry, index):
-    idx = batches_runs(seeds, index)
-    losses = []
-    for i in range(steps):
-      carry, loss = step_runs(lrs, seeds, carry, idx[:, i])
-      losses.append(loss)
-    return carry, jnp.mean(jnp.stack(losses), axis=0)
+    carries, losses = [], []
+    for r in range(len(lrs)):
+      c, idx, run_losses = run_of(carry, r), batches_one(seeds[r], index), []
+      for i in range(steps):
+        c, loss = step_one(lrs[r], seeds[r], c, idx[i])
+        run_losses.append(loss)
+      carries.append(c)
+      losses.append(jnp.mean(jnp.stack(run_losses)))
+    return stack(carries), jnp.stack(losses)
 
-  return vmapped(init, (0, 0)), epoch_from_python, vmapped(evaluate, (0,)), steps
+  def evaluate_runs(carry):
+    runs = len(jax.tree.leaves(carry['damping'])[0])
+    return stack([evaluate_one(run_of(carry, r)) for r in range(runs)])
+
+  return vmapped(init, (0, 0)), epoch_from_python, evaluate_runs, steps
 
 
 def train_grid(model: Any, name: str, split: Split, budget: Budget, *,
