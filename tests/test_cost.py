@@ -148,3 +148,40 @@ def test_rho_quality_smoke(tmp_path):
     assert -1.0 <= agg[name]['spearman'][0] <= 1.0
     assert 0.0 <= agg[name]['mean_rho'][0] < 1.0
   assert (tmp_path / 'rho_quality.md').exists()
+
+
+def _flops(fn, *args):
+  analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
+  return (analysis[0] if isinstance(analysis, list) else analysis)['flops']
+
+
+def test_secant_costs_one_forward_pass_in_flops():
+  params, loss, (x, y) = _problem(batch=256, dim=64, hidden=256)
+  loss_of = lambda p: loss(p, x, y)
+
+  def step_flops(opt, **kw):
+    def step(p, s):
+      value, grads = jax.value_and_grad(loss_of)(p)
+      extra = {k: value if v == 'value' else v for k, v in kw.items()}
+      return opt.update(grads, s, p, **extra)
+    return _flops(step, params, opt.init(params))
+
+  adamw = step_flops(optax.adamw(1e-3))
+  with_value = step_flops(sadam_optax.sadamw(1e-3), value_fn=loss_of,
+                          value='value')
+  without = step_flops(sadam_optax.sadamw(1e-3), value_fn=loss_of)
+  forward = _flops(loss_of, params)
+  assert forward < with_value - adamw <= 1.2 * forward
+  # Under jit XLA merges the second forward pass at params with the train
+  # step's own: value= saves nothing there (it does outside jit).
+  assert without == with_value
+
+
+def test_cpu_loops_smoke(tmp_path):
+  from benchmarks import cpu_loops  # pylint: disable=g-import-not-at-top
+  result = cpu_loops.main(['--models', 'cnn1d', '--reps', '1',
+                           '--out-dir', str(tmp_path)])
+  row = result['rows'][0]
+  assert all(row[k] > 0 for k in ('plain', 'scan', 'scan_unrolled',
+                                  'runs_vmapped', 'runs_looped'))
+  assert '| cnn1d (20 runs) |' in next(tmp_path.glob('cpu_loops_*.md')).read_text()
