@@ -291,9 +291,10 @@ def step_loop() -> str:
   """``'scan'`` (one compiled epoch) or ``'python'`` (one call per step).
 
   On the CPU, XLA runs a convolution inside a loop (``lax.scan``,
-  ``fori_loop``, ``lax.map``) about 20 times slower than the same
-  convolution outside one (QATNet, batch 128, 2 cores: 4.3 s against 0.22 s
-  per step; an unrolled scan 0.21 s), so there the steps (and the runs of a
+  ``fori_loop``, ``lax.map``) far slower than the same convolution outside
+  one (4-bit QATNet, batch 128, 2 cores: 21x; an unrolled scan is as fast as
+  the plain step; ``benchmarks/results/cpu_loops_cpu2.md``), so there the
+  steps (and the runs of a
   grid, see ``_trainer``) are dispatched from Python and evaluation chunks are
   unrolled. Elsewhere the epoch is one scan of all runs, vmapped.
   ``$SADAM_STEP_LOOP`` (``scan`` or ``python``) overrides the choice: the two
