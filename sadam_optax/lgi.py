@@ -1,7 +1,7 @@
 """Estimators of the Local Geometric Instability (LGI) rho.
 
 rho measures how much the directional derivatives of the loss disagree near the
-current parameters. Three readings are offered (see ``README.md`` and the
+current parameters. Four readings are offered (see ``README.md`` and the
 validation in ``experiments/lgi_validation.py`` for what each one detects):
 
 * ``'secant'``: the cheapest reading of the slopes along the proposed step. The
