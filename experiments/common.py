@@ -294,9 +294,9 @@ def step_loop() -> str:
   ``fori_loop``, ``lax.map``) far slower than the same convolution outside
   one (4-bit QATNet, batch 128, 2 cores: 21x; an unrolled scan is as fast as
   the plain step; ``benchmarks/results/cpu_loops_cpu2.md``), so there the
-  steps (and the runs of a
-  grid, see ``_trainer``) are dispatched from Python and evaluation chunks are
-  unrolled. Elsewhere the epoch is one scan of all runs, vmapped.
+  steps, and the runs of a grid (see ``_trainer``), are dispatched from
+  Python and evaluation chunks are unrolled. Elsewhere the epoch is one scan
+  of all runs, vmapped.
   ``$SADAM_STEP_LOOP`` (``scan`` or ``python``) overrides the choice: the two
   round differently, so a run reproduces to the last digit only in its own.
   """
@@ -383,7 +383,7 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
     for k, (xs, ys, mask) in evals.items():
       if in_loops:
         hits, losses = jax.lax.map(chunk, (xs, ys, mask))
-      else:  # Unrolled: see STEP_LOOP.
+      else:  # Unrolled: see step_loop.
         hits, losses = map(jnp.stack, zip(*[chunk(c) for c in zip(xs, ys, mask)]))
       n = jnp.sum(mask)
       out[f'{k}_acc'], out[f'{k}_loss'] = hits.sum() / n, losses.sum() / n
@@ -394,7 +394,7 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
     return (vmapped(init, (0, 0)), vmapped(epoch, (0, 0, 0, None)),
             vmapped(evaluate, (0,)), steps)
   # On the CPU the runs are looped over too: vmapping them turns every
-  # convolution into a grouped one, about 3 times slower there.
+  # convolution into a grouped one, 2.5x slower there (cpu_loops_cpu2.md).
   step_one, batches_one, evaluate_one = map(jax.jit, (step, batches, evaluate))
   run_of = lambda tree, r: jax.tree.map(lambda a: a[r], tree)
   stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
@@ -411,7 +411,7 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
     return stack(carries), jnp.stack(losses)
 
   def evaluate_runs(carry):
-    runs = len(jax.tree.leaves(carry['damping'])[0])
+    runs = carry['damping'].shape[0]
     return stack([evaluate_one(run_of(carry, r)) for r in range(runs)])
 
   return vmapped(init, (0, 0)), epoch_from_python, evaluate_runs, steps
