@@ -114,7 +114,9 @@ def register(bits: int) -> None:
   common.register_optimizer('qa-freeze', after_adamw(
       quant_aware.freeze_oscillating(grid, threshold=FREEZE_THRESHOLD,
                                      momentum=MOMENTUM)))
-  common.register_optimizer('sam-adamw', common.sam_around(optax.adamw))
+  common.register_optimizer(
+      'sam-adamw', lambda lr, *, seed, weight_decay: common.sam_around(
+          optax.adamw, weight_decay=weight_decay)(lr))
   common.register_optimizer(
       'qa-dampen', lambda lr, *, seed, weight_decay: optax.chain(
           optax.scale_by_adam(), optax.add_decayed_weights(weight_decay),

@@ -157,12 +157,10 @@ def sam_around(base: Callable[..., optax.GradientTransformation], *,
   """
 
   def factory(learning_rate, **ignored):
-    kwargs = dict(base_kwargs)
-    if 'weight_decay' in ignored and base is optax.adamw:
-      kwargs['weight_decay'] = ignored['weight_decay']
+    del ignored
     adversary = optax.chain(optax.contrib.normalize(), optax.sgd(radius))
     return _only_grad_fn(optax.contrib.sam(
-        base(learning_rate, **kwargs), adversary, opaque_mode=True))
+        base(learning_rate, **base_kwargs), adversary, opaque_mode=True))
 
   return factory
 
