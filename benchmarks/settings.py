@@ -20,8 +20,11 @@ from sadam_optax import lgi
 
 from benchmarks import proposals
 
-# Optimizer families.
+# Optimizer families. FORWARD_FLOOR is AdamW plus one forward pass of the loss
+# at the updated parameters, its value thrown away: what any reading of the
+# loss along the step costs at least.
 ADAMW, SAM, SADAMW = 'adamw', 'sam', 'sadamw'
+FORWARD_FLOOR = 'adamw+forward'
 # SAM's neighbourhood radius (Foret et al., 2021, their default).
 SAM_RADIUS = 0.05
 
@@ -31,8 +34,9 @@ class Setting:
   """One optimizer configuration.
 
   Attributes:
-    kind: ``'adamw'``, ``'sam'`` (two gradients per step, on AdamW) or
-      ``'sadamw'``.
+    kind: ``'adamw'``, ``'sam'`` (two gradients per step, on AdamW),
+      ``'adamw+forward'`` (AdamW and one loss-only forward pass, a cost
+      floor) or ``'sadamw'``.
     estimator: S-AdamW's estimator (``'secant'``, ``'step'``, ``'literal'``,
       ``'trajectory'``), or a prototype reading of
       :mod:`benchmarks.proposals` (``'ends'``).
@@ -103,7 +107,7 @@ def make_optimizer(setting: Setting, *, learning_rate: float,
   Returns:
     A transformation whose ``update`` accepts ``value_fn=``.
   """
-  if setting.kind in (ADAMW, SAM):
+  if setting.kind in (ADAMW, SAM, FORWARD_FLOOR):
     return optax.with_extra_args_support(
         optax.adamw(learning_rate, weight_decay=weight_decay))
   if setting.estimator in proposals.READINGS:
@@ -184,8 +188,10 @@ def cost_settings() -> list[Setting]:
   return [
       Setting(kind=ADAMW),
       Setting(kind=SAM),
+      Setting(kind=FORWARD_FLOOR),
       Setting(estimator='secant'),  # The library's default.
       Setting(estimator='secant', give_value=False),
+      Setting(estimator='secant', probe_every=4),
       Setting(num_probes=2, chunk_size=1),  # The default before 'secant'.
       Setting(num_probes=4),
       Setting(num_probes=4, chunk_size=1),

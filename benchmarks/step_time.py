@@ -1,5 +1,9 @@
 """Step time and peak memory of AdamW, SAM and S-AdamW at several settings.
 
+The row ``adamw+forward`` (AdamW plus one loss-only forward pass at the new
+parameters) is the floor of any S-Adam reading that evaluates the loss along
+the step, as the default ``'secant'`` does.
+
 Every setting is timed as a full jitted train step (gradient, optimizer
 update, apply), compiled ahead of time once, on the same batch and model,
 over blocks of steps (a multiple of every ``probe_every``, so that carried
@@ -139,7 +143,7 @@ def make_train_step(task: Task, setting: settings_lib.Setting,
   loss at ``params`` when the probes see the whole batch (the two-sample
   proposals reuse it); SAM takes a second
   gradient at the ascent point ``params + r g / ||g||`` and steps AdamW with
-  it.
+  it; the forward floor evaluates the loss at the new parameters as well.
   """
   grad_fn = jax.value_and_grad(task.loss, has_aux=True)
 
@@ -154,8 +158,11 @@ def make_train_step(task: Task, setting: settings_lib.Setting,
     updates, opt_state = optimizer.update(
         grads, opt_state, params, value_fn=value_fn,
         value=settings_lib.probe_value(loss, setting))
-    return (optax.apply_updates(params, updates), new_model_state, opt_state,
-            loss)
+    new_params = optax.apply_updates(params, updates)
+    if setting.kind == settings_lib.FORWARD_FLOOR:
+      # An output, so that XLA cannot drop the pass.
+      loss = jnp.stack([loss, value_fn(new_params)])
+    return new_params, new_model_state, opt_state, loss
 
   return step
 
@@ -464,8 +471,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   settings = settings_lib.cost_settings()
   if args.smoke:
     task = mlp_task(batch=8, in_dim=16, hidden=(32,))
-    keep = ('adamw', 'sam', 'secant', 'step k4', 'step k4 every4',
-            'trajectory')
+    keep = ('adamw', 'sam', 'adamw+forward', 'secant', 'step k4',
+            'step k4 every4', 'trajectory')
     settings = [s for s in settings if s.name in keep]
     args.reps, args.steps = 2, 4
   elif args.model == 'mlp':

@@ -26,10 +26,20 @@ Methods (``--methods``):
   per weight, exp rule; ``osc-brake-tensor``: per tensor;
   ``osc-brake-compound``: per tensor, compound rule.
 * ``*-cosine`` variants of the candidates: the same with cosine decay.
+* Ablations of ``sadam``: ``sadam-step`` (rho from two jvps along the step,
+  + ``@eff-lr``), ``sadam-lam1`` / ``sadam-lam4`` (brake strength 1 and 4
+  instead of 2), ``sadam-compound`` (the compounding brake rule),
+  ``sadam-every4`` (rho measured every 4th step and carried).
 
 Run (MNIST-1D CNN, 4 and 2 bits; defaults)::
 
   python -m experiments.beyond_paper
+
+CIFAR-10 (the offline copy, see :func:`sadam_examples.data.cifar10_path`),
+the paper's QATNet, 4 and 2 bits; learning rates chosen on the first
+``--tune-seeds`` seeds, then the other seeds run at the chosen rate::
+
+  python -m experiments.beyond_paper --preset cifar10
 
 References:
   Nagel, Fournarakis, Bondarenko, Blankevoort, `Overcoming Oscillations in
@@ -78,6 +88,12 @@ METHODS: dict[str, tuple[str, str]] = {  # In the order they run.
     'osc-brake-cosine': ('qa-brake', 'cosine'),
     'nagel-freeze-cosine': ('qa-freeze', 'cosine'),
     'osc-brake-compound-cosine': ('qa-brake-compound', 'cosine'),
+    # Ablations of the default S-AdamW (run at its selected lr).
+    'sadam-step': ('sadam-step', 'constant'),
+    'sadam-lam1': ('sadam-lam1', 'constant'),
+    'sadam-lam4': ('sadam-lam4', 'constant'),
+    'sadam-compound': ('sadam-compound', 'constant'),
+    'sadam-every4': ('sadam-every4', 'constant'),
 }
 BASELINES = ('adamw', 'adamw-cosine')
 # Candidate settings (one each in this first pass, not tuned).
@@ -117,6 +133,14 @@ def register(bits: int) -> None:
   common.register_optimizer(
       'sam-adamw', lambda lr, *, seed, weight_decay: common.sam_around(
           optax.adamw, weight_decay=weight_decay)(lr))
+  def sadamw(**options):
+    return lambda lr, *, seed, weight_decay: sadam_optax.sadamw(
+        lr, weight_decay=weight_decay, seed=seed, **options)
+
+  common.register_optimizer('sadam-lam1', sadamw(lam=1.0))
+  common.register_optimizer('sadam-lam4', sadamw(lam=4.0))
+  common.register_optimizer('sadam-compound', sadamw(rule='compound'))
+  common.register_optimizer('sadam-every4', sadamw(probe_every=4))
   common.register_optimizer(
       'qa-dampen', lambda lr, *, seed, weight_decay: optax.chain(
           optax.scale_by_adam(), optax.add_decayed_weights(weight_decay),
@@ -198,9 +222,53 @@ def select(runs: dict[str, Any], grid: Sequence[Any], n_seeds: int) -> dict[str,
   return entry
 
 
+def extend(entry: dict[str, Any], runs: dict[str, Any]) -> dict[str, Any]:
+  """``entry`` (from :func:`select`) with more seeds' ``runs`` at its lr."""
+  out = dict(entry)
+  n_old = len(entry['test_acc'])
+  for key in ('test_acc', 'val_acc', 'low_test_acc', 'mean_damping'):
+    src = 'final_' + key if key != 'mean_damping' else key
+    out[key] = list(entry[key]) + list(np.asarray(runs[src], np.float64))
+  out['mean'], out['std'] = common.mean_std(np.asarray(out['test_acc']))
+  out['low_mean'], out['low_std'] = common.mean_std(
+      np.asarray(out['low_test_acc']))
+  for field in DIAGNOSTICS:
+    if field in entry and field in runs:
+      new = np.asarray(runs[field], np.float64)
+      out[field] = float((entry[field] * n_old + new.sum()) /
+                         (n_old + new.size))
+  out['seconds'] = entry['seconds'] + runs['seconds']
+  return out
+
+
+def tuned(net: Any, low: Any, name: str, split: common.Split,
+          budget: common.Budget, *, grid: Sequence[float],
+          seeds: Sequence[int], tune_seeds: int | None,
+          progress: Any = None) -> dict[str, Any]:
+  """``name`` at the lr of ``grid`` with the best mean validation accuracy.
+
+  With ``tune_seeds`` < ``len(seeds)``, the grid runs the first
+  ``tune_seeds`` seeds and the other seeds then run at the chosen lr only
+  (every seed is reported); otherwise every seed runs at every lr.
+  """
+  seeds = list(seeds)
+  n = len(seeds) if tune_seeds is None else min(tune_seeds, len(seeds))
+  runs = train_runs(net, low, name, split, budget,
+                    lrs=[lr for lr in grid for _ in seeds[:n]],
+                    seeds=seeds[:n] * len(grid), progress=progress)
+  entry = select(runs, list(grid), n)
+  if n == len(seeds):
+    return entry
+  more = train_runs(net, low, name, split, budget,
+                    lrs=[entry['lr']] * (len(seeds) - n), seeds=seeds[n:],
+                    progress=progress)
+  return extend(entry, more)
+
+
 def study(split: common.Split, bits: int, *, methods: Sequence[str],
           seeds: Sequence[int], epochs: int, batch_size: int,
           grid: Sequence[float], model: str = 'cnn1d',
+          tune_seeds: int | None = None,
           on_result: Any = None) -> dict[str, Any]:
   """Every method at ``bits``, tuned on ``grid``; controls after S-Adam."""
   import tqdm  # pylint: disable=g-import-not-at-top
@@ -209,18 +277,17 @@ def study(split: common.Split, bits: int, *, methods: Sequence[str],
   net, low = qat.build_model(model, bits), qat.build_model(model, bits - 1)
   seeds = list(seeds)
   n_controls = sum(m in common.SADAM_ESTIMATORS for m in methods)
+  stages = 1 if tune_seeds is None or tune_seeds >= len(seeds) else 2
   results: dict[str, Any] = {}
-  with tqdm.tqdm(total=epochs * (len(methods) + n_controls),
+  with tqdm.tqdm(total=epochs * (stages * len(methods) + n_controls),
                  desc=f'{bits}-bit', unit='epoch', file=sys.stdout,
                  dynamic_ncols=True) as bar:
     for label in methods:
       name, kind = METHODS[label]
       budget = common.Budget(batch_size, epochs, schedule=kind)
       bar.set_postfix_str(label)
-      runs = train_runs(net, low, name, split, budget,
-                        lrs=[lr for lr in grid for _ in seeds],
-                        seeds=seeds * len(grid), progress=bar)
-      results[label] = select(runs, list(grid), len(seeds))
+      results[label] = tuned(net, low, name, split, budget, grid=grid,
+                             seeds=seeds, tune_seeds=tune_seeds, progress=bar)
       bar.write(_summary(label, results[label]))
       if name in common.SADAM_ESTIMATORS:
         entry = results[label]
@@ -273,7 +340,7 @@ def table(results: dict[str, Any], bits: int) -> str:
       extra = f'frozen {100 * e["frozen"]:.1f}%'
     elif 'osc_damping' in e:
       extra = f'final damping {e["osc_damping"]:.3f}'
-    elif label in common.SADAM_ESTIMATORS:
+    elif np.mean(e['mean_damping']) < 1:  # An S-Adam brake.
       extra = f'mean damping {np.mean(e["mean_damping"]):.3f}'
     else:
       extra = '-'
@@ -310,6 +377,25 @@ def verdict(results: dict[str, Any]) -> list[str]:
   return lines
 
 
+DATASET_NAMES = dict(mnist1d='MNIST-1D', cifar10='CIFAR-10')
+
+
+def _protocol(c: dict[str, Any]) -> str:
+  """How the learning rates were chosen, in words."""
+  n = c.get('tune_seeds')
+  if n is None or n >= c['seeds']:
+    how = (f'Every method is trained at every lr of {c["grid"]} with every '
+           'seed; the lr with the best mean validation accuracy is selected')
+  else:
+    how = (f'Every method is trained at every lr of {c["grid"]} with the '
+           f'first {n} seeds; the lr with the best mean validation accuracy '
+           f'of those is selected, the other {c["seeds"] - n} seeds run at it, '
+           f'and the test accuracy of all {c["seeds"]} seeds there is reported '
+           '(mean +- sample std).')
+    return how
+  return how + ' and its test accuracy reported (mean +- sample std).'
+
+
 def markdown(payload: dict[str, Any]) -> str:
   """The readable report of a (possibly partial) payload."""
   c = payload['config']
@@ -318,13 +404,11 @@ def markdown(payload: dict[str, Any]) -> str:
       f'Command: `{payload.get("command", common.command_line())}`  ',
       f'Hardware: {payload.get("hardware", common.hardware())}  ',
       f'Wall time: {payload["seconds"]:.0f} s', '',
-      f'MNIST-1D ({payload["data"]}), {c["model"]} with weights and activations '
+      f'{DATASET_NAMES[c.get("dataset", "mnist1d")]} ({payload["data"]}), '
+      f'{c["model"]} with weights and activations '
       f'fake-quantized (per-tensor absmax, identity STE), batch '
       f'{c["batch_size"]}, {c["epochs"]} epochs ({c["steps"]} steps), weight '
-      f'decay 1e-2, seeds {c["seeds"]}. Every method is trained at every lr '
-      f'of {c["grid"]} with every seed; the lr with the best mean validation '
-      'accuracy is selected and its test accuracy reported (mean +- sample '
-      'std). "one bit fewer" evaluates the same trained float weights with the '
+      f'decay 1e-2, seeds {c["seeds"]}. {_protocol(c)} "one bit fewer" evaluates the same trained float weights with the '
       'network quantized to bits-1 (1 bit: sign x mean|w| weights). '
       '"osc. freq": mean over all weights (biases included, they never '
       'oscillate) of the EMA (momentum 0.01) of sign-alternating code '
@@ -343,10 +427,21 @@ def markdown(payload: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
+# The methods of the 5-seed tables: the baselines the issue names, both
+# S-AdamW readings and the candidates that did best in the first pass.
+CIFAR_METHODS = ['adamw', 'adamw-cosine', 'osc-brake', 'osc-brake-cosine',
+                 'nagel-dampen', 'nagel-freeze', 'sadam', 'sam-adamw',
+                 'sadam-literal']
 PRESETS = {
-    'default': dict(bits=[4, 2], seeds=5, epochs=60, batch_size=100,
-                    methods=list(METHODS), grid=list(GRID), limit_train=None),
-    'smoke': dict(bits=[4], seeds=2, epochs=1, batch_size=50,
+    'default': dict(dataset='mnist1d', model='cnn1d', bits=[4, 2], seeds=5,
+                    epochs=60, batch_size=100, methods=list(METHODS),
+                    grid=list(GRID), limit_train=None),
+    # CIFAR-10 at the CPU budget of experiments/results/qat_cifar10_cpu.md.
+    'cifar10': dict(dataset='cifar10', model='qatnet', bits=[4, 2], seeds=5,
+                    tune_seeds=2, epochs=2, batch_size=128,
+                    methods=CIFAR_METHODS, grid=[3e-4, 1e-3, 3e-3, 1e-2],
+                    limit_train=5000, limit_test=5000),
+    'smoke': dict(dataset='mnist1d', bits=[4], seeds=2, epochs=1, batch_size=50,
                   methods=['adamw', 'osc-brake', 'nagel-freeze'], grid=[1e-2],
                   limit_train=400),
 }
@@ -355,6 +450,10 @@ PRESETS = {
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--preset', choices=sorted(PRESETS), default='default')
+  p.add_argument('--dataset', choices=sorted(DATASET_NAMES))
+  p.add_argument('--model', choices=['cnn1d', 'qatnet', 'mlp', 'resnet18'])
+  p.add_argument('--tune-seeds', type=int,
+                 help='choose the lr on the first N seeds only (default: all)')
   p.add_argument('--bits', type=int, nargs='+')
   p.add_argument('--seeds', type=int)
   p.add_argument('--epochs', type=int)
@@ -362,6 +461,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--methods', nargs='+', choices=list(METHODS))
   p.add_argument('--grid', type=float, nargs='+')
   p.add_argument('--limit-train', type=int)
+  p.add_argument('--limit-test', type=int)
   p.add_argument('--out', default='beyond_paper')
   p.add_argument('--out-dir', default=str(common.RESULTS_DIR))
   p.add_argument('--notes', default='', help='free text appended to the .md')
@@ -392,12 +492,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.merge:
     merge(args.merge, args.out, args.out_dir, args.notes)
     return {}
-  config = dict(PRESETS[args.preset], model='cnn1d')
-  for key in ('bits', 'seeds', 'epochs', 'batch_size', 'methods', 'grid',
-              'limit_train'):
+  config = dict(PRESETS[args.preset])
+  for key in ('dataset', 'model', 'tune_seeds', 'bits', 'seeds', 'epochs',
+              'batch_size', 'methods', 'grid', 'limit_train', 'limit_test'):
     if getattr(args, key) is not None:
       config[key] = getattr(args, key)
-  split = qat.load('mnist1d', limit_train=config['limit_train'])
+  config.setdefault('model', 'cnn1d')
+  split = qat.load(config['dataset'], limit_train=config.get('limit_train'),
+                   limit_test=config.get('limit_test'))
   config['steps'] = len(split.y_train) // config['batch_size'] * config['epochs']
   payload: dict[str, Any] = dict(
       config=config, notes=args.notes, results={},
@@ -416,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = study(split, bits, methods=config['methods'],
                     seeds=range(config['seeds']), epochs=config['epochs'],
                     batch_size=config['batch_size'], grid=config['grid'],
+                    model=config['model'], tune_seeds=config.get('tune_seeds'),
                     on_result=lambda r, label=label: save(label, r))
     save(label, results)
     print(f'\n{label}\n{table(results, bits)}\n' + '\n'.join(verdict(results)),

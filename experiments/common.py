@@ -322,7 +322,6 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
   x_train, y_train = jnp.asarray(split.x_train), jnp.asarray(split.y_train)
   evals = {k: _chunks(getattr(split, f'x_{k}'), getattr(split, f'y_{k}'),
                       budget.eval_batch) for k in ('val', 'test')}
-  sadam = name in SADAM_ESTIMATORS
   in_loops = step_loop() == 'scan'
 
   def forward(params, extra, x, train):
@@ -354,7 +353,8 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
     updates, opt_state = opt.update(grads, carry['opt'], carry['params'],
                                     value_fn=value_fn, value=value,
                                     grad_fn=grad_fn)
-    damping = optax.tree.get(opt_state, 'damping') if sadam else 1.0
+    # S-Adam's brake (built-in or registered); 1 for other optimizers.
+    damping = optax.tree.get(opt_state, 'damping', default=1.0)
     carry = dict(params=optax.apply_updates(carry['params'], updates),
                  extra=extra, opt=opt_state, damping=carry['damping'] + damping)
     return carry, value

@@ -79,6 +79,26 @@ def test_zero_step_gives_zero_rho():
   assert rho == 0
 
 
+def test_secant_is_zero_when_the_loss_changes_only_by_rounding():
+  # A step along which the loss is flat: under jit the two loss values may
+  # differ in their last bit (1.8e-12 here), the start slope is exactly 0,
+  # and the ratio of the two would read rho = 0.25 (found by hypothesis).
+  weights = jnp.array([1.0, 0.0])
+  value = lambda w: 1e-3 * jnp.sum(weights * jnp.abs(w - 0.046875 * weights))
+  rho = jax.jit(lambda p: lgi.estimate_lgi(
+      value, p, jnp.array([0.0, 1.0]), jax.random.key(0),
+      estimator='secant'))(jnp.zeros(2))
+  assert float(rho) == 0.0
+
+
+def test_secant_still_reads_a_real_rise_on_a_tiny_loss():
+  # Scale does not matter when the change is above rounding: |w| at 1e-6.
+  value = lambda w: 1e-6 * jnp.sum(jnp.abs(w))
+  samples = lgi.secant_samples(value, jnp.array([0.5]), jnp.array([-1.0]),
+                               jax.grad(value)(jnp.array([0.5])))
+  np.testing.assert_allclose(samples, [-1e-6, 0.0], atol=1e-12)
+
+
 def test_unknown_estimator():
   with pytest.raises(ValueError, match='estimator'):
     lgi.estimate_lgi(abs_loss, jnp.ones(1), jnp.ones(1), KEY,

@@ -124,9 +124,10 @@ def test_chunk_size_bounds_probe_memory():
 
 def test_step_time_smoke(tmp_path):
   result = step_time.main(['--smoke', '--only', 'step k4 every4',
-                           '--out-dir', str(tmp_path)])
+                           'adamw+forward', '--out-dir', str(tmp_path)])
   rows = {r['name']: r for r in result['rows']}
-  assert set(rows) == {'adamw', 'step k4 every4'}
+  assert set(rows) == {'adamw', 'step k4 every4', 'adamw+forward'}
+  assert rows['adamw+forward']['state_bytes_over_adamw'] == 0
   assert rows['adamw']['ratio'] == 1.0
   assert rows['step k4 every4']['ratio'] > 0
   assert rows['step k4 every4']['state_bytes_over_adamw'] <= KIB
@@ -185,3 +186,21 @@ def test_cpu_loops_smoke(tmp_path):
   assert all(row[k] > 0 for k in ('plain', 'scan', 'scan_unrolled',
                                   'runs_vmapped', 'runs_looped'))
   assert '| cnn1d (20 runs) |' in next(tmp_path.glob('cpu_loops_*.md')).read_text()
+
+
+def test_forward_floor_costs_adamw_plus_one_forward_pass():
+  # The floor row of the step-time table must really run its forward pass
+  # (it is an output, so XLA cannot drop it).
+  task = step_time.mlp_task(batch=16, hidden=(32,))
+  params, model_state = task.init(jax.random.key(0))
+
+  def flops(kind):
+    setting = settings_lib.Setting(kind=kind)
+    opt = settings_lib.make_optimizer(setting, learning_rate=1e-3,
+                                  weight_decay=1e-2)
+    step = step_time.make_train_step(task, setting, opt)
+    return _flops(step, params, model_state, opt.init(params), *task.batch)
+
+  forward = _flops(lambda p: task.loss(p, model_state, *task.batch)[0], params)
+  extra = flops(settings_lib.FORWARD_FLOOR) - flops(settings_lib.ADAMW)
+  assert 0.9 * forward <= extra <= 1.3 * forward

@@ -50,6 +50,13 @@ def test_qat_smoke_writes_results_above_chance(tmp_path):
   assert (tmp_path / 'qat_smoke_4-bit.png').stat().st_size > 0
 
 
+def test_width_sets_resnet18_channels_and_is_refused_elsewhere():
+  assert qat.build_model('resnet18', 4, width=16).width == 16
+  assert qat.build_model('resnet18', 4).width == 64
+  with pytest.raises(ValueError, match='resnet18 only'):
+    qat.build_model('qatnet', 4, width=16)
+
+
 def test_small_batch_smoke_writes_results_above_chance(tmp_path):
   small_batch.main(['--batch-sizes', '16', '--optimizers', 'adamw',
                     '--seeds', '1', '--epochs', '1', '--lrs', '3e-3',
