@@ -204,8 +204,6 @@ def select(runs: dict[str, Any], grid: Sequence[Any], n_seeds: int) -> dict[str,
   shape = (len(grid), n_seeds)
   arr = lambda k: np.asarray(runs[k], np.float64).reshape(shape)
   best = int(np.argmax(arr('final_val_acc').mean(1)))
-  mean, std = common.mean_std(arr('final_test_acc')[best])
-  low_mean, low_std = common.mean_std(arr('final_low_test_acc')[best])
   entry = dict(
       grid={str(lr): dict(val_acc=float(v), test_acc=float(t), low_test_acc=float(l))
             for lr, v, t, l in zip(grid, arr('final_val_acc').mean(1),
@@ -214,11 +212,17 @@ def select(runs: dict[str, Any], grid: Sequence[Any], n_seeds: int) -> dict[str,
       lr=grid[best], test_acc=arr('final_test_acc')[best].tolist(),
       val_acc=arr('final_val_acc')[best].tolist(),
       low_test_acc=arr('final_low_test_acc')[best].tolist(),
-      mean=mean, std=std, low_mean=low_mean, low_std=low_std,
       mean_damping=arr('mean_damping')[best].tolist(), seconds=runs['seconds'])
   for field in DIAGNOSTICS:
     if field in runs:
       entry[field] = float(arr(field)[best].mean())
+  return _with_stats(entry)
+
+
+def _with_stats(entry: dict[str, Any]) -> dict[str, Any]:
+  """``entry`` with mean +- std of its seeds' test accuracies (both widths)."""
+  entry['mean'], entry['std'] = common.mean_std(entry['test_acc'])
+  entry['low_mean'], entry['low_std'] = common.mean_std(entry['low_test_acc'])
   return entry
 
 
@@ -229,16 +233,13 @@ def extend(entry: dict[str, Any], runs: dict[str, Any]) -> dict[str, Any]:
   for key in ('test_acc', 'val_acc', 'low_test_acc', 'mean_damping'):
     src = 'final_' + key if key != 'mean_damping' else key
     out[key] = list(entry[key]) + list(np.asarray(runs[src], np.float64))
-  out['mean'], out['std'] = common.mean_std(np.asarray(out['test_acc']))
-  out['low_mean'], out['low_std'] = common.mean_std(
-      np.asarray(out['low_test_acc']))
   for field in DIAGNOSTICS:
     if field in entry and field in runs:
       new = np.asarray(runs[field], np.float64)
       out[field] = float((entry[field] * n_old + new.sum()) /
                          (n_old + new.size))
   out['seconds'] = entry['seconds'] + runs['seconds']
-  return out
+  return _with_stats(out)
 
 
 def tuned(net: Any, low: Any, name: str, split: common.Split,
@@ -384,16 +385,14 @@ def _protocol(c: dict[str, Any]) -> str:
   """How the learning rates were chosen, in words."""
   n = c.get('tune_seeds')
   if n is None or n >= c['seeds']:
-    how = (f'Every method is trained at every lr of {c["grid"]} with every '
-           'seed; the lr with the best mean validation accuracy is selected')
-  else:
-    how = (f'Every method is trained at every lr of {c["grid"]} with the '
-           f'first {n} seeds; the lr with the best mean validation accuracy '
-           f'of those is selected, the other {c["seeds"] - n} seeds run at it, '
-           f'and the test accuracy of all {c["seeds"]} seeds there is reported '
-           '(mean +- sample std).')
-    return how
-  return how + ' and its test accuracy reported (mean +- sample std).'
+    return (f'Every method is trained at every lr of {c["grid"]} with every '
+            'seed; the lr with the best mean validation accuracy is selected '
+            'and its test accuracy reported (mean +- sample std).')
+  return (f'Every method is trained at every lr of {c["grid"]} with the first '
+          f'{n} seeds; the lr with the best mean validation accuracy of those '
+          f'is selected, the other {c["seeds"] - n} seeds run at it, and the '
+          f'test accuracy of all {c["seeds"]} seeds there is reported (mean +- '
+          'sample std).')
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -441,7 +440,8 @@ PRESETS = {
                     tune_seeds=2, epochs=2, batch_size=128,
                     methods=CIFAR_METHODS, grid=[3e-4, 1e-3, 3e-3, 1e-2],
                     limit_train=5000, limit_test=5000),
-    'smoke': dict(dataset='mnist1d', bits=[4], seeds=2, epochs=1, batch_size=50,
+    'smoke': dict(dataset='mnist1d', model='cnn1d', bits=[4], seeds=2,
+                  epochs=1, batch_size=50,
                   methods=['adamw', 'osc-brake', 'nagel-freeze'], grid=[1e-2],
                   limit_train=400),
 }
@@ -451,7 +451,7 @@ def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--preset', choices=sorted(PRESETS), default='default')
   p.add_argument('--dataset', choices=sorted(DATASET_NAMES))
-  p.add_argument('--model', choices=['cnn1d', 'qatnet', 'mlp', 'resnet18'])
+  p.add_argument('--model', choices=qat.MODELS)
   p.add_argument('--tune-seeds', type=int,
                  help='choose the lr on the first N seeds only (default: all)')
   p.add_argument('--bits', type=int, nargs='+')
@@ -497,7 +497,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               'batch_size', 'methods', 'grid', 'limit_train', 'limit_test'):
     if getattr(args, key) is not None:
       config[key] = getattr(args, key)
-  config.setdefault('model', 'cnn1d')
   split = qat.load(config['dataset'], limit_train=config.get('limit_train'),
                    limit_test=config.get('limit_test'))
   config['steps'] = len(split.y_train) // config['batch_size'] * config['epochs']

@@ -95,6 +95,10 @@ def load(dataset: str, *, limit_train: int | None = None,
   return common.split_validation(arrays)
 
 
+# The classifiers of sadam_examples.models that build_model knows.
+MODELS = ('cnn1d', 'qatnet', 'mlp', 'resnet18')
+
+
 def build_model(name: str, bits: int | None, *, width: int | None = None
                 ) -> Any:
   """A classifier of :mod:`sadam_examples.models` at ``bits`` (None: float).
@@ -106,7 +110,7 @@ def build_model(name: str, bits: int | None, *, width: int | None = None
   factories = dict(cnn1d=models.CNN1D, qatnet=models.QATNet, mlp=models.MLP,
                    resnet18=models.ResNet18)
   if name not in factories:
-    raise ValueError(f'Unknown model {name!r}; choose from {sorted(factories)}.')
+    raise ValueError(f'Unknown model {name!r}; choose from {MODELS}.')
   if width is None:
     return factories[name](bits=bits)
   if name != 'resnet18':
@@ -123,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--preset', choices=sorted(PRESETS), default='quick')
   p.add_argument('--dataset', choices=['mnist1d', 'digits', 'cifar10'])
-  p.add_argument('--model', choices=['cnn1d', 'qatnet', 'mlp', 'resnet18'])
+  p.add_argument('--model', choices=MODELS)
   p.add_argument('--width', type=int,
                  help='channels of resnet18\'s first stage (default 64; 16 '
                       'trains on 2 CPU cores)')
