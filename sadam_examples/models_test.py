@@ -130,3 +130,28 @@ def test_resnet18_batch_stats():
   assert logits.shape == (x.shape[0], model.num_classes)
   old, new = variables['batch_stats'], updates['batch_stats']
   assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)), old, new)))
+
+
+def test_float_model_is_plain_flax():
+  # bits=None: no `quant` child, the contraction runs inside the layer that owns
+  # the kernel (what interception-based quantizers such as Qwix need), and the
+  # output is the plain flax network's.
+  x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 40, 1)), jnp.float32)
+  model = models.CNN1D()
+  variables = _variables(model, x)
+  _, state = model.apply(variables, x, capture_intermediates=True)
+  assert not _collect(state['intermediates'], 'quant')
+  _, quantized = models.CNN1D(bits=4).apply(variables, x, capture_intermediates=True)
+  assert _collect(quantized['intermediates'], 'weight_quant')
+
+  class Plain(models.nn.Module):
+
+    @models.nn.compact
+    def __call__(self, x):
+      for i, k in enumerate((5, 3, 3)):
+        x = models.nn.relu(models.nn.Conv(25, (k,), strides=(2,), padding=((1, 1),),
+                                          name=f'QuantConv_{i}')(x))
+      return models.nn.Dense(10, name='QuantDense_0')(x.reshape(x.shape[0], -1))
+
+  np.testing.assert_allclose(model.apply(variables, x), Plain().apply(variables, x),
+                             rtol=1e-6, atol=1e-6)

@@ -289,7 +289,16 @@ class _QuantOp(nn.Module):
     return self.op(lhs, rhs, *args, **kwargs)
 
 
-def _quant_op_cls(module: Any, op: Callable[..., Array]) -> Callable[[], nn.Module]:
+def _quant_op_cls(module: Any, op: Callable[..., Array]) -> Callable[[], nn.Module] | None:
+  """The ``*_cls`` factory of the quantizing contraction, or ``None``.
+
+  ``None`` when neither the kernel nor the input is quantized: flax then calls
+  ``lax`` directly inside the layer, so an interception-based quantizer such as
+  Qwix (``qwix.quantize_model``) sees the contraction in the module that owns
+  the kernel. A child module would hide the kernel from it.
+  """
+  if module.bits is None and module.act_bits is None:
+    return None
   return functools.partial(
       _QuantOp,
       op=op,
@@ -306,7 +315,8 @@ class QuantDense(nn.Dense):
   """``nn.Dense`` with a fake-quantized kernel and, optionally, input.
 
   All ``nn.Dense`` attributes apply; ``dot_general``/``dot_general_cls`` are
-  set by this class. With ``method='lsq'`` the steps live in
+  set by this class. With ``bits=None`` and ``act_bits=None`` it is a plain
+  ``nn.Dense`` (no ``quant`` child), which Qwix can quantize. With ``method='lsq'`` the steps live in
   ``params[...]['quant']['weight_quant' | 'input_quant']['step']``.
 
   Attributes:
@@ -324,7 +334,8 @@ class QuantDense(nn.Dense):
   method: Method = 'absmax'
 
   def __post_init__(self) -> None:
-    # Inject the quantizing contraction; flax's Dense does the rest.
+    # Inject the quantizing contraction (none in float); flax's Dense does the
+    # rest.
     object.__setattr__(self, 'dot_general_cls', _quant_op_cls(self, lax.dot_general))
     super().__post_init__()
 
@@ -333,7 +344,9 @@ class QuantConv(nn.Conv):
   """``nn.Conv`` with a fake-quantized kernel and, optionally, input.
 
   All ``nn.Conv`` attributes apply; ``conv_general_dilated``/
-  ``conv_general_dilated_cls`` are set by this class.
+  ``conv_general_dilated_cls`` are set by this class. With ``bits=None`` and
+  ``act_bits=None`` it is a plain ``nn.Conv`` (no ``quant`` child), which Qwix
+  can quantize.
 
   Attributes:
     bits: kernel bit width; ``None`` keeps the kernel in float.
