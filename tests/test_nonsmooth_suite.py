@@ -1,0 +1,185 @@
+"""The non-smooth benchmark suite: its minimisers, its arithmetic, its smoke run.
+
+Checks that every family's stated minimiser is one (the objective at it is
+no larger than at random perturbations of it, in float64; the subgradient
+optimality condition for LASSO, Figure 1, SVM and Huber), the win-rate,
+ratio, convergence and verdict arithmetic on hand-made numbers, and that
+``--smoke`` runs end to end into a temporary folder.
+"""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import nonsmooth_suite as ns
+
+NUM = 4  # Instances per family checked: both shape groups (3 for abs_sum).
+
+
+def _instances(family):
+  return ns.make_instances(family, NUM)
+
+
+@pytest.mark.parametrize('family', [f for f in ns.FAMILIES
+                                    if ns.FAMILIES[f].metric == 'distance'])
+def test_minimiser_beats_perturbations(family):
+  objective = ns.FAMILIES[family].objective
+  rng = np.random.default_rng(0)
+  for inst in _instances(family):
+    w = inst.minimiser
+    f_star = objective(inst.data, w, np)
+    assert f_star == pytest.approx(inst.optimum, rel=1e-12, abs=1e-12)
+    for scale in (1e-6, 1e-4, 1e-2, 1.0):
+      for _ in range(20):
+        u = rng.standard_normal(w.shape)
+        value = objective(inst.data, w + scale * u / np.linalg.norm(u), np)
+        assert value >= f_star - 1e-12 * (1 + abs(f_star))
+
+
+def test_lasso_subgradient_condition():
+  for inst in _instances('lasso'):
+    d = inst.data
+    assert ns.lasso_kkt(d['x'], d['y'], float(d['l1']), inst.minimiser) < 1e-10
+    assert 0 < np.sum(inst.minimiser != 0) < len(inst.minimiser)
+
+
+def test_abs_sum_subgradient_condition_and_figure1():
+  insts = _instances('abs_sum')
+  first = insts[0]
+  np.testing.assert_array_equal(first.data['a'], [1.0, 1.0])
+  np.testing.assert_array_equal(first.data['c'], [1.0, 1.0])
+  assert float(first.data['mu']) == 1.0
+  np.testing.assert_array_equal(first.minimiser, [1.0, 1.0])
+  for inst in insts:
+    a, c, mu, w = inst.data['a'], inst.data['c'], inst.data['mu'], inst.minimiser
+    # 0 in mu w + a * sign(w - c), sign(0) = [-1, 1].
+    smooth = w != c
+    np.testing.assert_allclose(mu * w[smooth] + a[smooth] * np.sign(
+        w[smooth] - c[smooth]), 0.0, atol=1e-12)
+    assert np.all(np.abs(mu * w[~smooth]) <= a[~smooth] + 1e-12)
+
+
+def test_svm_and_huber_optimality():
+  for inst in _instances('svm'):
+    d = inst.data
+    assert ns.svm_kkt(d['x'], d['y'], float(d['lam']), inst.minimiser) < 1e-9
+  for inst in _instances('huber'):
+    assert np.linalg.norm(ns.huber_gradient(inst.data, inst.minimiser)) < 1e-10
+
+
+def test_max_affine_optimality():
+  for inst in _instances('max_affine'):
+    d = inst.data
+    assert ns.max_affine_kkt(d['a'], d['b'], float(d['mu']),
+                             inst.minimiser) < 1e-9
+
+
+def test_relu_regression_and_net_optima():
+  for inst in _instances('relu_regression'):
+    assert np.all(inst.data['y'] <= 0)
+    assert not np.any(inst.minimiser)
+  for inst in _instances('relu_net'):
+    assert inst.minimiser is None and inst.optimum == 0.0
+    assert float(ns.relu_net_objective(inst.data, inst.start, np)) > 0
+
+
+def test_jax_and_numpy_objectives_agree():
+  for family, fam in ns.FAMILIES.items():
+    inst = ns.make_instances(family, 1)[0]
+    data = {k: jnp.asarray(v, jnp.float32) for k, v in inst.data.items()}
+    np.testing.assert_allclose(
+        float(fam.objective(data, jnp.asarray(inst.start, jnp.float32))),
+        fam.objective(inst.data, inst.start, np), rtol=1e-4)
+
+
+def test_instances_are_fixed_and_varied():
+  a = ns.make_instances('lasso', 3)
+  b = ns.make_instances('lasso', 5)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x.start, y.start)
+    np.testing.assert_array_equal(x.data['x'], y.data['x'])
+  assert len({inst.start.shape for inst in b}) == 2
+  assert len({round(inst.info['l1'], 12) for inst in b}) == 5
+
+
+def test_win_rate_and_ratio_arithmetic():
+  adam = np.array([1.0, 2.0, 4.0, np.inf])
+  method = np.array([0.5, 2.0, 8.0, 1.0])
+  out = ns.compare(adam, method)
+  assert out['win_rate'] == 0.75  # 0.5 <= 1, 2 <= 2 (a tie wins), 1 <= inf.
+  assert out['median_ratio'] == pytest.approx(np.median([0.5, 1.0, 2.0, 0.0]))
+  both_diverge = ns.compare(np.array([np.inf]), np.array([np.inf]))
+  assert both_diverge == dict(win_rate=1.0, median_ratio=1.0)
+
+
+def test_run_metrics_and_criteria():
+  steps = 100
+  m0 = np.array([1.0, 1.0])
+  # Run 0 plateaus at 0.1 and alternates; run 1 decays geometrically.
+  ms = np.stack([np.where(np.arange(steps) % 2, 0.05, 0.15),
+                 0.9 ** np.arange(1, steps + 1)])
+  damp = np.stack([np.where(np.arange(steps) % 2, 0.2, 1.0), np.ones(steps)])
+  out = ns.run_metrics(m0, ms, damp)
+  assert out['band'][0] == pytest.approx(0.1)
+  assert out['band_max'][0] == pytest.approx(0.15)
+  assert out['steps_to_tol'][0] == -1
+  assert out['steps_to_tol'][1] == int(np.ceil(np.log(1e-2) / np.log(0.9)))
+  # Run 0 moves away on steps 2, 4, ... (0.05 -> 0.15), where damping is 1.
+  assert out['damping_away'][0] == pytest.approx(1.0)
+  assert out['damping_toward'][0] == pytest.approx((0.2 * 50 + 1.0) / 51)
+  assert out['mean_damping'][0] == pytest.approx(0.6)
+  conv = ns.adam_converges({k: v[:1] for k, v in out.items()})
+  assert conv['converged']
+  assert not ns.adam_converges({k: v[1:] for k, v in out.items()})['converged']
+  # A run that reached the point (float32 floor) is not in a band.
+  at_floor = ns.run_metrics(np.ones(1), np.zeros((1, steps)), np.ones((1, steps)))
+  assert at_floor['band'][0] == ns.FLOOR
+  assert not ns.adam_converges(at_floor)['converged']
+
+
+def test_verdict():
+  cell = lambda conv, win, ratio: dict(converged=conv, win_rate=win,
+                                       median_ratio=ratio)
+  assert ns.verdict([cell(False, 0.0, 9.0)]) == 'n/a'
+  assert ns.verdict([cell(True, 0.96, 0.4), cell(False, 0.0, 9.0)]) == 'pass'
+  assert ns.verdict([cell(True, 0.96, 0.4), cell(True, 0.9, 0.1)]) == 'fail'
+  assert ns.verdict([cell(True, 1.0, 0.6)]) == 'fail'
+
+
+def test_methods_registry():
+  assert {'adam', 'adam-cosine', 'sadam', 'sadam-step', 'sadam-compound',
+          'sadam-literal', 'sadam-trajectory-compound'} <= set(ns.METHODS)
+  tx = ns.build(ns.METHODS['adam-cosine'], jnp.float32(0.1), steps=10)
+  assert hasattr(tx, 'update')
+
+
+def test_smoke_end_to_end(tmp_path):
+  stem = tmp_path / 'suite'
+  payload = ns.main(['--smoke', '--families', 'lasso', 'abs_sum',
+                     '--out', str(stem)])
+  saved = json.loads((tmp_path / 'suite.json').read_text())
+  assert saved['command'].startswith('python -m experiments.')
+  assert saved['hardware']
+  report = (tmp_path / 'suite.md').read_text()
+  assert saved['command'] in report
+  for family in ('lasso', 'abs_sum'):
+    assert (tmp_path / f'suite_{family}.png').stat().st_size > 0
+  methods = {c['method'] for c in payload['cells']}
+  assert methods == {'adam', 'sadam', 'adam@eff-lr(sadam)'}
+  assert set(payload['verdicts']) == {'lasso', 'abs_sum'}
+  assert payload['diagnostics'] == {}  # relu_regression was not run.
+
+
+def test_run_suite_api_with_any_transformation():
+  import optax  # pylint: disable=g-import-not-at-top
+  out = ns.run_suite({'adam': ns.METHODS['adam'],
+                      'sgd': lambda lr: optax.sgd(lr)},
+                     families=['relu_regression'], lrs=[1e-2], steps=30,
+                     instances=1, controls=(), progress=False)
+  rows = {c['method']: c for c in out['cells']}
+  assert set(rows) == {'adam', 'sgd'}
+  assert rows['adam']['win_rate'] == 1.0
+  assert rows['sgd']['mean_damping'] == 1.0
+  assert 'damping_away' in out['diagnostics'] or out['diagnostics'] == {}
