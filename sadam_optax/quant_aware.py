@@ -73,8 +73,13 @@ def _scales(quant_scale_fn: QuantScaleFn, params: optax.Params) -> Any:
   """``quant_scale_fn(params)`` with ``inf`` for unquantized leaves.
 
   An infinite step keeps the code of an unquantized weight at 0 forever, so
-  it never oscillates, is never frozen and is never braked.
+  it never oscillates, is never frozen and is never braked. A ``params``
+  tree without leaves (the placeholder of ``optax.tree.map_params``, or no
+  parameters at all) has nothing to quantize: ``quant_scale_fn`` is not
+  called, so a fixed tree of scales cannot mismatch it.
   """
+  if not jax.tree.leaves(params):
+    return params
   scales = quant_scale_fn(params)
   return jax.tree.map(
       lambda s, p: jnp.full((), jnp.inf, jnp.float32) if s is None

@@ -116,3 +116,33 @@ def test_absmax_grid_and_training_chain(mlp_problem):
     losses.append(float(loss))
   assert np.mean(losses[-4:]) < losses[0]
   assert all(np.isfinite(losses))
+
+
+@pytest.mark.parametrize('make', [
+    lambda fn: quant_aware.scale_by_oscillation(fn),
+    lambda fn: quant_aware.scale_by_oscillation(fn, per_tensor=True),
+    lambda fn: quant_aware.freeze_oscillating(fn),
+    lambda fn: quant_aware.dampen_oscillations(fn),
+], ids=['brake', 'brake_per_tensor', 'freeze', 'dampen'])
+@pytest.mark.parametrize('scale_fn', [UNIT_GRID, quant_aware.absmax_scale_fn(4)],
+                         ids=['fixed_tree', 'absmax'])
+def test_tree_map_params_and_state_shardings(make, scale_fn):
+  """A fixed tree of scales used to break optax.tree.map_params."""
+  parallel = pytest.importorskip('sadam_examples.parallel')
+  tx = make(scale_fn)
+  params = {'w': jnp.array([[0.4, 1.2]]), 'b': jnp.array([0.1])}
+  state = tx.init(params)
+  marked = optax.tree.map_params(tx, lambda _: 'param', state,
+                                 transform_non_params=lambda _: 'other')
+  copies = [x for x in jax.tree.leaves(marked) if x == 'param']
+  assert len(copies) % 2 == 0  # Whole copies of {'w', 'b'}, if any.
+  # Everything but the step count is per weight (per tensor for the
+  # per-tensor damping, which map_params cannot tell apart).
+  assert len(copies) == len(jax.tree.leaves(state)) - (
+      1 if 'count' in state._fields else 0)
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shardings = parallel.state_shardings(
+      tx, params, jax.tree.map(lambda _: sharding, params), sharding)
+  assert jax.tree.structure(shardings) == jax.tree.structure(state)
+  placed = jax.jit(tx.init, out_shardings=shardings)(params)
+  jax.tree.map(np.testing.assert_array_equal, placed, state)

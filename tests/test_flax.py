@@ -116,3 +116,202 @@ def test_nnx_optimizer_trains(digits):
             for _ in range(3) for x, y in zip(xs, ys)]
   assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:4])
   assert 0 < float(optax.tree.get(optimizer.opt_state, 'damping')) <= 1
+
+
+# --------------------------------------------------------------------------
+# Train-mode layers: value_fn is a pure function of the parameters.
+# --------------------------------------------------------------------------
+
+
+class NnxTrainMode(nnx.Module):
+  """BatchNorm and Dropout in train mode: both mutate state when called."""
+
+  def __init__(self, rngs, rate=0.5):
+    self.l1 = nnx.Linear(4, 16, rngs=rngs)
+    self.bn = nnx.BatchNorm(16, rngs=rngs)
+    self.drop = nnx.Dropout(rate, rngs=rngs)
+    self.l2 = nnx.Linear(16, 1, rngs=rngs)
+
+  def __call__(self, x):
+    return self.l2(self.drop(nnx.relu(self.bn(self.l1(x)))))
+
+
+def mse(model, x, y):
+  return jnp.mean((model(x) - y) ** 2)
+
+
+def regression_batch():
+  x = jax.random.normal(jax.random.key(0), (32, 4))
+  return x, jnp.sin(x[:, :1])
+
+
+def nnx_params(model):
+  return nnx.as_pure(nnx.state(model, nnx.Param))
+
+
+@pytest.mark.parametrize('jit', [False, True], ids=['eager', 'nnx_jit'])
+def test_nnx_dropout_and_batchnorm_train(jit):
+  """Formerly TraceContextError: the probes mutated the model's state."""
+  x, y = regression_batch()
+  model = NnxTrainMode(nnx.Rngs(0, dropout=1))
+  optimizer = nnx.Optimizer(model, sadam_optax.sadamw(1e-2), wrt=nnx.Param)
+
+  def step(model, optimizer, x, y):
+    value_fn = flax_utils.nnx_value_fn(model, mse, x, y)  # Before the grad.
+    loss, grads = nnx.value_and_grad(mse)(model, x, y)
+    optimizer.update(model, grads, value_fn=value_fn, value=loss)
+    return loss
+
+  step = nnx.jit(step) if jit else step
+  counts = []
+  for _ in range(3):
+    assert np.isfinite(float(step(model, optimizer, x, y)))
+    counts.append(int(model.drop.rngs.count[...]))
+  # One draw per gradient pass; the probes drew nothing from the model.
+  assert counts == [1, 2, 3]
+  assert 0 < float(optax.tree.get(optimizer.opt_state, 'damping')) <= 1
+
+
+def test_nnx_value_fn_uses_the_gradients_mask_and_batch_statistics():
+  x, y = regression_batch()
+  model = NnxTrainMode(nnx.Rngs(0, dropout=1))
+  params = nnx_params(model)
+  running = nnx.as_pure(nnx.state(model, nnx.BatchStat))
+  value_fn = flax_utils.nnx_value_fn(model, mse, x, y)
+  loss, _ = nnx.value_and_grad(mse)(model, x, y)
+  # The gradient's forward pass, mask included: equal bit for bit, and at
+  # every call (a pure function of the parameters).
+  assert float(value_fn(params)) == float(loss) == float(value_fn(params))
+  # The probes never touch the running averages (the gradient pass does).
+  after_grad = nnx.as_pure(nnx.state(model, nnx.BatchStat))
+  value_fn(jax.tree.map(lambda p: p + 0.1, params))
+  jax.tree.map(np.testing.assert_array_equal, after_grad,
+               nnx.as_pure(nnx.state(model, nnx.BatchStat)))
+  assert not np.array_equal(after_grad['bn']['mean'], running['bn']['mean'])
+  # BatchNorm reads the batch's statistics: a shifted batch normalises away.
+  shifted = flax_utils.nnx_value_fn(model, lambda m, x: jnp.mean(
+      m.bn(m.l1(x))), x)
+  np.testing.assert_allclose(float(shifted(params)), 0.0, atol=1e-5)
+
+
+def test_nnx_value_and_grad_is_consistent_and_updates_the_model():
+  x, y = regression_batch()
+  model = NnxTrainMode(nnx.Rngs(0, dropout=1))
+  params = nnx_params(model)
+  loss, grads, value_fn = flax_utils.nnx_value_and_grad(mse, model, x, y)
+  assert float(value_fn(params)) == float(loss)
+  # The same gradient as nnx.value_and_grad on an identical model.
+  twin = NnxTrainMode(nnx.Rngs(0, dropout=1))
+  loss2, grads2 = nnx.value_and_grad(mse)(twin, x, y)
+  assert float(loss2) == float(loss)
+  jax.tree.map(np.testing.assert_array_equal, nnx.as_pure(grads),
+               nnx.as_pure(grads2))
+  assert int(model.drop.rngs.count[...]) == 1  # The model moved on.
+  jax.tree.map(np.testing.assert_array_equal,
+               nnx.as_pure(nnx.state(model, nnx.BatchStat)),
+               nnx.as_pure(nnx.state(twin, nnx.BatchStat)))
+
+
+def test_nnx_fresh_dropout_draws_a_mask_per_point():
+  x, y = regression_batch()
+  model = NnxTrainMode(nnx.Rngs(0, dropout=1))
+  params = nnx_params(model)
+  same = flax_utils.nnx_value_fn(model, mse, x, y)
+  fresh = flax_utils.nnx_value_fn(model, mse, x, y, fresh_dropout=True)
+  nudged = jax.tree.map(lambda p: p * (1 + 1e-6), params)
+  # Same point, same mask; another point, another mask (the loss jumps by
+  # far more than the nudge could move it).
+  assert float(fresh(params)) == float(fresh(params))
+  assert abs(float(fresh(nudged)) - float(fresh(params))) > 1e-3
+  assert abs(float(same(nudged)) - float(same(params))) < 1e-4
+  assert float(fresh(params)) != float(same(params))
+  # It trains under nnx.jit and reads a larger rho, as the paper's scripts.
+  optimizer = nnx.Optimizer(model, sadam_optax.sadamw(1e-2), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer):
+    loss, grads, value_fn = flax_utils.nnx_value_and_grad(
+        mse, model, x, y, fresh_dropout=True)
+    optimizer.update(model, grads, value_fn=value_fn, value=loss)
+    return optax.tree.get(optimizer.opt_state, 'rho')
+
+  rhos = [float(step(model, optimizer)) for _ in range(3)]
+  assert all(np.isfinite(rhos)) and max(rhos) > 0
+
+
+def test_nnx_wrt_mismatch_names_wrt():
+  x, y = regression_batch()
+  model = NnxTrainMode(nnx.Rngs(0, dropout=1))
+  optimizer = nnx.Optimizer(model, sadam_optax.sadamw(1e-2), wrt=nnx.Param)
+  value_fn = flax_utils.nnx_value_fn(model, mse, x, y,
+                                     wrt=(nnx.Param, nnx.BatchStat))
+  grads = nnx.grad(mse)(model, x, y)
+  with pytest.raises(ValueError, match=r'wrt=.*optimizer\.wrt.*bn/mean'):
+    optimizer.update(model, grads, value_fn=value_fn)
+
+
+class LinenTrainMode(nn.Module):
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Dense(16)(x)))
+    return nn.Dense(1)(nn.Dropout(0.5, deterministic=not train)(x))
+
+
+def test_linen_value_fn_with_batch_stats_and_dropout():
+  x, y = regression_batch()
+  model = LinenTrainMode()
+  variables = model.init(jax.random.key(0), x, train=False)
+  params, stats = variables['params'], {'batch_stats': variables['batch_stats']}
+  loss_of = lambda out: jnp.mean((out - y) ** 2)
+  key = jax.random.key(3)
+  loss, grads, value_fn, new = flax_utils.linen_value_and_grad(
+      model.apply, loss_of, params, x, variables=stats,
+      rngs={'dropout': key}, train=True)
+  # The gradient's own forward pass, and nothing mutated by the probes.
+  assert float(value_fn(params)) == float(loss)
+  manual = lambda p: loss_of(model.apply(
+      {'params': p, **stats}, x, train=True, rngs={'dropout': key},
+      mutable=['batch_stats'])[0])
+  assert float(manual(params)) == float(loss)
+  jax.tree.map(np.testing.assert_array_equal, grads, jax.grad(manual)(params))
+  assert set(new) == {'batch_stats'}
+  assert not np.array_equal(new['batch_stats']['BatchNorm_0']['mean'],
+                            stats['batch_stats']['BatchNorm_0']['mean'])
+  fresh = flax_utils.linen_value_fn(model.apply, loss_of, x, variables=stats,
+                                    rngs={'dropout': key}, fresh_dropout=True,
+                                    train=True)
+  assert float(fresh(params)) == float(fresh(params)) != float(loss)
+
+
+def test_train_state_forwards_value_and_grad_and_replaces_fields():
+  """value= and grad= reach tx.update; state fields are replace-d."""
+  x, y = regression_batch()
+  model = LinenTrainMode()
+  variables = model.init(jax.random.key(0), x, train=False)
+
+  class State(flax_utils.TrainState):
+    batch_stats: dict
+
+  tx = sadam_optax.sadamw(1e-2)
+  state = State.create(apply_fn=model.apply, params=variables['params'],
+                       tx=tx, batch_stats=variables['batch_stats'])
+  loss_of = lambda p: jnp.mean((model.apply(
+      {'params': p, 'batch_stats': state.batch_stats}, x, train=False) - y)
+                               ** 2)
+  loss, grads = jax.value_and_grad(loss_of)(state.params)
+  marker = jax.tree.map(jnp.zeros_like, variables['batch_stats'])
+  # Scaled updates, the true gradient in grad= and a shifted value=: both
+  # change rho, so rho shows that they were forwarded.
+  scaled = jax.tree.map(lambda g: g / 4, grads)
+  kwargs = dict(value_fn=loss_of, value=loss + 0.1, grad=grads)
+  new = jax.jit(lambda s: s.apply_gradients(
+      grads=scaled, batch_stats=marker, **kwargs))(state)
+  rho = lambda s: float(optax.tree.get(s, 'rho'))
+  _, expected = tx.update(scaled, state.opt_state, state.params, **kwargs)
+  _, plain = tx.update(scaled, state.opt_state, state.params,
+                       value_fn=loss_of)
+  assert rho(new.opt_state) == pytest.approx(rho(expected), rel=1e-5)
+  assert rho(new.opt_state) != pytest.approx(rho(plain), rel=1e-2)
+  jax.tree.map(np.testing.assert_array_equal, new.batch_stats, marker)
+  assert int(new.step) == 1
