@@ -53,6 +53,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -368,12 +369,19 @@ def table(args: argparse.Namespace) -> dict[str, Any]:
     damping = f'{np.mean(e["mean_damping"]):.2f}' if key == 'sadam' else '-'
     lines.append(f'| {names.get(key, key)} | {lr} | {100 * e["mean"]:.1f} +- '
                  f'{100 * e["std"]:.1f} | {100 * np.mean(e["val_acc"]):.1f} | {damping} |')
+  for key in ('adamw', 'sadam'):
+    if results[key]['lr'] in (min(args.lrs), max(args.lrs)):
+      lines.append(f'\n{names[key]} selected the edge of the grid ({results[key]["lr"]:g}).')
   lines += ['', *common.verdict(results), '']
   markdown = '\n'.join(lines)
   print(markdown)
   if args.out:
-    common.write_results(args.out, dict(config=vars(args), seconds=seconds,
-                                        results=results), markdown)
+    path = common.write_results(args.out, dict(config=vars(args), seconds=seconds,
+                                               results=results), markdown)
+    # common.command_line() names experiments.<script>; this one lives here.
+    payload = json.loads(path.read_text())
+    payload['command'] = command
+    path.write_text(json.dumps(payload, indent=1))
   return results
 
 
@@ -420,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument('--steps', type=int, default=1000, help='demo only')
   p.add_argument('--lr', type=float, default=3e-3, help='demo only')
   p.add_argument('--epochs', type=int, default=20, help='table only')
-  p.add_argument('--lrs', type=float, nargs='+', default=[1e-3, 3e-3, 1e-2, 3e-2],
+  p.add_argument('--lrs', type=float, nargs='+', default=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
                  help='table only: the learning-rate grid')
   p.add_argument('--batch-size', type=int, default=100)
   p.add_argument('--seeds', type=int, default=3)
