@@ -8,6 +8,8 @@ import pytest
 import sadam_optax
 
 pytest.importorskip('qwix')
+# qwix 0.1.8 uses flax APIs that flax 0.12 deprecates (nnx.VariableState, .value).
+pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning:qwix')
 from sadam_examples import qwix_example  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
