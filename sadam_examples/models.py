@@ -8,6 +8,12 @@ otherwise conv/dense kernels are absmax fake-quantized per tensor to ``bits``
 but the first. Those inputs follow a ReLU, so they use the unsigned grid
 (``2^bits`` levels on ``[0, max]``); the network input stays in float.
 
+With ``bits=None`` every layer is a plain ``nn.Conv``/``nn.Dense`` whose
+contraction runs in the layer itself, so the same model can instead be
+quantized by Google's Qwix (``qwix.quantize_model(model, qwix.QtProvider(
+rules))``, see :mod:`sadam_examples.qwix_example`); the parameters are the
+same in both cases.
+
 All ``__call__`` methods take ``train: bool`` for a uniform interface; only
 :class:`ResNet18` uses it (BatchNorm).
 """
