@@ -26,11 +26,15 @@ Notes:
   ``jax.jvp`` slopes, and Qwix's straight-through estimator is a
   ``custom_vjp``, which JAX cannot differentiate forward: use ``'secant'``
   (or ``'literal'``/``'trajectory'``) with Qwix.
-* On XLA:CPU, int4 weights with int4 activations fail in XLA's HLO verifier
-  (``operand_upcaster``: "does not support custom element sizes on non-sub-byte
-  types"), so on the CPU the default is weight-only int4 (``act_bits=None``).
-  Quantized activations (``--act-bits 4``) are meant for GPU/TPU; the message
-  names the GPU backend too, and this repository has not run them on either.
+* On XLA:CPU (jax 0.10.2, qwix 0.1.8), int4 weights with int4 activations
+  fail in XLA's HLO verifier (after ``operand_upcaster``: "The XLA CPU/GPU
+  backend does not support custom element sizes on non-sub-byte types"), for
+  convolutions and dense layers alike; int4 weights with int8 activations run
+  for dense layers but not for convolutions (``lax.conv_general_dilated``
+  rejects mixed int8/int4 operands); int8 with int8 runs. So on the CPU the
+  default is weight-only int4 (``act_bits=None``), and ``--act-bits 4`` is
+  the default elsewhere, meant for GPU/TPU. The message names the GPU backend
+  too: this repository has not run quantized activations on a GPU or TPU.
 * The first layer's input (the data) stays in float, as in
   ``sadam_examples.models``.
 
