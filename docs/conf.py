@@ -39,7 +39,9 @@ extensions = [
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
-autodoc_typehints = 'signature'
+# Signatures without annotations: optax's type aliases (ScalarOrSchedule, ...)
+# would be expanded in full; the docstrings describe the types.
+autodoc_typehints = 'none'
 autodoc_member_order = 'bysource'
 autodoc_default_options = {'members': False, 'show-inheritance': False}
 autosummary_generate = False
