@@ -96,6 +96,8 @@ import dataclasses
 import datetime
 import inspect
 import json
+import re
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -1010,6 +1012,7 @@ def markdown(payload: dict[str, Any]) -> str:
       'instance', '',
       f'Command: `{payload["command"]}`  ',
       f'Hardware: {payload["hardware"]}  ',
+      f'Core (sadam_optax) at: {payload.get("core", "-")}  ',
       f'Date: {payload["date"]}; wall time {payload.get("wall_s", 0):.0f} s  ',
       f'Families: {", ".join(cfg["families"])}; {cfg["instances"]} '
       f'instances each (seed {cfg["seed"]}); constant lrs {cfg["lrs"]}; '
@@ -1122,6 +1125,32 @@ def plot(payload: dict[str, Any], family: str, path: Path) -> None:
   plt.close(fig)
 
 
+def core_version() -> str:
+  """The git commit of the checkout and whether ``sadam_optax/`` differs
+  from it (the core may change between runs: record which one ran)."""
+  root = Path(__file__).resolve().parent.parent
+  git = lambda *a: subprocess.run(  # pylint: disable=g-long-lambda
+      ['git', *a], cwd=root, capture_output=True, text=True,
+      check=False).stdout
+  commit = git('rev-parse', '--short', 'HEAD').strip() or 'unknown'
+  dirty = git('status', '--porcelain', '--', 'sadam_optax')
+  return commit + (' + uncommitted changes in sadam_optax/: ' + ', '.join(
+      line[3:] for line in dirty.splitlines() if line) if dirty else '')
+
+
+def dumps(payload: dict[str, Any]) -> str:
+  """JSON with every list of numbers on one line; curves to 4 digits."""
+  payload = dict(payload)
+  payload['curves'] = {
+      f: {m: [[float(f'{v:.4g}') for v in row] for row in c]
+          for m, c in curves.items()}
+      for f, curves in payload.get('curves', {}).items()}
+  text = json.dumps(payload, indent=1)
+  return re.sub(r'\[[-0-9.eE,\s]*\]|\[[-0-9.eEnul,\s]*\]',
+                lambda m: re.sub(r'\s+', '', m.group(0)).replace(',', ', '),
+                text)
+
+
 def write(payload: dict[str, Any], stem: str | Path) -> Path:
   """Writes ``<stem>.json``, ``<stem>.md`` and ``<stem>_<family>.png``.
 
@@ -1137,9 +1166,9 @@ def write(payload: dict[str, Any], stem: str | Path) -> Path:
   stem.parent.mkdir(parents=True, exist_ok=True)
   payload = dict(command=common.command_line(), hardware=common.hardware(),
                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(
-                     timespec='seconds'), **payload)
+                     timespec='seconds'), core=core_version(), **payload)
   path = stem.with_name(stem.name + '.json')
-  path.write_text(json.dumps(payload, indent=1))
+  path.write_text(dumps(payload))
   stem.with_name(stem.name + '.md').write_text(markdown(payload))
   for family in payload['config']['families']:
     plot(payload, family, stem.with_name(f'{stem.name}_{family}.png'))

@@ -161,7 +161,7 @@ def test_smoke_end_to_end(tmp_path):
                      '--out', str(stem)])
   saved = json.loads((tmp_path / 'suite.json').read_text())
   assert saved['command'].startswith('python -m experiments.')
-  assert saved['hardware']
+  assert saved['hardware'] and saved['core']
   report = (tmp_path / 'suite.md').read_text()
   assert saved['command'] in report
   for family in ('lasso', 'abs_sum'):
