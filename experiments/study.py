@@ -251,12 +251,15 @@ class Run:
     family: a learning-rate grid the report selects from on validation
       accuracy (None: not a grid point).
     parent: for an effective-lr control, the S-Adam run it copies.
+    primary: drawn in the report's figure whether selected or not (other
+      grid points are drawn only when selected).
   """
   cell: str
   seed: int
   config: RunConfig | None
   family: str | None = None
   parent: RunConfig | None = None
+  primary: bool = False
 
 
 # ----------------------------------------------------------------- the runner
@@ -541,10 +544,12 @@ def _control(parent: Run, finished: Callable[[RunConfig], Any]) -> Run:
   cell = f'adamw at the effective lr of [{parent.cell}]'
   result = finished(parent.config)
   if result is None:
-    return Run(cell, parent.seed, None, parent=parent.config)
+    return Run(cell, parent.seed, None, parent=parent.config,
+               primary=parent.primary)
   config = dataclasses.replace(parent.config, optimizer='adamw',
                                lr=control_lr(result))
-  return Run(cell, parent.seed, config, parent=parent.config)
+  return Run(cell, parent.seed, config, parent=parent.config,
+             primary=parent.primary)
 
 
 def cifar10_qatnet_cpu(*, finished: Callable[[RunConfig], Any],
@@ -568,15 +573,16 @@ def cifar10_qatnet_cpu(*, finished: Callable[[RunConfig], Any],
   if epochs is not None:
     base['epochs'] = epochs
 
-  def arm(cell, optimizer, lr, seed, family=None, **kw):
+  def arm(cell, optimizer, lr, seed, family=None, primary=False, **kw):
     config = RunConfig(**{**base, **kw}, optimizer=optimizer, lr=lr, seed=seed)
-    return Run(cell, seed, config, family=family)
+    return Run(cell, seed, config, family=family, primary=primary)
 
   def first(seed):  # The most informative runs of one seed.
-    return [arm('adamw lr 0.001', 'adamw', 1e-3, seed, 'adamw'),
-            arm('adamw lr 0.0003', 'adamw', 3e-4, seed, 'adamw'),
-            arm('paper_sadamw lr 0.001', 'paper_sadamw', 1e-3, seed),
-            arm('sadamw lr 0.001', 'sadamw', 1e-3, seed, 'sadamw')]
+    return [arm('adamw lr 0.001', 'adamw', 1e-3, seed, 'adamw', True),
+            arm('adamw lr 0.0003', 'adamw', 3e-4, seed, 'adamw', True),
+            arm('paper_sadamw lr 0.001', 'paper_sadamw', 1e-3, seed,
+                primary=True),
+            arm('sadamw lr 0.001', 'sadamw', 1e-3, seed, 'sadamw', True)]
 
   def with_controls(runs):
     return runs + [_control(r, finished) for r in runs
@@ -621,7 +627,8 @@ def gpu_resnet18(*, finished: Callable[[RunConfig], Any], tiny: bool = False,
   runs = []
   for seed in (0, 1):
     arms = [Run(f'{o} lr 0.001', seed,
-                RunConfig(**base, optimizer=o, lr=1e-3, seed=seed))
+                RunConfig(**base, optimizer=o, lr=1e-3, seed=seed),
+                primary=True)
             for o in OPTIMIZERS]
     runs += arms + [_control(r, finished) for r in arms
                     if r.config.optimizer in SADAM_OPTIMIZERS]
@@ -663,7 +670,8 @@ def _cells(runs: Sequence[Run], study: Study) -> dict[str, dict[str, Any]]:
   cells: dict[str, dict[str, Any]] = {}
   for r in runs:
     cell = cells.setdefault(r.cell, dict(family=r.family, planned=0,
-                                         results=[], partial=0))
+                                         results=[], partial=0,
+                                         primary=r.primary))
     cell['planned'] += 1
     result = None if r.config is None else study.finished(r.config)
     if result is not None:
@@ -684,7 +692,7 @@ def report(name: str, runs: Sequence[Run], study: Study, *,
            out_dir: Path | str | None = None) -> Path:
   """Writes ``<name>.md`` (table, mean +- std over finished seeds) and
   ``<name>_curves.png`` (test accuracy and loss per epoch, mean and min-max
-  over finished seeds).
+  over finished seeds, of the primary cells and the selected grid points).
 
   Args:
     name: the study's name.
@@ -760,7 +768,8 @@ def report(name: str, runs: Sequence[Run], study: Study, *,
   lines += ['', f'![learning curves]({name}_curves.png)', '']
   path = out_dir / f'{name}.md'
   path.write_text('\n'.join(lines))
-  _plot(cells, out_dir / f'{name}_curves.png', title=name)
+  _plot({k: c for k, c in cells.items() if c['primary'] or k in selected},
+        out_dir / f'{name}_curves.png', title=name)
   return path
 
 
@@ -785,7 +794,8 @@ def _plot(cells: dict[str, dict[str, Any]], path: Path, *, title: str) -> None:
       ax.fill_between(x, curves.min(0), curves.max(0), color=color, alpha=0.15)
   axes[0].set(xlabel='epoch', ylabel='test accuracy', title=title)
   axes[1].set(xlabel='epoch', ylabel='test loss')
-  axes[0].legend(fontsize=6)
+  if axes[0].lines:
+    axes[0].legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
