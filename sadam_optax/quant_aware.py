@@ -323,6 +323,10 @@ def scale_by_oscillation(quant_scale_fn: QuantScaleFn, *,
   """
   _check_momentum(momentum)
   brake = transform.damping_scale(25.0) if brake is None else brake
+  # lam=0 statically: leave the updates untouched (a multiply by a traced
+  # 1.0 can change XLA's fusion by an ulp), as singularity_aware does.
+  lam = getattr(brake, 'brake', brake).lam
+  brake_off = isinstance(lam, (int, float)) and lam == 0
 
   def reduce(freq):
     return jax.tree.map(jnp.mean, freq) if per_tensor else freq
@@ -341,8 +345,9 @@ def scale_by_oscillation(quant_scale_fn: QuantScaleFn, *,
     damping = jax.tree.map(
         lambda rho, prev: transform.brake_factor(brake, rho, prev, state.count),
         reduce(stats.osc_freq), state.osc_damping)
-    updates = jax.tree.map(lambda u, d: (u * d).astype(u.dtype), updates,
-                           damping)
+    if not brake_off:
+      updates = jax.tree.map(lambda u, d: (u * d).astype(u.dtype), updates,
+                             damping)
     return updates, ScaleByOscillationState(
         optax.safe_increment(state.count), stats, damping)
 
