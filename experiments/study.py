@@ -387,6 +387,7 @@ def trainer(config: RunConfig) -> tuple:
 def train_run(study: Study, config: RunConfig, *,
               deadline: float | None = None,
               stop_after: int | None = None,
+              timing: dict[str, float] | None = None,
               log: Callable[[str], None] = print) -> bool:
   """Trains ``config`` from its last checkpoint to the end, or until stopped.
 
@@ -394,9 +395,12 @@ def train_run(study: Study, config: RunConfig, *,
     study: where the result and checkpoints go.
     config: the run.
     deadline: ``time.time()`` after which no new epoch starts (an epoch
-      starts only if the previous one's duration fits before it).
+      starts only if the longest one so far fits before it).
     stop_after: stop once the checkpoint holds this many epochs (a test
       hook: an interruption at an epoch boundary).
+    timing: ``{'epoch_seconds': longest epoch so far}``, shared between runs
+      (updated here) so that a run's first epoch is also checked against
+      ``deadline``.
     log: where progress lines go.
 
   Returns:
@@ -422,17 +426,20 @@ def train_run(study: Study, config: RunConfig, *,
     state = checkpoint.restore(directory, state)
     log(f'[{key}] resumed at epoch {int(state["epoch"])}')
   curves = np.asarray(state['curves'], np.float64)
-  last = None
+  timing = {} if timing is None else timing
   for e in range(int(state['epoch']), config.epochs):
     if stop_after is not None and e >= stop_after:
       return False
-    if deadline is not None and last is not None and time.time() + last > deadline:
+    longest = timing.get('epoch_seconds')
+    if (deadline is not None and longest is not None and
+        time.time() + longest > deadline):
       return False
     start = time.perf_counter()
     damping_before = float(state['carry']['damping'][0])
     carry, loss = epoch(lrs, seeds, state['carry'], jnp.asarray(e))
     metrics = jax.tree.map(lambda a: float(a[0]), evaluate(carry))
     last = time.perf_counter() - start
+    timing['epoch_seconds'] = max(last, timing.get('epoch_seconds', 0.0))
     row = dict(train_loss=float(loss[0]), **metrics,
                mean_damping=(float(carry['damping'][0]) - damping_before) / steps,
                seconds=last)
@@ -504,7 +511,7 @@ def run_study(study_fn: Callable[..., list[Run]], study: Study, *,
     The number of runs finished in this call.
   """
   deadline = None if max_minutes is None else time.time() + 60 * max_minutes
-  done = 0
+  done, timing = 0, {}
   while True:
     pending = [r for r in queue(study_fn, study, **options)
                if r.config is not None and study.finished(r.config) is None]
@@ -519,7 +526,7 @@ def run_study(study_fn: Callable[..., list[Run]], study: Study, *,
     run = pending[0]
     log(f'[{run_key(run.config)}] start {run.cell} seed {run.seed}')
     if not train_run(study, run.config, deadline=deadline,
-                     stop_after=stop_after, log=log):
+                     stop_after=stop_after, timing=timing, log=log):
       log(f'[{run_key(run.config)}] stopped after epoch '
           f'{study.epochs_done(run.config)}; rerun the command to resume')
       return done
