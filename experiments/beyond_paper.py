@@ -84,6 +84,7 @@ METHODS: dict[str, tuple[str, str]] = {  # In the order they run.
     'osc-brake-compound': ('qa-brake-compound', 'constant'),
     'sadam-literal': ('sadam-literal', 'constant'),
     'sadam': ('sadam', 'constant'),
+    'sadam-secant': ('sadam-secant', 'constant'),
     'sam-adamw': ('sam-adamw', 'constant'),
     'osc-brake-cosine': ('qa-brake', 'cosine'),
     'nagel-freeze-cosine': ('qa-freeze', 'cosine'),

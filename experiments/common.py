@@ -38,7 +38,8 @@ Array = jax.Array
 ADAM_GRID = (1e-3, 3e-3, 1e-2)
 SGD_GRID = (0.01, 0.03, 0.1)
 SGD_FAMILY = ('sgd', 'prox-sgd', 'sam')
-SADAM_ESTIMATORS = {'sadam': 'secant', 'sadam-step': 'step',
+SADAM_ESTIMATORS = {'sadam': 'uphill', 'sadam-secant': 'secant',
+                    'sadam-step': 'step',
                     'sadam-literal': 'literal',
                     'sadam-trajectory': 'trajectory'}
 OPTIMIZERS = ('adamw', *SADAM_ESTIMATORS, *SGD_FAMILY)
@@ -94,7 +95,8 @@ def make_optimizer(
 
   Args:
     name: ``'adamw'``; ``'sadam'`` (S-AdamW, the default estimator
-      ``'secant'``), ``'sadam-step'``,
+      ``'uphill'``), ``'sadam-secant'`` (the default before 0.2),
+      ``'sadam-step'``,
       ``'sadam-literal'`` (the paper's estimator and probes: k 8, sigma 0.01,
       as :func:`sadam_optax.paper_sadamw`), ``'sadam-trajectory'``;
       ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1

@@ -256,12 +256,14 @@ class Estimator(NamedTuple):
   @property
   def label(self) -> str:
     radius = '' if self.probe_radius is None else f' r={self.probe_radius:g}'
-    k = '' if self.name in ('trajectory', 'secant') else f' k={self.num_probes}'
+    k = '' if self.name in ('trajectory', 'secant', 'uphill') else (
+        f' k={self.num_probes}')
     return f'{self.name}{k}{radius}'
 
 
 # The core's defaults, and the default of 'step' before this study.
-DEFAULT = Estimator('secant', 2)  # sadam_optax's default estimator.
+DEFAULT = Estimator(lgi.DEFAULT_ESTIMATOR, 2)  # sadam_optax's default.
+SECANT = Estimator('secant', 2)  # The default before 0.2.
 DEFAULT_STEP = Estimator('step', lgi.DEFAULT_NUM_PROBES['step'])
 DEFAULT_LITERAL = Estimator('literal', lgi.DEFAULT_NUM_PROBES['literal'])
 FORMER_DEFAULT = Estimator(ABLATION, 4, 0.1)
@@ -386,6 +388,7 @@ def estimator_grid(ks: Sequence[int], *, literal_ks: Sequence[int] = (8,),
   grid += [Estimator('step', k0, r) for r in radii]
   grid += [Estimator('literal', k) for k in literal_ks]
   grid.append(Estimator('trajectory', 2))
+  grid.append(SECANT)
   grid.append(DEFAULT)
   if ablation:
     grid += [Estimator(ABLATION, k) for k in ks]
@@ -547,7 +550,7 @@ def plot_auc(pooled_rows: list[dict[str, Any]], path: Path) -> None:
   fig, axes = plt.subplots(1, len(dims), figsize=(4.2 * len(dims), 3.6),
                            squeeze=False)
   for ax, d in zip(axes[0], dims):
-    for name, style in (('secant', 'v'), ('step', 'o-'), ('literal', 's-'),
+    for name, style in (('uphill', '^'), ('secant', 'v'), ('step', 'o-'), ('literal', 's-'),
                         ('trajectory', '^'), (ABLATION, 'd--')):
       pts = sorted((_k_of(r['estimator']), r['auc_chatter']) for r in rows
                    if r['dim'] == d and _name_of(r['estimator']) == name

@@ -636,8 +636,9 @@ def _sadam(estimator: str, rule: str) -> Factory:
 
 METHODS: dict[str, Factory] = {'adam': adam, 'adam-cosine': adam_cosine}
 for _rule in ('exp', 'compound'):
-  for _est in ('secant', 'step', 'literal', 'trajectory'):
-    _name = 'sadam' + ('' if _est == 'secant' else f'-{_est}') + (
+  for _est in ('uphill', 'secant', 'step', 'literal', 'trajectory',
+               'random-jvp'):
+    _name = 'sadam' + ('' if _est == 'uphill' else f'-{_est}') + (
         '' if _rule == 'exp' else '-compound')
     METHODS[_name] = _sadam(_est, _rule)
 
@@ -956,7 +957,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
                        if c['family'] == family and c['method'] == name])
         for name in runs}
   table = [away_toward(results, family=f, lr=lr, method=m)
-           for m in (DEFAULT, 'sadam-step', 'sadam-compound')
+           for m in (DEFAULT, 'sadam-secant', 'sadam-step', 'sadam-compound')
            for f in results['runs'] for lr in cfg['lrs']]
   results.update(cells=cells, verdicts=verdicts,
                  diagnostics=away_toward(results),
@@ -1033,7 +1034,8 @@ def markdown(payload: dict[str, Any]) -> str:
     lines.append(f'- `{family}`: {FAMILIES[family].summary}')
   lines.append('')
   cells = payload['cells']
-  headline = [m for m in ('sadam', 'sadam-step', 'sadam-compound')
+  headline = [m for m in ('sadam', 'sadam-secant', 'sadam-step',
+                          'sadam-compound')
               if m in cfg['methods']]
   if headline:
     lines += ['## Headline: win rate / median ratio against Adam', '',

@@ -21,11 +21,12 @@ This module shows both Flax APIs:
 
 Notes:
 
-* S-Adam's default estimator ``'secant'`` reads the quantized loss at the end
-  of the step and needs no derivative through the quantizer. ``'step'`` takes
-  ``jax.jvp`` slopes, and Qwix's straight-through estimator is a
-  ``custom_vjp``, which JAX cannot differentiate forward: use ``'secant'``
-  (or ``'literal'``/``'trajectory'``) with Qwix.
+* S-Adam's default estimator (``'uphill'``, like ``'secant'``) reads the
+  quantized loss at the end of the step and needs no derivative through the
+  quantizer beyond the gradient. ``'step'`` takes slopes at points of the
+  step; Qwix's straight-through estimator is a ``custom_vjp``, which JAX
+  cannot differentiate forward, so there it takes them by reverse mode (one
+  gradient per probe instead of one jvp).
 * On XLA:CPU (jax 0.10.2, qwix 0.1.8), int4 weights with int4 activations
   fail in XLA's HLO verifier (after ``operand_upcaster``: "The XLA CPU/GPU
   backend does not support custom element sizes on non-sub-byte types"), for
@@ -176,7 +177,7 @@ def quantized_linen(*, bits: int | None = 4, act_bits: int | None = None,
 
 def make_optimizer(name: str, learning_rate: float, *, weight_decay: float = 1e-2,
                    seed: int = 0) -> optax.GradientTransformationExtraArgs:
-  """``'adamw'`` (accepting S-Adam's keywords) or ``'sadamw'`` (``'secant'``)."""
+  """``'adamw'`` (accepting S-Adam's keywords) or ``'sadamw'`` (the default)."""
   if name == 'adamw':
     return optax.with_extra_args_support(
         optax.adamw(learning_rate, weight_decay=weight_decay))
@@ -322,7 +323,7 @@ class NnxClassifier:
 def table(args: argparse.Namespace) -> dict[str, Any]:
   """Runs the comparison of ``experiments.common.compare`` on MNIST-1D.
 
-  The Qwix-quantized nnx :class:`CNN1D`; AdamW and S-AdamW (``'secant'``)
+  The Qwix-quantized nnx :class:`CNN1D`; AdamW and S-AdamW (default estimator)
   with their learning rates chosen on a validation split, then AdamW at
   S-AdamW's effective learning rate (lr x mean damping, per seed).
   """
@@ -345,7 +346,7 @@ def table(args: argparse.Namespace) -> dict[str, Any]:
   seconds = time.perf_counter() - start
   command = ' '.join(['python -m sadam_examples.qwix_example', *sys.argv[1:]])
   act = 'float' if args.act_bits is None else f'int{args.act_bits}'
-  names = {'adamw': 'AdamW', 'sadam': "S-AdamW, default (`'secant'`)",
+  names = {'adamw': 'AdamW', 'sadam': f"S-AdamW, default (`'{sadam_optax.lgi.DEFAULT_ESTIMATOR}'`)",
            'sadam@eff-lr': "AdamW at S-AdamW's effective lr"}
   lines = [
       '# S-AdamW on a Qwix-quantized nnx CNN, MNIST-1D',

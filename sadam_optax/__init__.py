@@ -15,16 +15,22 @@ from sadam_optax.alias import sadamw
 from sadam_optax.lgi import estimate_lgi
 from sadam_optax.transform import Brake
 from sadam_optax.transform import damping_scale
+from sadam_optax.transform import DampingScale
+from sadam_optax.transform import DampingScaleState
 from sadam_optax.transform import LGIProbe
 from sadam_optax.transform import lgi_probe
+from sadam_optax.transform import LGIProbeState
 from sadam_optax.transform import singularity_aware
 from sadam_optax.transform import SingularityAwareState
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 __all__ = (
     'Brake',
+    'DampingScale',
+    'DampingScaleState',
     'LGIProbe',
+    'LGIProbeState',
     'SingularityAwareState',
     'damping_scale',
     'estimate_lgi',

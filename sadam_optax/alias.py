@@ -30,7 +30,7 @@ def sadam(
     lam: ScalarOrSchedule = 2.0,
     num_probes: Optional[int] = None,
     probe_radius: Optional[float] = None,
-    estimator: lgi.Estimator = 'secant',
+    estimator: lgi.Estimator = lgi.DEFAULT_ESTIMATOR,
     probe_every: int = 1,
     seed: int = 0,
     rule: transform.BrakeRule = 'exp',
@@ -131,7 +131,7 @@ def sadamw(
     lam: ScalarOrSchedule = 2.0,
     num_probes: Optional[int] = None,
     probe_radius: Optional[float] = None,
-    estimator: lgi.Estimator = 'secant',
+    estimator: lgi.Estimator = lgi.DEFAULT_ESTIMATOR,
     probe_every: int = 1,
     seed: int = 0,
     rule: transform.BrakeRule = 'exp',
@@ -185,13 +185,24 @@ def sadamw(
   _check_unit_interval('b2', b2)
   probe = transform.lgi_probe(
       estimator=estimator, num_probes=num_probes, probe_radius=probe_radius,
-      probe_every=probe_every, chunk_size=chunk_size, axis_name=axis_name)
+      probe_every=probe_every, chunk_size=chunk_size, axis_name=axis_name,
+      seed=seed)
+  brake = transform.damping_scale(lam, probe=probe, rule=rule,
+                                  recovery=recovery, min_damping=min_damping)
+  return _braked_adamw(
+      learning_rate, brake, weight_decay=weight_decay, mask=mask,
+      adam=optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root,
+                               mu_dtype=mu_dtype, nesterov=nesterov))
+
+
+def _braked_adamw(learning_rate: ScalarOrSchedule,
+                  brake: transform.DampingScale, *,
+                  weight_decay: Optional[float], mask: Any,
+                  adam: optax.GradientTransformation
+                  ) -> optax.GradientTransformationExtraArgs:
+  """``adam``, braked, then decoupled weight decay and the learning rate."""
   braked_adam = transform.singularity_aware(
-      optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root,
-                          mu_dtype=mu_dtype, nesterov=nesterov),
-      probe=probe, brake=transform.damping_scale(
-          lam, rule=rule, recovery=recovery, min_damping=min_damping),
-      step_size=learning_rate, seed=seed)
+      adam, probe=brake.probe, brake=brake, step_size=learning_rate)
   decay = ([] if weight_decay is None else
            [optax.add_decayed_weights(weight_decay, mask)])
   return optax.chain(braked_adam, *decay,
@@ -200,7 +211,8 @@ def sadamw(
 
 def paper_sadamw(learning_rate: ScalarOrSchedule = 1e-3, *,
                  weight_decay: float = 1e-2, lam: float = 2.0,
-                 num_probes: int = 8, probe_radius: float = 0.01,
+                 num_probes: Optional[int] = None, probe_radius: float = 0.01,
+                 lazy: bool = False,
                  seed: int = 0) -> optax.GradientTransformationExtraArgs:
   """The paper's preset, as its authors' scripts run it.
 
@@ -208,14 +220,20 @@ def paper_sadamw(learning_rate: ScalarOrSchedule = 1e-3, *,
   normalised Gaussian directions, sigma 0.01), lam 2, lr 1e-3, weight decay
   1e-2 undamped. On a smooth loss its rho is about 1 almost everywhere, so
   it mostly runs AdamW at ``exp(-2) = 0.14`` of the learning rate: compare it
-  with AdamW at that effective learning rate (README, results).
+  with AdamW at that effective learning rate. ``lazy=True`` is the scripts'
+  lazy variant: 2 probes on steps 1, 10, 20, ..., rho carried in between.
+  The scripts draw a fresh dropout mask per probe: with Flax models build
+  ``value_fn`` with ``fresh_dropout=True`` (:mod:`sadam_optax.flax_utils`)
+  to do the same.
 
   Args:
     learning_rate: a float or an optax schedule.
     weight_decay: decoupled weight decay, not braked.
     lam: brake strength.
-    num_probes: finite-difference probes per step.
+    num_probes: finite-difference probes per measurement (None: 8, or 2 with
+      ``lazy``).
     probe_radius: sigma of the finite differences.
+    lazy: probe every 10 steps (steps 1, 10, 20, ...) with 2 probes.
     seed: seed of the probes' PRNG key.
 
   Returns:
@@ -225,6 +243,11 @@ def paper_sadamw(learning_rate: ScalarOrSchedule = 1e-3, *,
     Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized
     Geometric Probing <https://arxiv.org/abs/2605.29547>`_, ICML 2026.
   """
-  return sadamw(learning_rate, weight_decay=weight_decay, lam=lam,
-                num_probes=num_probes, probe_radius=probe_radius,
-                estimator='literal', rule='exp', seed=seed)
+  if num_probes is None:
+    num_probes = 2 if lazy else 8
+  probe = transform.lgi_probe(
+      estimator='literal', num_probes=num_probes, probe_radius=probe_radius,
+      probe_every=10 if lazy else 1, probe_offset=9 if lazy else 0, seed=seed)
+  return _braked_adamw(
+      learning_rate, transform.damping_scale(lam, probe=probe),
+      weight_decay=weight_decay, mask=None, adam=optax.scale_by_adam())

@@ -53,7 +53,8 @@ def test_constant_rho_equals_adam_at_braked_learning_rate(mlp_problem):
   c, lam, lr = 0.3, 2.0, 1e-2
   constant = lambda samples: jnp.float32(c)
   with mock.patch.object(lgi, 'instability_ratio', constant), \
-       mock.patch.object(lgi, 'secant_ratio', constant):
+       mock.patch.object(lgi, 'secant_ratio', constant), \
+       mock.patch.object(lgi, 'uphill_share', constant):
     ours, states = run(sadam_optax.sadam(lr, lam=lam), params, loss_fn,
                        batches)
   ref, _ = run(optax.adam(lr * np.exp(-lam * c)), params, loss_fn, batches,

@@ -1,10 +1,19 @@
 """Estimators of the Local Geometric Instability (LGI) rho.
 
 rho measures how much the directional derivatives of the loss disagree near the
-current parameters. Four readings are offered (see ``README.md`` and the
-validation in ``experiments/lgi_validation.py`` for what each one detects):
+current parameters, read along the step the optimizer proposes. The readings
+(the documentation's validation and chattering pages say what each detects):
 
-* ``'secant'``: the cheapest reading of the slopes along the proposed step. The
+* ``'uphill'`` (the default): the share of the step along which the loss
+  rises. The slope at the step's start comes with the gradient, its mean over
+  the step from one forward pass at the end (the secant); read as a slope
+  that changes linearly, they give the end slope, and rho is the fraction of
+  the step where the slope is positive: 0 for a descent step, 1 for a step
+  that goes uphill all the way (momentum carrying the iterate away from a
+  minimiser), the overshoot's share for a step that crosses a valley. On the
+  non-smooth benchmark suite it is the reading that shrinks Adam's band at a
+  kink instead of widening it.
+* ``'secant'``: the same two slopes of the slopes along the proposed step. The
   slope at its start comes with the gradient, the mean slope over it from one
   forward pass at its end (the secant); their gap, read as a linear change of
   slope, gives rho. One forward pass per step (none more when the train step
@@ -33,29 +42,53 @@ References:
   Nonconvex Optimization <https://doi.org/10.1137/030601296>`_, 2005.
 """
 
-from typing import Any, Callable, Literal, Optional
+import functools
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-Estimator = Literal['secant', 'step', 'literal', 'trajectory']
-ESTIMATORS = ('secant', 'step', 'literal', 'trajectory')
+Estimator = Literal['uphill', 'secant', 'step', 'literal', 'trajectory',
+                    'random-jvp']
+ESTIMATORS = ('uphill', 'secant', 'step', 'literal', 'trajectory',
+              'random-jvp')
+DEFAULT_ESTIMATOR = 'uphill'
+# Estimators whose reading needs the loss's gradient at ``params``.
+NEEDS_GRAD = ('uphill', 'secant', 'trajectory')
+# Estimators that read the secant's two slopes.
+SECANT_READINGS = ('uphill', 'secant')
 
 # Estimator-specific defaults. 'literal' follows the authors' scripts
 # (k = 8, sigma = 0.01). 'step': the two ends of the step, with noise of 1% of its length, ranked
 # chattering steps best in the validation (experiments/lgi_validation.py).
 # 'secant' and 'trajectory' always read two slopes and use no radius.
-DEFAULT_NUM_PROBES = {'secant': 2, 'step': 2, 'literal': 8, 'trajectory': 2}
-DEFAULT_PROBE_RADIUS = {'secant': 0.01, 'step': 0.01, 'literal': 0.01,
-                        'trajectory': 0.01}
+DEFAULT_NUM_PROBES = {'uphill': 2, 'secant': 2, 'step': 2, 'literal': 8, 'trajectory': 2,
+                      'random-jvp': 8}
+DEFAULT_PROBE_RADIUS = {'uphill': 0.01, 'secant': 0.01, 'step': 0.01, 'literal': 0.01,
+                        'trajectory': 0.01, 'random-jvp': 0.01}
 # The authors' absolute epsilon and clip for the literal ratio.
 LITERAL_EPS = 1e-6
 LITERAL_CLIP = 10.0
 # Relative epsilon of the other ratios: keeps rho < 1 and invariant to a
 # positive rescaling of the loss.
 RELATIVE_EPS = 1e-6
+# The paper's absolute epsilon in rho = Var / (E^2 + Var + eps).
+PAPER_EPS = 1e-8
 _TINY = 1e-30
+
+
+def _scale_free(y: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(y / m, m)`` with ``m = max |y|`` over the first axis (1 where 0).
+
+  The ratios square the samples: dividing by their largest magnitude first
+  keeps them finite for any finite loss (a loss of 1e18 squares to inf in
+  float32) without changing a ratio that is invariant to scale.
+  """
+  m = jnp.max(jnp.abs(y), axis=0)
+  m = jnp.where((m > 0) & jnp.isfinite(m), m, 1.0)
+  return y / m, m
 
 
 def instability_ratio(samples: jax.Array) -> jax.Array:
@@ -68,10 +101,10 @@ def instability_ratio(samples: jax.Array) -> jax.Array:
     A float32 scalar (or array over the trailing axes) in [0, 1). 0 when all
     samples agree, close to 1 when their mean is 0 but they are not.
   """
-  y = samples.astype(jnp.float32)
+  y, _ = _scale_free(samples.astype(jnp.float32))
   mean = jnp.mean(y, axis=0)
   var = jnp.mean((y - mean) ** 2, axis=0)  # Two passes: no cancellation.
-  return var / ((var + mean * mean) * (1.0 + RELATIVE_EPS) + _TINY)
+  return _safe_ratio(var, (var + mean * mean) * (1.0 + RELATIVE_EPS))
 
 
 def literal_ratio(samples: jax.Array) -> jax.Array:
@@ -86,11 +119,12 @@ def literal_ratio(samples: jax.Array) -> jax.Array:
   Returns:
     A float32 scalar.
   """
-  d = samples.astype(jnp.float32)
+  d, m = _scale_free(samples.astype(jnp.float32))
   k = d.shape[0]
   var = jnp.var(d, axis=0) * k / (k - 1)
-  return jnp.minimum(var / (jnp.mean(d * d, axis=0) + LITERAL_EPS),
-                     LITERAL_CLIP)
+  # The absolute epsilon, in the units of the rescaled samples.
+  eps = LITERAL_EPS / m / m
+  return jnp.minimum(var / (jnp.mean(d * d, axis=0) + eps), LITERAL_CLIP)
 
 
 def secant_ratio(samples: jax.Array) -> jax.Array:
@@ -108,48 +142,143 @@ def secant_ratio(samples: jax.Array) -> jax.Array:
     A float32 scalar in [0, 1): 1 when the secant is flat but the start slope
     is not (the step crossed a valley), 0 when the two agree.
   """
-  s0, s = samples.astype(jnp.float32)
+  y, _ = _scale_free(samples.astype(jnp.float32))
+  s0, s = y
   var = (s - s0) ** 2 / 3.0
-  return var / ((var + s * s) * (1.0 + RELATIVE_EPS) + _TINY)
+  return _safe_ratio(var, (var + s * s) * (1.0 + RELATIVE_EPS))
+
+
+def uphill_share(samples: jax.Array) -> jax.Array:
+  """The share of the step along which the loss rises.
+
+  The slope along the step is read as changing linearly from ``s0`` at the
+  start to ``s1 = 2 s - s0`` at the end (so that its mean is the secant
+  ``s``); rho is the fraction of the step where it is positive.
+
+  Args:
+    samples: ``(s0, s)``: the slope at the start of the step and the mean
+      slope over it, shape ``(2,)``.
+
+  Returns:
+    A float32 scalar in [0, 1]: 0 for a descent step (or nothing measured),
+    1 for a step uphill all the way, ``s1 / (s1 - s0)`` for a step that
+    crosses a valley (its overshoot's share).
+  """
+  y, _ = _scale_free(samples.astype(jnp.float32))
+  s0, s = y
+  s1 = 2.0 * s - s0
+  up_all = (s0 >= 0) & (s1 >= 0) & ((s0 > 0) | (s1 > 0))
+  # Opposite signs: the slope is positive on the far side of its zero.
+  cross = (s0 < 0) & (s1 > 0) | (s0 > 0) & (s1 < 0)
+  zero_at = s0 / jnp.where(cross, s0 - s1, 1.0)  # In (0, 1) where crossing.
+  share = jnp.where(s1 > 0, 1.0 - zero_at, zero_at)
+  return jnp.where(up_all, 1.0, jnp.where(cross, share, 0.0))
+
+
+def _safe_ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+  """``num / den``, 0 where ``den`` is 0, with finite gradients there."""
+  positive = den > 0
+  return jnp.where(positive, num / jnp.where(positive, den, 1.0), 0.0)
+
+
+def paper_ratio(samples: jax.Array) -> jax.Array:
+  """The paper's ``Var(Y) / (E[Y]^2 + Var(Y) + eps)``, biased variance.
+
+  Args:
+    samples: directional derivatives Y, shape ``(k,)``.
+
+  Returns:
+    A float32 scalar in [0, 1).
+  """
+  y, m = _scale_free(samples.astype(jnp.float32))
+  mean = jnp.mean(y, axis=0)
+  var = jnp.mean((y - mean) ** 2, axis=0)
+  return var / (mean * mean + var + PAPER_EPS / m / m)
+
+
+def _wide(dtype: Any) -> Any:
+  """The dtype in which a leaf of ``dtype`` is probed: at least float32.
+
+  bfloat16 and float16 widen to float32; float64 and complex keep their
+  precision (a float64 loss probed in float32 reads rounding as kinks).
+  """
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def _real_dot(x: jax.Array, y: jax.Array) -> jax.Array:
+  """``Re(x * y)`` elementwise: the directional derivative's terms.
+
+  For a real loss of complex parameters JAX's gradient ``g`` gives the
+  directional derivative along ``u`` as ``Re(sum(g * u))``.
+  """
+  return jnp.real(x * y) if jnp.iscomplexobj(x) or jnp.iscomplexobj(y) else (
+      x * y)
+
+
+def _sq(y: jax.Array) -> jax.Array:
+  return jnp.real(y * jnp.conj(y)) if jnp.iscomplexobj(y) else y * y
+
+
+def _accumulator(leaves: Sequence[jax.Array]) -> Any:
+  """float32, or float64 where a leaf is float64 / complex128."""
+  return functools.reduce(
+      jnp.promote_types,
+      [jnp.finfo(_wide(x.dtype)).dtype for x in leaves], jnp.float32)
 
 
 def tree_dot(a: Any, b: Any) -> jax.Array:
-  """<a, b> over all leaves, accumulated in float32."""
+  """``Re <a, b>`` over all leaves, accumulated in at least float32."""
   # Not jnp.vdot: it ravels its inputs, which an explicitly sharded array
   # refuses (jax.make_mesh's default axis type).
-  return sum((jnp.sum(x.astype(jnp.float32) * y.astype(jnp.float32))
-              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))),
-             jnp.float32(0.0))
+  leaves = jax.tree.leaves(a)
+  acc = _accumulator(leaves)
+  return sum((jnp.sum(_real_dot(x.astype(_wide(x.dtype)),
+                                y.astype(_wide(y.dtype)))).astype(acc)
+              for x, y in zip(leaves, jax.tree.leaves(b))), jnp.zeros([], acc))
 
 
 def _dot_and_sq_norm(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
-  """``(<a, b>, <b, b>)`` over all leaves in float32, one reduction per leaf.
+  """``(Re <a, b>, <b, b>)`` over all leaves, one reduction per leaf.
 
   One two-output reduction per leaf, not a scaled copy and two reductions:
   on the CPU each is a kernel, and on a 2-core ResNet-18 (62 leaves) those
   kernels made the secant's step 1.52x AdamW's instead of 1.29x, the cost of
-  a forward pass (``benchmarks/README.md``).
+  a forward pass (see the benchmarks' README).
   """
-  zero = jnp.zeros([], jnp.float32)
+  leaves_b = jax.tree.leaves(b)
+  acc = _accumulator(leaves_b)
+  zero = jnp.zeros([], acc)
   dot, sq = zero, zero
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    x, y = x.astype(jnp.float32), y.astype(jnp.float32)
-    d, q = jax.lax.reduce((x * y, y * y), (zero, zero),
-                          lambda p, r: (p[0] + r[0], p[1] + r[1]),
-                          tuple(range(y.ndim)))
+  for x, y in zip(jax.tree.leaves(a), leaves_b):
+    x, y = x.astype(_wide(x.dtype)), y.astype(_wide(y.dtype))
+    d, q = jax.lax.reduce(
+        (_real_dot(x, y).astype(acc), _sq(y).astype(acc)), (zero, zero),
+        lambda p, r: (p[0] + r[0], p[1] + r[1]), tuple(range(y.ndim)))
     dot, sq = dot + d, sq + q
   return dot, sq
 
 
+def _safe_sqrt(sq: jax.Array) -> jax.Array:
+  """sqrt with a finite gradient at 0 (the norm of a zero step)."""
+  positive = sq > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
 def _global_norm(tree: Any) -> jax.Array:
-  return optax.tree.norm(tree).astype(jnp.float32)
+  leaves = jax.tree.leaves(tree)
+  acc = _accumulator(leaves)
+  sq = sum((jnp.sum(_sq(x.astype(_wide(x.dtype)))).astype(acc)
+            for x in leaves), jnp.zeros([], acc))
+  return _safe_sqrt(sq)
 
 
 def _axpy(params: Any, a: jax.Array, x: Any) -> Any:
-  """params + a * x in float32, cast back to each leaf's dtype."""
-  return jax.tree.map(
-      lambda p, v: (p.astype(jnp.float32) + a * v.astype(jnp.float32)).astype(
-          p.dtype), params, x)
+  """``params + a * x`` computed at each leaf's probe precision, cast back."""
+  def leaf(p, v):
+    wide = _wide(p.dtype)
+    return (p.astype(wide) + jnp.asarray(a).astype(jnp.finfo(wide).dtype)
+            * v.astype(wide)).astype(p.dtype)
+  return jax.tree.map(leaf, params, x)
 
 
 def _cast_like(tree: Any, like: Any) -> Any:
@@ -158,10 +287,13 @@ def _cast_like(tree: Any, like: Any) -> Any:
 
 
 def unit_direction(direction: Any) -> tuple[Any, jax.Array]:
-  """Returns ``(direction / ||direction||, ||direction||)``; zero stays zero."""
+  """Returns ``(direction / ||direction||, ||direction||)``; zero stays zero.
+
+  Differentiable everywhere: a zero direction has a zero (not NaN) gradient.
+  """
   norm = _global_norm(direction)
-  inv = jnp.where(norm > 0, 1.0 / jnp.maximum(norm, _TINY), 0.0)
-  return jax.tree.map(lambda d: (d * inv.astype(d.dtype)), direction), norm
+  inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
+  return jax.tree.map(lambda d: d * inv.astype(d.dtype), direction), norm
 
 
 def _rademacher_like(key: jax.Array, tree: Any) -> Any:
@@ -247,6 +379,45 @@ def replica_mean(x: jax.Array, axis_name: Optional[str],
   return x
 
 
+def jvp_slope(value_fn: Callable[[Any], jax.Array], point: Any,
+              tangent: Any) -> jax.Array:
+  """The directional derivative of ``value_fn`` at ``point`` (forward mode)."""
+  return jax.jvp(value_fn, (point,), (tangent,))[1]
+
+
+def vjp_slope(value_fn: Callable[[Any], jax.Array], point: Any,
+              tangent: Any) -> jax.Array:
+  """The same slope from the gradient (reverse mode).
+
+  For losses that forward mode cannot differentiate: a ``jax.custom_vjp``
+  such as a straight-through quantizer (Qwix's) has no jvp rule.
+  """
+  return tree_dot(jax.grad(value_fn)(point), tangent)
+
+
+def _primitive_names(jaxpr: Any):
+  """Names of the primitives in ``jaxpr`` and in the jaxprs it holds."""
+  for eqn in jaxpr.eqns:
+    yield eqn.primitive.name
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, 'jaxpr', sub)  # A ClosedJaxpr holds a Jaxpr.
+        if hasattr(sub, 'eqns'):
+          yield from _primitive_names(sub)
+
+
+def slope_fn(value_fn: Callable[[Any], jax.Array], params: Any
+             ) -> Callable[..., jax.Array]:
+  """:func:`jvp_slope`, or :func:`vjp_slope` where the loss has no jvp.
+
+  Decided from the loss's jaxpr (one more trace, nothing at run time): JAX
+  refuses forward mode through a ``custom_vjp`` only when it lowers the
+  function, too late to fall back.
+  """
+  names = _primitive_names(jax.make_jaxpr(value_fn)(params).jaxpr)
+  return vjp_slope if any('custom_vjp' in n for n in names) else jvp_slope
+
+
 def step_samples(value_fn: Callable[[Any], jax.Array], params: Any,
                  step: Any, key: jax.Array, *, num_probes: int,
                  probe_radius: float, chunk_size: Optional[int] = None,
@@ -284,15 +455,16 @@ def step_samples(value_fn: Callable[[Any], jax.Array], params: Any,
   # params (e.g. float32 updates of bf16 params with mu_dtype=float32).
   tangent = _cast_like(unit, params)
 
-  def probe(tc):
+  def probe(tc, slope_at):
     t_i, c_i = tc
     point = _axpy(_axpy(params, t_i * norm, unit), c_i * probe_radius * norm,
                   noise)
-    _, slope = jax.jvp(value_fn, (point,), (tangent,))
-    return slope.astype(jnp.float32)
+    return slope_at(value_fn, point, tangent).astype(jnp.float32)
 
-  return replica_mean(_map_probes(probe, (t, c), chunk_size), axis_name,
-                      params)
+  slope_at = slope_fn(value_fn, params)
+  return replica_mean(
+      _map_probes(functools.partial(probe, slope_at=slope_at), (t, c),
+                  chunk_size), axis_name, params)
 
 
 def secant_samples(value_fn: Callable[[Any], jax.Array], params: Any,
@@ -331,23 +503,25 @@ def secant_samples(value_fn: Callable[[Any], jax.Array], params: Any,
         lambda e, p: e.astype(jnp.float32) - p.astype(jnp.float32), end,
         params)
   dot, sq_norm = _dot_and_sq_norm(grad, moved)
-  norm = jnp.sqrt(sq_norm)
-  s0 = jnp.where(norm > 0, dot / jnp.maximum(norm, _TINY), 0.0)
+  norm = _safe_sqrt(sq_norm)
+  safe_norm = jnp.where(norm > 0, norm, 1.0)
+  s0 = jnp.where(norm > 0, dot / safe_norm, 0.0)
   f0 = jnp.asarray(value_fn(params) if value is None else value)
   f1 = jnp.asarray(value_fn(end))
   # Only the difference matters: subtract before averaging over replicas.
-  rise = f1.astype(jnp.float32) - f0.astype(jnp.float32)
-  s = jnp.where(norm > 0, rise / jnp.maximum(norm, _TINY), 0.0)
+  acc = jnp.promote_types(_wide(f0.dtype), _wide(f1.dtype))
+  rise = f1.astype(acc) - f0.astype(acc)
+  s = jnp.where(norm > 0, rise / safe_norm.astype(acc), 0.0)
   if axis_name is not None and _summed_over(axis_name, grad, rise):
     s0 = s0 / jax.lax.psum(1, axis_name)
   # A rise within the rounding of the loss, where the gradient predicts as
   # little, is rounding noise: rho of it would be anything in [0, 1).
   noise = 4 * max(_eps(f0), _eps(f1)) * (jnp.abs(f0) + jnp.abs(f1)).astype(
-      jnp.float32)
+      acc)
   # A non-finite loss passes through, for the caller to count and discard.
   measurable = ((jnp.abs(rise) > noise) | (jnp.abs(s0) * norm > noise)
                 | ~jnp.isfinite(noise))
-  samples = jnp.where(measurable, jnp.stack([s0, s]), 0.0)
+  samples = jnp.where(measurable, jnp.stack([s0.astype(acc), s]), 0.0)
   return replica_mean(samples, axis_name, params)
 
 
@@ -381,11 +555,14 @@ def endpoint_samples(value_fn: Callable[[Any], jax.Array], params: Any,
 
   tangent = _cast_like(unit, params)
 
-  def probe(t):
-    _, slope = jax.jvp(value_fn, (_axpy(params, t * norm, unit),), (tangent,))
-    return slope.astype(jnp.float32)
+  def probe(t, slope_at):
+    return slope_at(value_fn, _axpy(params, t * norm, unit),
+                    tangent).astype(jnp.float32)
 
-  return replica_mean(jax.vmap(probe)(ends), axis_name, params)
+  slope_at = slope_fn(value_fn, params)
+  return replica_mean(
+      jax.vmap(functools.partial(probe, slope_at=slope_at))(ends), axis_name,
+      params)
 
 
 def _normal_per_tensor(key: jax.Array, tree: Any) -> Any:
@@ -435,9 +612,59 @@ def literal_samples(value_fn: Callable[[Any], jax.Array], params: Any,
   return (fs - f0) / probe_radius
 
 
+def random_directions(key: jax.Array, params: Any, num: int) -> Any:
+  """``num`` Gaussian directions of unit global norm, stacked on axis 0.
+
+  Uniform on the unit sphere of the whole parameter vector, in each leaf's
+  dtype.
+  """
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(key, len(leaves))
+  draws = [jax.random.normal(k, (num,) + x.shape, jnp.float32)
+           for k, x in zip(keys, leaves)]
+  sq = sum(jnp.sum(d * d, axis=tuple(range(1, d.ndim))) for d in draws)
+  inv = 1.0 / jnp.sqrt(jnp.maximum(sq, _TINY))
+  return jax.tree.unflatten(treedef, [
+      (d * inv.reshape((num,) + (1,) * (d.ndim - 1))).astype(x.dtype)
+      for d, x in zip(draws, leaves)])
+
+
+def random_jvp_samples(value_fn: Callable[[Any], jax.Array], params: Any,
+                       key: jax.Array, *, num_probes: int,
+                       axis_name: Optional[str] = None) -> jax.Array:
+  """Directional derivatives at ``params`` along random unit directions.
+
+  The reading of the paper's text and of its authors' ``torch.func`` variant:
+  ``Y_i = jvp of the loss at params along u_i``, the ``u_i``
+  (:func:`random_directions`) vmapped. Each ``Y_i`` equals ``<g, u_i>``, whose
+  mean over symmetric directions is 0, so rho is about ``1 - 1/k`` wherever
+  the loss is smooth: the brake then acts as a learning-rate cut (see the
+  validation in the documentation). Kept for fidelity and comparison.
+
+  Args:
+    value_fn: ``params -> scalar`` loss.
+    params: the current parameters.
+    key: a PRNG key.
+    num_probes: k, the number of directions (static).
+    axis_name: a mapped axis over which the samples are averaged.
+
+  Returns:
+    float32 array of shape ``(num_probes,)``.
+  """
+  directions = random_directions(key, params, num_probes)
+
+  def probe(u, slope_at):
+    return slope_at(value_fn, params, u).astype(jnp.float32)
+
+  slope_at = slope_fn(value_fn, params)
+  return replica_mean(
+      jax.vmap(functools.partial(probe, slope_at=slope_at))(directions),
+      axis_name, params)
+
+
 def estimate_lgi(value_fn: Callable[[Any], jax.Array], params: Any,
                  direction: Any, key: jax.Array, *,
-                 estimator: Estimator = 'secant',
+                 estimator: Estimator = DEFAULT_ESTIMATOR,
                  num_probes: Optional[int] = None,
                  probe_radius: Optional[float] = None,
                  chunk_size: Optional[int] = None,
@@ -488,21 +715,112 @@ def estimate_lgi(value_fn: Callable[[Any], jax.Array], params: Any,
   estimator = check_estimator(estimator)
   num_probes = resolve_num_probes(estimator, num_probes)
   probe_radius = resolve_probe_radius(estimator, probe_radius)
+  check_value_fn(value_fn, params, estimator=estimator)
   if estimator == 'literal':
     return literal_ratio(literal_samples(
         value_fn, params, key, num_probes=num_probes,
         probe_radius=probe_radius, chunk_size=chunk_size,
         axis_name=axis_name))
+  if estimator == 'random-jvp':
+    return paper_ratio(random_jvp_samples(
+        value_fn, params, key, num_probes=num_probes, axis_name=axis_name))
+  check_direction(direction, params, estimator)
   if estimator == 'trajectory':
     return instability_ratio(endpoint_samples(value_fn, params, direction,
                                               axis_name=axis_name))
-  if estimator == 'secant':
+  if estimator in SECANT_READINGS:
     value, grad = jax.value_and_grad(value_fn)(params)
-    return secant_ratio(secant_samples(value_fn, params, direction, grad,
-                                       value, axis_name=axis_name))
+    samples = secant_samples(value_fn, params, direction, grad, value,
+                             axis_name=axis_name)
+    return (uphill_share if estimator == 'uphill' else secant_ratio)(samples)
   return instability_ratio(step_samples(
       value_fn, params, direction, key, num_probes=num_probes,
       probe_radius=probe_radius, chunk_size=chunk_size, axis_name=axis_name))
+
+
+def _shapes(tree: Any) -> Any:
+  return jax.tree.map(lambda x: getattr(x, 'shape', type(x).__name__), tree)
+
+
+def check_direction(direction: Any, params: Any, estimator: str,
+                    name: str = 'direction') -> None:
+  """Fails clearly unless ``direction`` is a tree like ``params``."""
+  if direction is None:
+    raise ValueError(
+        f"estimator='{estimator}' measures rho along a step: pass {name}= "
+        'the proposed step (new params minus params), a tree like params.')
+  check_like_params(direction, params, name)
+
+
+def check_like_params(tree: Any, params: Any, name: str) -> None:
+  """Fails clearly unless ``tree`` has the structure and shapes of params."""
+  same = jax.tree.structure(tree) == jax.tree.structure(params) and all(
+      jnp.shape(a) == jnp.shape(b) for a, b in zip(jax.tree.leaves(tree),
+                                                   jax.tree.leaves(params)))
+  if not same:
+    raise ValueError(
+        f'{name}= must be a tree with the structure and shapes of params '
+        f'({_shapes(params)}), got {_shapes(tree)}. Pass the gradient of the '
+        'loss with respect to params only (not (loss, grads)).')
+
+
+def check_value_fn(value_fn: Callable[[Any], Any], params: Any, *,
+                   estimator: str = DEFAULT_ESTIMATOR) -> None:
+  """Fails clearly unless ``value_fn`` gives a scalar loss at ``params``.
+
+  Abstract evaluation: one more trace of the loss, nothing at run time.
+
+  Raises:
+    ValueError: ``value_fn`` fails at ``params``, returns a non-scalar, or
+      (``'literal'``) returns a loss too narrow for finite differences.
+  """
+  try:
+    out = jax.eval_shape(value_fn, params)
+  except (TypeError, ValueError, IndexError, KeyError) as e:
+    raise ValueError(
+        'S-Adam could not evaluate value_fn at the params it received '
+        f'(shapes {_shapes(params)}): {type(e).__name__}: {e}. If it sits '
+        'inside optax.flatten, which hands it one flat vector in place of '
+        'your parameter tree, move it outside (S-Adam gains nothing from '
+        'flattening); otherwise check that value_fn takes the params passed '
+        'to update().') from e
+  if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+    raise ValueError(
+        f'value_fn must return the loss as a scalar, got {_shapes(out)}: '
+        'reduce it (e.g. jnp.mean over the batch).')
+  if (estimator == 'literal' and jnp.issubdtype(out.dtype, jnp.floating)
+      and jnp.finfo(out.dtype).nmant < jnp.finfo(jnp.float32).nmant):
+    raise ValueError(
+        f"estimator='literal' takes finite differences of the loss, which "
+        f'in {out.dtype} round to 0 and silently turn the brake off: return '
+        'the loss in float32 (loss.astype(jnp.float32)).')
+
+
+def static_int(name: str, value: Any, *, minimum: int,
+               arrays: bool = False) -> int:
+  """``value`` as a Python int >= ``minimum``, or a clear error.
+
+  Accepts Python and NumPy integers (and, with ``arrays``, concrete integer
+  JAX arrays); refuses floats, bools and JAX arrays, which is what
+  ``optax.inject_hyperparams`` makes of an argument not in ``static_args``.
+  """
+  if isinstance(value, jax.Array) and not arrays:
+    raise ValueError(
+        f'{name} must be a static Python int, got a JAX array: with '
+        f"optax.inject_hyperparams, pass static_args=('{name}',).")
+  if isinstance(value, jax.core.Tracer):
+    raise ValueError(
+        f'{name} must be a static int, got a traced value: with '
+        f"optax.inject_hyperparams, pass static_args=('{name}',).")
+  integral = isinstance(value, (int, np.integer)) or (
+      isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.integer)
+      and value.ndim == 0)
+  if isinstance(value, bool) or not integral:
+    raise ValueError(f'{name}={value!r}: it must be an int >= {minimum}.')
+  value = int(value)
+  if value < minimum:
+    raise ValueError(f'{name}={value}: it must be an int >= {minimum}.')
+  return value
 
 
 def check_estimator(estimator: str) -> str:
@@ -516,14 +834,7 @@ def resolve_num_probes(estimator: str, num_probes: Optional[int]) -> int:
   """The estimator's default k, or ``num_probes`` checked to be a static int."""
   if num_probes is None:
     return DEFAULT_NUM_PROBES[estimator]
-  if not isinstance(num_probes, int) or isinstance(num_probes, bool):
-    raise ValueError(
-        f'num_probes must be a static Python int, got {num_probes!r}. With '
-        "optax.inject_hyperparams, pass static_args=('num_probes',).")
-  if num_probes < 2:
-    raise ValueError(f'num_probes={num_probes}: a variance needs at least 2 '
-                     'probes; pass num_probes >= 2.')
-  return num_probes
+  return static_int('num_probes', num_probes, minimum=2)
 
 
 def resolve_probe_radius(estimator: str,

@@ -14,9 +14,27 @@ def abs_loss(w):
   return jnp.sum(jnp.abs(w))
 
 
-def test_step_estimator_fires_when_the_step_jumps_a_kink():
-  rho = lgi.estimate_lgi(abs_loss, jnp.array([0.1]), jnp.array([-0.2]), KEY)
-  assert rho > 0.5
+@pytest.mark.parametrize('estimator, expected', [
+    ('step', 0.5), ('uphill', 0.5), ('secant', 1.0 - 1e-5)])
+def test_estimators_fire_when_the_step_jumps_a_kink(estimator, expected):
+  # From 0.1 by -0.2 across |w|'s kink at 0: slope -1, then +1 for the second
+  # half. 'uphill' reads the share that rises: exactly 1/2.
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([0.1]), jnp.array([-0.2]), KEY,
+                         estimator=estimator)
+  assert float(rho) >= expected - 1e-6
+
+
+def test_uphill_share_on_known_slopes():
+  # (start slope, mean slope) -> share of the step where the slope is > 0.
+  cases = [((-1.0, -1.0), 0.0), ((1.0, 1.0), 1.0), ((-1.0, 0.0), 0.5),
+           ((-2.0, -0.5), 1 / 3), ((2.0, 0.5), 2 / 3), ((0.0, 0.0), 0.0),
+           ((-1.0, -0.5), 0.0)]
+  for samples, share in cases:
+    np.testing.assert_allclose(lgi.uphill_share(jnp.array(samples)), share,
+                               atol=1e-6)
+  # An uphill step, however small or large the loss.
+  for scale in (1e-20, 1e20):
+    assert float(lgi.uphill_share(scale * jnp.array([1.0, 2.0]))) == 1.0
 
 
 def test_step_estimator_is_zero_on_a_smooth_segment():
@@ -129,3 +147,76 @@ def test_secant_uses_the_value_and_gradient_it_is_given():
   off = lgi.secant_samples(abs_loss, w, step, jax.tree.map(lambda g: g / 2,
                                                            grad), value)
   np.testing.assert_allclose(off[0], given[0] / 2, rtol=1e-6)
+
+
+def test_random_jvp_matches_a_numpy_reference():
+  # Y_i = <g, u_i> along the same directions; rho = Var / (E^2 + Var + eps)
+  # with the biased variance (the paper's formula).
+  f = lambda w: jnp.sum(jnp.sin(w['a'])) + jnp.sum(w['b'] ** 3)
+  params = {'a': jnp.linspace(-1.0, 2.0, 7),
+            'b': jnp.arange(6.0).reshape(2, 3) / 5}
+  key, k = jax.random.key(3), 16
+  rho = lgi.estimate_lgi(f, params, None, key, estimator='random-jvp',
+                         num_probes=k)
+  dirs = jax.tree.map(np.asarray, lgi.random_directions(key, params, k))
+  g = jax.tree.map(np.asarray, jax.grad(f)(params))
+  y = np.array([sum(np.sum(gl.astype(np.float64) * dl[i])
+                    for gl, dl in zip(jax.tree.leaves(g),
+                                      jax.tree.leaves(dirs)))
+                for i in range(k)])
+  assert all(np.allclose(np.sum(np.concatenate(
+      [np.ravel(dl[i]) for dl in jax.tree.leaves(dirs)]) ** 2), 1.0,
+                         rtol=1e-5) for i in range(k))
+  ref = np.var(y) / (np.mean(y) ** 2 + np.var(y) + lgi.PAPER_EPS)
+  np.testing.assert_allclose(float(rho), ref, atol=1e-5)
+
+
+@pytest.mark.parametrize('k', [4, 8, 16])
+def test_random_jvp_is_high_at_smooth_points(k):
+  # The mean of <g, u> over symmetric directions is 0: rho ~ 1 - 1/k
+  # wherever the loss is smooth, however smooth.
+  quad = lambda w: 0.5 * jnp.sum(w ** 2)
+  rhos = [lgi.estimate_lgi(quad, jnp.linspace(1.0, 3.0, 200), None, key,
+                           estimator='random-jvp', num_probes=k)
+          for key in jax.random.split(KEY, 200)]
+  assert abs(np.mean(rhos) - (1 - 1 / k)) < 0.05
+
+
+def test_estimate_lgi_refuses_missing_direction_and_vector_losses():
+  w = jnp.array([0.1, -0.3])
+  for estimator in ('secant', 'step', 'trajectory'):
+    with pytest.raises(ValueError, match='direction='):
+      lgi.estimate_lgi(abs_loss, w, None, KEY, estimator=estimator)
+    with pytest.raises(ValueError, match='scalar'):
+      lgi.estimate_lgi(jnp.abs, w, -w, KEY, estimator=estimator)
+  with pytest.raises(ValueError, match='scalar'):
+    lgi.estimate_lgi(jnp.abs, w, None, KEY, estimator='literal')
+
+
+@pytest.mark.parametrize('estimator', ['secant', 'step', 'trajectory'])
+def test_float64_smooth_quadratic_reads_zero(estimator):
+  with jax.enable_x64(True):
+    quad = lambda w: 0.5 * jnp.sum(w ** 2)
+    w = jnp.linspace(1.0, 2.0, 10, dtype=jnp.float64)
+    rho = lgi.estimate_lgi(quad, w, -1e-9 * w, KEY, estimator=estimator)
+    assert float(rho) < 1e-3
+
+
+def test_complex_params_keep_their_imaginary_part():
+  # A smooth loss of complex parameters: no kink along the step.
+  f = lambda z: jnp.sum(jnp.abs(z - (1 + 2j)) ** 2)
+  z = jnp.array([0.3 + 0.1j, -0.2 + 0.5j])
+  step = -0.01 * jnp.conj(jax.grad(f)(z))
+  for estimator in ('secant', 'step', 'trajectory'):
+    rho = lgi.estimate_lgi(f, z, step, KEY, estimator=estimator)
+    assert float(rho) < 1e-2, estimator
+
+
+@pytest.mark.parametrize('scale', [1e18, 1e30])
+def test_ratios_are_scale_free(scale):
+  y = jnp.array([1.0, -0.5, 2.0, 0.25])
+  for ratio in (lgi.instability_ratio, lgi.paper_ratio):
+    np.testing.assert_allclose(ratio(scale * y), ratio(y), rtol=1e-5)
+  np.testing.assert_allclose(lgi.secant_ratio(scale * y[:2]),
+                             lgi.secant_ratio(y[:2]), rtol=1e-5)
+  assert np.isfinite(float(lgi.literal_ratio(scale * y)))

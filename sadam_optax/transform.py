@@ -1,12 +1,26 @@
-"""The singularity-aware brake around any optax optimizer.
+"""The singularity-aware brake as optax gradient transformations.
 
-``singularity_aware(inner, ...)`` runs ``inner``, measures the Local Geometric
-Instability rho along the step that ``inner`` proposes (:mod:`lgi`), and
-multiplies that step by a damping factor in (0, 1]. The probe is configured by
-:func:`lgi_probe`, the brake by :func:`damping_scale`. The brake only ever acts
-on ``inner``'s output: placed before Adam it would almost cancel, since Adam's
-direction is invariant to rescaling the gradient, so :func:`damping_scale` is
-deliberately not a transformation that could be chained in front of one.
+Three transformations, one job each:
+
+* :func:`lgi_probe` measures the Local Geometric Instability rho along the
+  step (:mod:`sadam_optax.lgi`) and records it in its state, leaving the
+  updates unchanged: a diagnostic to place last in any chain. It is also the
+  probe configuration that :func:`damping_scale` takes.
+* :func:`damping_scale` measures rho along the step it receives and brakes
+  that step by a damping in (0, 1]. It acts on the adaptive step:
+  ``optax.chain(optax.scale_by_adam(), damping_scale(2.0, step_size=lr),
+  optax.add_decayed_weights(wd), optax.scale_by_learning_rate(lr))`` is
+  :func:`sadam_optax.sadamw` (pass ``grad=`` and ``value=`` to ``update``).
+* :func:`singularity_aware` wraps any optimizer with the same brake and hands
+  it the incoming gradient itself, so ``grad=`` is optional.
+
+Why the brake comes after Adam, although the design card draws
+``lgi_probe -> damping_scale -> scale_by_adam``: Adam's direction
+``m / sqrt(v)`` is invariant to a rescaling of the gradient, so a brake on
+the gradient before Adam nearly cancels (a constant 0.135 there leaves the
+step's norm at 1.000x). The arrow is the order of the ideas (measure, brake,
+step), not of the chain. :func:`damping_scale` refuses to run where it can
+tell it sees the raw gradient.
 
 References:
   Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized Geometric
@@ -15,10 +29,12 @@ References:
 """
 
 import inspect
+import math
 from typing import Any, Callable, Literal, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from sadam_optax import lgi
@@ -29,195 +45,62 @@ BRAKE_RULES = ('exp', 'compound')
 
 
 # --------------------------------------------------------------------------
-# Configuration: the probe and the brake.
+# The probe: measures rho along the step.
 # --------------------------------------------------------------------------
 
 
-class LGIProbe(NamedTuple):
-  """How rho is measured. Build it with :func:`lgi_probe`.
+class LGIProbeState(NamedTuple):
+  """State of :func:`lgi_probe` (and of the probe inside the brake).
 
   Attributes:
-    estimator: ``'secant'``, ``'step'``, ``'literal'`` or ``'trajectory'``
-      (see :mod:`lgi`).
-    num_probes: probes per measurement, a static int >= 2.
-    probe_radius: estimator-specific radius (see :func:`lgi.estimate_lgi`).
-    probe_every: measure every this many steps and carry rho in between.
-    chunk_size: probes evaluated at once (None: one at a time).
-    axis_name: mapped axis over which probe values are averaged.
-  """
-  estimator: str
-  num_probes: int
-  probe_radius: Any
-  probe_every: Any
-  chunk_size: Optional[int]
-  axis_name: Optional[str]
-
-
-def lgi_probe(*, estimator: lgi.Estimator = 'secant',
-              num_probes: Optional[int] = None,
-              probe_radius: Optional[float] = None,
-              probe_every: int = 1,
-              chunk_size: Optional[int] = None,
-              axis_name: Optional[str] = None) -> LGIProbe:
-  """Configures the measurement of rho.
-
-  Args:
-    estimator: which reading of rho (module doc of :mod:`lgi`).
-      ``'secant'`` (default): the start slope of the proposed step (from the
-      gradient) against its mean slope (one forward pass at the step's end);
-      it detects kinks as ``'step'`` does and costs one forward pass, none more
-      when ``update`` gets ``value=`` the loss at ``params``. ``'step'``:
-      directional derivatives (jvp) at ``num_probes`` points of the step.
-      ``'literal'`` reproduces the paper's scripts; ``'trajectory'`` needs no
-      extra pass of the loss but stores the previous step (one more copy of
-      the parameters) and mixes two batches.
-    num_probes: probes per measurement, a static int >= 2 (None: 2 for
-      ``'step'``, its two ends; 8 for ``'literal'``; ``'secant'`` and
-      ``'trajectory'`` always read two slopes).
-    probe_radius: > 0; relative noise radius for ``'step'`` (default 0.01),
-      absolute finite-difference sigma for ``'literal'`` (default 0.01).
-    probe_every: probe on every ``probe_every``-th step (first step included)
-      and carry rho in between; cost of the probes divides by it.
-    chunk_size: evaluate at most this many probes at once (``lax.map``),
-      bounding activation memory; ``num_probes`` or more vmaps all of them.
-      Default None, one probe at a time: it was faster on every model benchmarked (vmapping probes
-      at different parameters turns each convolution into a batched one) and
-      adds the least memory (``benchmarks/results/``).
-    axis_name: name of a ``shard_map``/``pmap`` data axis. The probe values
-      are averaged over it, so every replica sees the rho of the global batch.
-
-  Returns:
-    An :class:`LGIProbe`.
-  """
-  lgi.check_estimator(estimator)
-  if isinstance(probe_every, (int, float)) and probe_every < 1:
-    raise ValueError(f'probe_every={probe_every}: it must be an int >= 1.')
-  if chunk_size is not None and (not isinstance(chunk_size, int)
-                                 or chunk_size < 1):
-    raise ValueError(f'chunk_size={chunk_size!r}: use None or an int >= 1.')
-  return LGIProbe(
-      estimator=estimator,
-      num_probes=lgi.resolve_num_probes(estimator, num_probes),
-      probe_radius=lgi.resolve_probe_radius(estimator, probe_radius),
-      probe_every=probe_every, chunk_size=chunk_size, axis_name=axis_name)
-
-
-class Brake(NamedTuple):
-  """The damping rule. Build it with :func:`damping_scale`.
-
-  Not a gradient transformation: wrap the optimizer with
-  :func:`singularity_aware` so that the brake acts on its output.
-
-  Attributes:
-    lam: brake strength, a float >= 0 or a schedule of the step count.
-    rule: ``'exp'`` (the paper) or ``'compound'``.
-    recovery: ``'compound'`` only: log-damping regained per probed step.
-    min_damping: ``'compound'`` only: the floor of the damping.
-  """
-  lam: ScalarOrSchedule
-  rule: str
-  recovery: float
-  min_damping: float
-
-  @property
-  def init(self):
-    raise TypeError(_NOT_A_TRANSFORM)
-
-  @property
-  def update(self):
-    raise TypeError(_NOT_A_TRANSFORM)
-
-
-_NOT_A_TRANSFORM = (
-    'damping_scale(...) is not a gradient transformation and cannot be '
-    'chained: braking the gradient before Adam would nearly cancel out. Wrap '
-    'the optimizer instead: singularity_aware(optax.scale_by_adam(), '
-    'brake=damping_scale(...)), or use sadam_optax.sadam / sadamw.')
-
-
-def damping_scale(lam: ScalarOrSchedule = 2.0, *, rule: BrakeRule = 'exp',
-                  recovery: float = 0.1, min_damping: float = 0.03) -> Brake:
-  """Configures the brake applied to the optimizer's step.
-
-  * ``'exp'``: the paper's rule, ``damping = exp(-lam * rho)``. One step can
-    shrink by at most ``exp(-lam)``.
-  * ``'compound'``: ``log d_t = clip(log d_{t-1} + recovery - lam * rho_t,
-    log(min_damping), 0)``: the brake tightens while chattering persists and
-    relaxes (by ``exp(recovery)`` per probe) when it stops.
-
-  Args:
-    lam: brake strength >= 0 (a float or a schedule of the step count). 0
-      turns the brake off exactly.
-    rule: ``'exp'`` or ``'compound'``.
-    recovery: ``'compound'`` only, > 0.
-    min_damping: ``'compound'`` only, in (0, 1]. 0.03 passed the chattering
-      study everywhere; 1e-3 froze coordinates still travelling to the
-      minimiser (``experiments/results/chattering_sweep.md``).
-
-  Returns:
-    A :class:`Brake`.
-
-  References:
-    Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized
-    Geometric Probing <https://arxiv.org/abs/2605.29547>`_, ICML 2026.
-  """
-  if isinstance(lam, (int, float)) and lam < 0:
-    raise ValueError(f'lam={lam}: the brake strength must be >= 0 (0 turns '
-                     'it off).')
-  if rule not in BRAKE_RULES:
-    raise ValueError(f'rule={rule!r} is unknown: choose one of {BRAKE_RULES}.')
-  # Python numbers only: under optax.inject_hyperparams they arrive traced.
-  if isinstance(recovery, (int, float)) and not recovery > 0:
-    raise ValueError(f'recovery={recovery}: it must be > 0.')
-  if isinstance(min_damping, (int, float)) and not 0 < min_damping <= 1:
-    raise ValueError(f'min_damping={min_damping}: it must lie in (0, 1].')
-  return Brake(lam=lam, rule=rule, recovery=recovery, min_damping=min_damping)
-
-
-def _at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
-  """A constant or a schedule evaluated at ``count``, as float32."""
-  return jnp.asarray(value(count) if callable(value) else value, jnp.float32)
-
-
-def brake_factor(brake: Brake, rho: jax.Array, previous: jax.Array,
-                 count: jax.Array) -> jax.Array:
-  """The damping in (0, 1] for ``rho`` (``previous``: last damping)."""
-  lam = _at(brake.lam, count)
-  if brake.rule == 'exp':
-    return jnp.exp(-lam * rho)
-  log_d = jnp.log(previous) + brake.recovery - lam * rho
-  return jnp.exp(jnp.clip(log_d, jnp.log(brake.min_damping), 0.0))
-
-
-# --------------------------------------------------------------------------
-# The transformation.
-# --------------------------------------------------------------------------
-
-
-class SingularityAwareState(NamedTuple):
-  """State of :func:`singularity_aware`.
-
-  Attributes:
-    count: steps taken (int32).
-    probe_key: PRNG key of the probes, split on every probed step.
+    count: steps seen (int32).
+    probe_key: raw PRNG key data (uint32) of the probes, split on every probed
+      step; raw so that the state serialises like optax's own.
     rho: the last measured Local Geometric Instability (float32).
-    damping: the last damping factor applied to the step (float32).
     nonfinite_probes: probed steps whose probes returned NaN or inf; rho was
       carried over on those (int32).
-    prev_direction: ``'trajectory'`` only: the previous step, unit norm
-      (an empty tuple otherwise).
+    prev_direction: ``'trajectory'`` only: the previous step, unit norm, in
+      the parameters' dtypes (an empty tuple otherwise).
     prev_slope: ``'trajectory'`` only: the previous gradient's directional
       derivative along the previous step (float32).
-    inner_state: the state of the wrapped optimizer.
   """
   count: jax.Array
   probe_key: jax.Array
   rho: jax.Array
-  damping: jax.Array
   nonfinite_probes: jax.Array
   prev_direction: Any
   prev_slope: jax.Array
-  inner_state: optax.OptState
+
+
+class LGIProbe(optax.GradientTransformationExtraArgs):
+  """A probe: a transformation that records rho, and the probe's settings.
+
+  Build it with :func:`lgi_probe`. Its settings are attributes:
+  ``estimator``, ``num_probes``, ``probe_radius``, ``probe_every``,
+  ``probe_offset``, ``chunk_size``, ``axis_name``, ``seed``.
+  """
+
+
+def _every_step(probe: LGIProbe) -> bool:
+  """Statically every step (a traced ``probe_every`` decides at run time)."""
+  return isinstance(probe.probe_every, int) and probe.probe_every == 1
+
+
+def _probe_due(probe: LGIProbe, count: jax.Array) -> jax.Array:
+  """Whether ``count`` is a probed step: the first, then every k-th."""
+  k = jnp.maximum(probe.probe_every, 1)  # Traced (inject_hyperparams).
+  return (count == 0) | (count % k == probe.probe_offset)
+
+
+def _init_probe_state(probe: LGIProbe, params: Any) -> LGIProbeState:
+  trajectory = probe.estimator == 'trajectory'
+  return LGIProbeState(
+      count=jnp.zeros([], jnp.int32),
+      probe_key=jax.random.key_data(jax.random.key(probe.seed)),
+      rho=jnp.zeros([], jnp.float32),
+      nonfinite_probes=jnp.zeros([], jnp.int32),
+      prev_direction=(optax.tree.zeros_like(params) if trajectory else ()),
+      prev_slope=jnp.zeros([], jnp.float32))
 
 
 def value_fn_kwargs(value_fn: Callable[..., Any],
@@ -232,7 +115,7 @@ def value_fn_kwargs(value_fn: Callable[..., Any],
 
 def _missing_value_fn(estimator: str) -> ValueError:
   return ValueError(
-      f"singularity_aware with estimator='{estimator}' needs the loss: call "
+      f"S-Adam's probe (estimator='{estimator}') needs the loss: call "
       'update(grads, state, params, value_fn=loss_of_params), where '
       'loss_of_params(params) -> scalar. Inside a jitted train step, close '
       'over the batch (value_fn=lambda p: loss(p, batch)) or bind it with '
@@ -243,56 +126,515 @@ def _missing_value_fn(estimator: str) -> ValueError:
       "estimator='trajectory', which needs no loss.")
 
 
+def _missing_grad(estimator: str) -> ValueError:
+  return ValueError(
+      f"estimator='{estimator}' reads the slope of the loss from its "
+      'gradient, and here the updates it receives are not the gradient (it '
+      'sits after another transformation in a chain): pass grad=grads to '
+      'update(), the gradient of the loss with respect to params.')
+
+
 def _check_params(params: Any) -> None:
   if params is None:
-    raise ValueError('singularity_aware needs params: call update(grads, '
+    raise ValueError("S-Adam's probe needs params: call update(grads, "
                      'state, params, ...).')
   if any(isinstance(x, optax.MaskedNode) for x in jax.tree.leaves(
       params, is_leaf=lambda x: isinstance(x, optax.MaskedNode))):
     raise ValueError(
-        'singularity_aware sees masked parameters: it sits inside '
+        "S-Adam's probe sees masked parameters: it sits inside "
         'optax.masked / optax.partition (multi_transform), which hand it a '
-        'pruned tree on which the loss cannot be evaluated. Put '
-        'singularity_aware outside: mask the inner optimizer instead, '
-        'e.g. singularity_aware(optax.partition(...)), or use sadamw(mask=...).')
+        'pruned tree on which the loss cannot be evaluated. Put it outside: '
+        'mask the inner optimizer instead, e.g. '
+        'singularity_aware(optax.partition(...)), or use sadamw(mask=...).')
 
 
-def _check_value_fn(value_fn: Callable[[Any], Any], params: Any) -> None:
-  """Fails clearly when ``value_fn`` cannot give a scalar loss at ``params``.
+def _check_value(value: Any) -> None:
+  if value is not None and jnp.shape(value) != ():
+    raise ValueError(
+        f'value= must be the loss at params as a scalar, got shape '
+        f'{jnp.shape(value)}: reduce it (e.g. jnp.mean over the batch).')
 
-  Abstract evaluation: costs one more trace of the loss, nothing at run time.
+
+def _loss_of(value_fn: Callable[..., Any],
+             extra_args: dict[str, Any]) -> Callable[[Any], Any]:
+  kwargs = value_fn_kwargs(value_fn, extra_args)
+  if not kwargs:
+    return value_fn
+  return lambda p: value_fn(p, **kwargs)
+
+
+def _samples_and_rho(probe: LGIProbe, key: jax.Array, loss: Callable[..., Any],
+                     params: Any, step: Any, grad: Any,
+                     value: Optional[jax.Array]
+                     ) -> tuple[jax.Array, jax.Array]:
+  """(rho, samples) of one measurement by a loss-reading estimator."""
+  e = probe.estimator
+  if e in lgi.SECANT_READINGS:
+    samples = lgi.secant_samples(loss, params, step, grad, value,
+                                 axis_name=probe.axis_name)
+    ratio = lgi.uphill_share if e == 'uphill' else lgi.secant_ratio
+    return ratio(samples), samples
+  if e == 'literal':
+    samples = lgi.literal_samples(
+        loss, params, key, num_probes=probe.num_probes,
+        probe_radius=probe.probe_radius, chunk_size=probe.chunk_size,
+        axis_name=probe.axis_name)
+    return lgi.literal_ratio(samples), samples
+  if e == 'random-jvp':
+    samples = lgi.random_jvp_samples(loss, params, key,
+                                     num_probes=probe.num_probes,
+                                     axis_name=probe.axis_name)
+    return lgi.paper_ratio(samples), samples
+  samples = lgi.step_samples(
+      loss, params, step, key, num_probes=probe.num_probes,
+      probe_radius=probe.probe_radius, chunk_size=probe.chunk_size,
+      axis_name=probe.axis_name)
+  return lgi.instability_ratio(samples), samples
+
+
+def _trajectory(probe: LGIProbe, state: LGIProbeState, grad: Any,
+                params: Any, step: Any):
+  """rho from the previous step's slopes at both ends; no extra pass."""
+  end_slope = lgi.tree_dot(grad, state.prev_direction).astype(jnp.float32)
+  samples = jnp.stack([state.prev_slope, end_slope])
+  unit, _ = lgi.unit_direction(step)
+  new_slope = lgi.tree_dot(grad, unit).astype(jnp.float32)
+  samples = lgi.replica_mean(samples, probe.axis_name, params)
+  new_slope = lgi.replica_mean(new_slope, probe.axis_name, params)
+  # The first step has no previous step: rho stays 0.
+  rho = jnp.where(state.count > 0, lgi.instability_ratio(samples), 0.0)
+  # Stored in the parameters' dtypes: the state keeps its types under jit,
+  # lax.scan and lax.cond whatever the step's dtype (mu_dtype=float32).
+  unit = jax.tree.map(lambda u, p: u.astype(p.dtype), unit, params)
+  return rho, jnp.all(jnp.isfinite(samples)), unit, new_slope
+
+
+def measure(probe: LGIProbe, state: LGIProbeState, step: Any, params: Any, *,
+            grad: Any, value_fn: Optional[Callable[..., Any]],
+            extra_args: dict[str, Any]) -> LGIProbeState:
+  """One step of the probe: rho along ``step``, in the returned state.
+
+  Args:
+    probe: the probe's settings (:func:`lgi_probe`).
+    state: its state.
+    step: the proposed step in parameter space (new params minus params).
+    params: the current parameters.
+    grad: the loss's gradient at ``params`` (None where not known).
+    value_fn: ``params -> scalar`` loss (None allowed for ``'trajectory'``).
+    extra_args: the ``update`` call's other keywords: ``value=`` (the loss at
+      ``params``), ``probe_now=`` (a Python bool: probe on this step or
+      carry rho, decided when tracing) and those ``value_fn`` names.
+
+  Returns:
+    The new :class:`LGIProbeState`; a probe that saw NaN or inf keeps the
+    last rho (nothing non-finite reaches the damping).
   """
+  e = probe.estimator
+  _check_params(params)
+  if e in lgi.NEEDS_GRAD:
+    if grad is None:
+      raise _missing_grad(e)
+    lgi.check_like_params(grad, params, 'grad')
+  value = extra_args.get('value')
+  _check_value(value)
+  probe_now = extra_args.get('probe_now')
+  if probe_now is not None and not isinstance(probe_now, bool):
+    raise ValueError('probe_now= must be a Python bool (decided when '
+                     f'tracing), got {probe_now!r}.')
+  prev_direction, prev_slope = state.prev_direction, state.prev_slope
+  key = state.probe_key
+  if e == 'trajectory':
+    rho, finite, prev_direction, prev_slope = _trajectory(
+        probe, state, grad, params, step)
+  else:
+    if value_fn is None:
+      raise _missing_value_fn(e)
+    loss = _loss_of(value_fn, extra_args)
+    lgi.check_value_fn(loss, params, estimator=e)
+    key, sub = jax.random.split(jax.random.wrap_key_data(state.probe_key))
+    key = jax.random.key_data(key)
+
+    def run(_):
+      rho, samples = _samples_and_rho(probe, sub, loss, params, step, grad,
+                                      value)
+      return rho.astype(jnp.float32), jnp.all(jnp.isfinite(samples))
+
+    def carry(_):
+      return state.rho, jnp.bool_(True)
+
+    if probe_now is not None:
+      rho, finite = (run if probe_now else carry)(None)
+    elif _every_step(probe):
+      rho, finite = run(None)
+    else:
+      rho, finite = jax.lax.cond(_probe_due(probe, state.count), run, carry,
+                                 None)
+  rho = jnp.where(finite, rho, state.rho)
+  return LGIProbeState(
+      count=optax.safe_increment(state.count), probe_key=key, rho=rho,
+      nonfinite_probes=state.nonfinite_probes + jnp.where(finite, 0, 1),
+      prev_direction=prev_direction, prev_slope=prev_slope)
+
+
+def lgi_probe(*, estimator: lgi.Estimator = lgi.DEFAULT_ESTIMATOR,
+              num_probes: Optional[int] = None,
+              probe_radius: Optional[float] = None,
+              probe_every: int = 1,
+              probe_offset: int = 0,
+              chunk_size: Optional[int] = None,
+              axis_name: Optional[str] = None,
+              seed: int = 0) -> LGIProbe:
+  """Measures rho along the step, as a transformation and a configuration.
+
+  As a transformation it records rho in its state and returns the updates
+  unchanged: place it last in a chain, where the updates are the step, to
+  watch rho under any optimizer::
+
+    opt = optax.chain(optax.adamw(1e-3), sadam_optax.lgi_probe())
+    updates, state = opt.update(grads, state, params, value_fn=loss_of,
+                                value=loss, grad=grads)
+    rho = optax.tree.get(state, 'rho')
+
+  As a configuration it is the ``probe=`` of :func:`damping_scale` and
+  :func:`singularity_aware`.
+
+  Args:
+    estimator: which reading of rho (:mod:`sadam_optax.lgi`).
+      ``'secant'`` (default): the start slope of the step (from ``grad=``)
+      against its mean slope (one forward pass at the step's end, none more
+      with ``value=``). ``'step'``: directional derivatives (jvp, or vjp
+      where the loss has a ``custom_vjp``) at ``num_probes`` points of the
+      step. ``'literal'``: the authors' scripts (finite differences along
+      random directions). ``'random-jvp'``: the paper's text (jvps along
+      random directions at the current point; high wherever the loss is
+      smooth). ``'trajectory'``: no extra pass (consecutive gradients).
+    num_probes: probes per measurement, a static int >= 2 (None: 2 for
+      ``'step'``, 8 for ``'literal'`` and ``'random-jvp'``; ``'secant'`` and
+      ``'trajectory'`` always read two slopes).
+    probe_radius: > 0; relative noise radius for ``'step'`` (default 0.01),
+      absolute finite-difference sigma for ``'literal'`` (default 0.01).
+    probe_every: probe on the first step and then every ``probe_every``-th,
+      carrying rho in between (a static int >= 1). Under ``jit`` the skipped
+      probe sits in a ``lax.cond``; to compile the skipped steps without it,
+      pass ``probe_now=False`` / ``True`` to ``update`` from Python instead.
+    probe_offset: probe where ``count % probe_every == probe_offset`` (and on
+      the first step); 9 with ``probe_every=10`` probes steps 1, 10, 20, ...
+      as the authors' lazy variant does.
+    chunk_size: evaluate at most this many probes at once (``lax.map``); None
+      (default): one at a time, the fastest in our benchmarks; ``num_probes``
+      or more: all at once (vmapped). ``'random-jvp'`` always vmaps.
+    axis_name: name of a ``shard_map``/``pmap`` data axis. The probe values
+      are averaged over it, so every replica sees the rho of the global batch.
+    seed: seed of the probes' PRNG key (``'step'``, ``'literal'``,
+      ``'random-jvp'``; the others draw nothing).
+
+  Returns:
+    An :class:`LGIProbe`: an ``optax.GradientTransformationExtraArgs`` whose
+    state is an :class:`LGIProbeState`.
+  """
+  lgi.check_estimator(estimator)
+  num_probes = lgi.resolve_num_probes(estimator, num_probes)
+  probe_radius = lgi.resolve_probe_radius(estimator, probe_radius)
+  if not isinstance(probe_every, jax.core.Tracer):
+    # Traced under optax.inject_hyperparams: then read at run time.
+    probe_every = lgi.static_int('probe_every', probe_every, minimum=1,
+                                 arrays=True)
+  probe_offset = lgi.static_int('probe_offset', probe_offset, minimum=0)
+  if isinstance(probe_every, int) and 1 < probe_every <= probe_offset:
+    raise ValueError(f'probe_offset={probe_offset}: it must be smaller than '
+                     f'probe_every={probe_every}.')
+  if chunk_size is not None:
+    chunk_size = lgi.static_int('chunk_size', chunk_size, minimum=1)
+
+  def init_fn(params):
+    return _init_probe_state(probe, params)
+
+  def update_fn(updates, state, params=None, *, value_fn=None, grad=None,
+                **extra_args):
+    return updates, measure(probe, state, updates, params, grad=grad,
+                            value_fn=value_fn, extra_args=extra_args)
+
+  probe = LGIProbe(init_fn, update_fn)
+  probe.__dict__.update(
+      estimator=estimator, num_probes=num_probes, probe_radius=probe_radius,
+      probe_every=probe_every, probe_offset=probe_offset,
+      chunk_size=chunk_size, axis_name=axis_name, seed=seed)
+  return probe
+
+
+# --------------------------------------------------------------------------
+# The brake.
+# --------------------------------------------------------------------------
+
+
+class Brake(NamedTuple):
+  """The damping rule of :func:`damping_scale`.
+
+  Attributes:
+    lam: brake strength, a float >= 0 or a schedule of the step count.
+    rule: ``'exp'`` (the paper) or ``'compound'``.
+    recovery: ``'compound'`` only: log-damping regained per probed step.
+    min_damping: ``'compound'`` only: the floor of the damping.
+  """
+  lam: ScalarOrSchedule
+  rule: str
+  recovery: float
+  min_damping: float
+
+
+class DampingScaleState(NamedTuple):
+  """State of :func:`damping_scale`.
+
+  Attributes:
+    damping: the last damping factor applied to the step (float32).
+    probe_state: the probe's :class:`LGIProbeState` (``rho`` is there).
+  """
+  damping: jax.Array
+  probe_state: LGIProbeState
+
+
+class DampingScale(optax.GradientTransformationExtraArgs):
+  """The brake as a transformation. Build it with :func:`damping_scale`.
+
+  Its settings are attributes: ``brake`` (a :class:`Brake`), ``probe`` (an
+  :class:`LGIProbe`) and ``step_size``.
+  """
+
+
+def _concrete(value: Any) -> Optional[np.ndarray]:
+  """``value`` as a NumPy array where it is known now, else None."""
+  if isinstance(value, jax.core.Tracer):
+    return None
   try:
-    out = jax.eval_shape(value_fn, params)
-  except (TypeError, ValueError, IndexError, KeyError) as e:
-    shapes = jax.tree.map(lambda x: getattr(x, 'shape', x), params)
-    raise ValueError(
-        'singularity_aware could not evaluate value_fn at the params it '
-        f'received (shapes {shapes}): {type(e).__name__}: {e}. If it sits '
-        'inside optax.flatten, which hands it one flat vector in place of '
-        'your parameter tree, move it outside (S-Adam gains nothing from '
-        'flattening); otherwise check that value_fn takes the params passed '
-        'to update().') from e
-  if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
-    raise ValueError(
-        'value_fn must return the loss as a scalar, got '
-        f'{jax.tree.map(lambda x: getattr(x, "shape", x), out)}: reduce it '
-        '(e.g. jnp.mean over the batch).')
+    return np.asarray(value, dtype=np.float64)
+  except (TypeError, ValueError):
+    return None
+
+
+def check_lam(lam: ScalarOrSchedule) -> None:
+  """Refuses a negative or NaN brake strength wherever it can be seen.
+
+  Numbers, NumPy and concrete JAX arrays are checked here, a schedule at its
+  first step; a traced ``lam`` (``optax.inject_hyperparams`` inside ``jit``)
+  cannot be, and a negative or NaN one turns the brake off (damping 1).
+  """
+  value = _concrete(lam(0) if callable(lam) else lam)
+  if value is not None and not np.all(value >= 0):
+    raise ValueError(f'lam={lam!r}: the brake strength must be a finite '
+                     'number >= 0 (0 turns the brake off).')
+
+
+def _at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
+  """A constant or a schedule evaluated at ``count``, as float32."""
+  return jnp.asarray(value(count) if callable(value) else value, jnp.float32)
+
+
+def brake_factor(brake: Union[Brake, 'DampingScale'], rho: jax.Array,
+                 previous: jax.Array, count: jax.Array) -> jax.Array:
+  """The damping in (0, 1] for ``rho`` (``previous``: last damping).
+
+  Args:
+    brake: a :class:`Brake` (or the :func:`damping_scale` that holds one).
+    rho: the measured instability, >= 0.
+    previous: the damping of the last step (``'compound'`` only).
+    count: the step count, for a scheduled ``lam``.
+
+  Returns:
+    float32 damping in (0, 1].
+  """
+  brake = getattr(brake, 'brake', brake)
+  lam = _at(brake.lam, count)
+  lam = jnp.where(lam >= 0, lam, 0.0)  # Traced NaN or negative: brake off.
+  rho = jnp.maximum(rho.astype(jnp.float32), 0.0)
+  if brake.rule == 'exp':
+    return jnp.exp(-lam * rho)
+  log_d = jnp.log(previous) + brake.recovery - lam * rho
+  return jnp.exp(jnp.clip(log_d, math.log(brake.min_damping), 0.0))
+
+
+def _brake_is_off(brake: Brake) -> bool:
+  """lam is statically 0: no probe, the step untouched."""
+  return isinstance(brake.lam, (int, float, np.number)) and brake.lam == 0
+
+
+def _scaled_step(step_size: Optional[ScalarOrSchedule], updates: Any,
+                 count: jax.Array) -> Any:
+  if step_size is None:
+    return updates
+  scale = -_at(step_size, count)
+  return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
+
+
+def brake_update(scale: DampingScale, updates: Any, state: DampingScaleState,
+                 params: Any, *, grad: Any, value_fn: Any,
+                 extra_args: dict[str, Any]) -> tuple[Any, DampingScaleState]:
+  """Measures rho along the step ``updates`` propose and brakes them.
+
+  The one place where the brake acts; :func:`damping_scale` and
+  :func:`singularity_aware` call it.
+
+  Args:
+    scale: the brake's settings (:func:`damping_scale`).
+    updates: the adaptive step (Adam's output).
+    state: the brake's state.
+    params: the current parameters.
+    grad: the loss's gradient at ``params``, or None.
+    value_fn: ``params -> scalar`` loss, or None.
+    extra_args: the other keywords of the ``update`` call.
+
+  Returns:
+    ``(braked updates, new state)``.
+  """
+  brake, probe = scale.brake, scale.probe
+  if _brake_is_off(brake):
+    # Statically off: no probe, no loss needed, the graph of optax.adam.
+    probe_state = state.probe_state._replace(
+        count=optax.safe_increment(state.probe_state.count))
+    return updates, state._replace(probe_state=probe_state)
+  step = _scaled_step(scale.step_size, updates, state.probe_state.count)
+  probe_state = measure(probe, state.probe_state, step, params, grad=grad,
+                        value_fn=value_fn, extra_args=extra_args)
+  damping = brake_factor(brake, probe_state.rho, state.damping,
+                         state.probe_state.count)
+  if brake.rule == 'compound' and not _every_step(probe):
+    # The compound rule compounds once per probe, not per carried step.
+    probe_now = extra_args.get('probe_now')
+    due = (_probe_due(probe, state.probe_state.count) if probe_now is None
+           else jnp.bool_(probe_now))
+    damping = jnp.where(due, damping, state.damping)
+  braked = jax.tree.map(lambda u: u * damping.astype(u.dtype), updates)
+  return braked, DampingScaleState(damping=damping, probe_state=probe_state)
+
+
+def damping_scale(lam: ScalarOrSchedule = 2.0, *,
+                  probe: Optional[LGIProbe] = None,
+                  step_size: Optional[ScalarOrSchedule] = None,
+                  rule: BrakeRule = 'exp', recovery: float = 0.1,
+                  min_damping: float = 0.03,
+                  seed: Optional[int] = None) -> DampingScale:
+  """Brakes the adaptive step where the loss is locally non-smooth.
+
+  Measures rho along the step it receives (with ``probe``) and multiplies the
+  step by a damping in (0, 1]:
+
+  * ``'exp'``: the paper's rule, ``damping = exp(-lam * rho)``. One step
+    shrinks by at most ``exp(-lam)`` (``exp(-10 lam)`` with ``'literal'``,
+    whose ratio the authors clip at 10).
+  * ``'compound'``: ``log d_t = clip(log d_{t-1} + recovery - lam * rho_t,
+    log(min_damping), 0)``: the brake tightens while chattering persists and
+    relaxes (by ``exp(recovery)`` per probe) when it stops.
+
+  Place it after the adaptive scaling, never on the raw gradient (the
+  module's docstring says why)::
+
+    lr = 1e-3
+    opt = optax.chain(
+        optax.scale_by_adam(),
+        sadam_optax.damping_scale(2.0, probe=sadam_optax.lgi_probe(),
+                                  step_size=lr),
+        optax.add_decayed_weights(1e-4),
+        optax.scale_by_learning_rate(lr))
+    updates, state = opt.update(grads, state, params, value_fn=loss_of,
+                                value=loss, grad=grads)
+
+  That chain is :func:`sadam_optax.sadamw` ``(lr, weight_decay=1e-4)``, bit
+  for bit. In a chain the updates it receives are not the gradient, so the
+  estimators that read the gradient (``'secant'``, ``'trajectory'``) need
+  ``grad=``; it refuses to run when ``grad=`` is the very array it receives
+  (it then sits before the adaptive scaling).
+
+  Args:
+    lam: brake strength >= 0 (a float or a schedule of the step count). 0
+      turns the brake off exactly, and skips the probe.
+    probe: how rho is measured (:func:`lgi_probe`; default ``lgi_probe()``).
+    step_size: how the updates it receives map to the step in parameter
+      space: None if they are the step (after ``scale_by_learning_rate``);
+      the learning rate (float or schedule) if they are Adam's direction, to
+      be scaled by ``-step_size`` later in the chain.
+    rule: ``'exp'`` or ``'compound'``.
+    recovery: ``'compound'`` only, > 0.
+    min_damping: ``'compound'`` only, in (0, 1]. 0.03 passed the chattering
+      study everywhere; 1e-3 froze coordinates still travelling to the
+      minimiser.
+    seed: seed of the probes' PRNG key (None: the probe's own).
+
+  Returns:
+    A :class:`DampingScale`: an ``optax.GradientTransformationExtraArgs``
+    whose state is a :class:`DampingScaleState`.
+
+  References:
+    Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized
+    Geometric Probing <https://arxiv.org/abs/2605.29547>`_, ICML 2026.
+  """
+  check_lam(lam)
+  if rule not in BRAKE_RULES:
+    raise ValueError(f'rule={rule!r} is unknown: choose one of {BRAKE_RULES}.')
+  # Python numbers only: under optax.inject_hyperparams they arrive traced.
+  if isinstance(recovery, (int, float)) and not recovery > 0:
+    raise ValueError(f'recovery={recovery}: it must be > 0.')
+  if isinstance(min_damping, (int, float)) and not 0 < min_damping <= 1:
+    raise ValueError(f'min_damping={min_damping}: it must lie in (0, 1].')
+  probe = lgi_probe() if probe is None else probe
+  if not isinstance(probe, LGIProbe):
+    raise TypeError(f'probe must come from lgi_probe(...), got {probe!r}.')
+  if seed is not None:
+    probe = _with_seed(probe, seed)
+
+  def init_fn(params):
+    return DampingScaleState(damping=jnp.ones([], jnp.float32),
+                             probe_state=_init_probe_state(probe, params))
+
+  def update_fn(updates, state, params=None, *, value_fn=None, grad=None,
+                **extra_args):
+    if grad is not None and grad is updates:
+      raise ValueError(
+          'damping_scale received the raw gradient (grad= is the updates '
+          'it was handed): it sits before the adaptive scaling, where a '
+          "brake nearly cancels (Adam's direction ignores the gradient's "
+          'scale). Place it after optax.scale_by_adam() in the chain.')
+    return brake_update(scale, updates, state, params, grad=grad,
+                        value_fn=value_fn, extra_args=extra_args)
+
+  scale = DampingScale(init_fn, update_fn)
+  scale.__dict__.update(
+      brake=Brake(lam=lam, rule=rule, recovery=recovery,
+                  min_damping=min_damping),
+      probe=probe, step_size=step_size)
+  return scale
+
+
+# --------------------------------------------------------------------------
+# The wrapper.
+# --------------------------------------------------------------------------
+
+
+class SingularityAwareState(NamedTuple):
+  """State of :func:`singularity_aware`.
+
+  Attributes:
+    inner_state: the state of the wrapped optimizer.
+    brake_state: the brake's :class:`DampingScaleState`.
+  """
+  inner_state: optax.OptState
+  brake_state: DampingScaleState
 
 
 def singularity_aware(
     inner: optax.GradientTransformation,
     *,
     probe: Optional[LGIProbe] = None,
-    brake: Optional[Brake] = None,
+    brake: Optional[Union[DampingScale, Brake]] = None,
     step_size: Optional[ScalarOrSchedule] = None,
-    seed: int = 0,
+    seed: Optional[int] = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Brakes any optimizer's step where the loss is locally non-smooth.
 
   Runs ``inner``, measures rho along the step it proposes, and multiplies the
   step by ``damping in (0, 1]``. Works around any optax optimizer
-  (``optax.scale_by_adam``, ``optax.sgd``, ``optax.lion``, ...).
+  (``optax.scale_by_adam``, ``optax.sgd``, ``optax.lion``, ...). Unlike
+  :func:`damping_scale` in a chain, it sees the gradient itself, so
+  ``grad=`` is needed only when the incoming updates are not the gradient
+  (clipped, say).
 
   Example::
 
@@ -313,156 +655,67 @@ def singularity_aware(
   Args:
     inner: the optimizer whose output is braked.
     probe: how rho is measured (:func:`lgi_probe`; default ``lgi_probe()``).
-    brake: the damping rule (:func:`damping_scale`; default
-      ``damping_scale(2.0)``).
+    brake: the brake (:func:`damping_scale`; default ``damping_scale(2.0)``).
+      Its own ``probe`` and ``step_size`` are replaced by the ones given
+      here.
     step_size: how ``inner``'s output maps to the step in parameter space.
       None: ``inner`` already returns the step (``optax.sgd(lr)``). A float
       or schedule: the step is ``-step_size * output`` (for
       ``optax.scale_by_adam()``, pass the learning rate or its schedule).
-    seed: seed of the probes' PRNG key; same seed, same trajectory.
+    seed: seed of the probes' PRNG key (None: the probe's own, 0 by
+      default); same seed, same trajectory.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; its ``update`` takes
     ``value_fn=`` (``params -> scalar`` loss) and forwards to it the extra
-    keyword arguments its signature names. With ``'secant'`` it also reads
-    ``value=`` (the loss at ``params``, saving a forward pass) and ``grad=``
-    (the loss's gradient, if the ``updates`` it receives are not: after
-    clipping, say), the keywords of optax's line searches. Other keywords are
-    ignored.
+    keyword arguments its signature names. It also reads ``value=`` (the loss
+    at ``params``, saving a forward pass), ``grad=`` (the loss's gradient, if
+    the ``updates`` it receives are not) and ``probe_now=`` (a Python bool).
 
   References:
     Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized
     Geometric Probing <https://arxiv.org/abs/2605.29547>`_, ICML 2026.
   """
   probe = lgi_probe() if probe is None else probe
-  brake = damping_scale() if brake is None else brake
   if not isinstance(probe, LGIProbe):
     raise TypeError(f'probe must come from lgi_probe(...), got {probe!r}.')
-  if not isinstance(brake, Brake):
+  if brake is None:
+    brake = Brake(lam=2.0, rule='exp', recovery=0.1, min_damping=0.03)
+  elif isinstance(brake, DampingScale):
+    brake = brake.brake
+  elif isinstance(brake, Brake):
+    check_lam(brake.lam)
+  else:
     raise TypeError(f'brake must come from damping_scale(...), got {brake!r}.')
+  scale = damping_scale(brake.lam, probe=probe, step_size=step_size,
+                        rule=brake.rule, recovery=brake.recovery,
+                        min_damping=brake.min_damping, seed=seed)
   inner = optax.with_extra_args_support(inner)
-  trajectory = probe.estimator == 'trajectory'
-  brake_off = isinstance(brake.lam, (int, float)) and brake.lam == 0
 
   def init_fn(params):
-    return SingularityAwareState(
-        count=jnp.zeros([], jnp.int32),
-        probe_key=jax.random.key(seed),
-        rho=jnp.zeros([], jnp.float32),
-        damping=jnp.ones([], jnp.float32),
-        nonfinite_probes=jnp.zeros([], jnp.int32),
-        prev_direction=(optax.tree.zeros_like(params) if trajectory else ()),
-        prev_slope=jnp.zeros([], jnp.float32),
-        inner_state=inner.init(params))
-
-  def proposed_step(inner_updates, count):
-    if step_size is None:
-      return inner_updates
-    scale = -_at(step_size, count)
-    return jax.tree.map(lambda u: u * scale.astype(u.dtype), inner_updates)
-
-  def measure(key, value_fn, params, step, grad, value):
-    if probe.estimator == 'secant':
-      samples = lgi.secant_samples(value_fn, params, step, grad, value,
-                                   axis_name=probe.axis_name)
-      return lgi.secant_ratio(samples), samples
-    if probe.estimator == 'literal':
-      samples = lgi.literal_samples(
-          value_fn, params, key, num_probes=probe.num_probes,
-          probe_radius=probe.probe_radius, chunk_size=probe.chunk_size,
-          axis_name=probe.axis_name)
-      return lgi.literal_ratio(samples), samples
-    samples = lgi.step_samples(
-        value_fn, params, step, key, num_probes=probe.num_probes,
-        probe_radius=probe.probe_radius, chunk_size=probe.chunk_size,
-        axis_name=probe.axis_name)
-    return lgi.instability_ratio(samples), samples
-
-  def probes_now(count):
-    if trajectory or (isinstance(probe.probe_every, int)
-                      and probe.probe_every == 1):
-      return None  # Every step, statically.
-    return count % probe.probe_every == 0
-
-  def probed_rho(state, value_fn, params, step, grad, value):
-    """(rho, finite, key) on probing steps; carried rho otherwise."""
-    key, sub = jax.random.split(state.probe_key)
-
-    def run(_):
-      rho, samples = measure(sub, value_fn, params, step, grad, value)
-      return rho, jnp.all(jnp.isfinite(samples))
-
-    now = probes_now(state.count)
-    if now is None:
-      rho, finite = run(None)
-    else:
-      rho, finite = jax.lax.cond(now, run,
-                                 lambda _: (state.rho, jnp.bool_(True)), None)
-    return rho, finite, key
-
-  def trajectory_rho(state, grads, params, step):
-    """rho from the previous step's slopes at both ends; no extra pass."""
-    end_slope = lgi.tree_dot(grads, state.prev_direction)
-    samples = jnp.stack([state.prev_slope, end_slope])
-    unit, _ = lgi.unit_direction(step)
-    new_slope = lgi.tree_dot(grads, unit)
-    # Replicated params make a per-replica slope an error (no axis_name, or
-    # gradients not pmean'd); without params, compare with the gradients.
-    at = grads if params is None else params
-    samples = lgi.replica_mean(samples, probe.axis_name, at)
-    new_slope = lgi.replica_mean(new_slope, probe.axis_name, at)
-    # The first step has no previous step: rho stays 0.
-    rho = jnp.where(state.count > 0, lgi.instability_ratio(samples), 0.0)
-    return rho, jnp.all(jnp.isfinite(samples)), unit, new_slope
+    return SingularityAwareState(inner_state=inner.init(params),
+                                 brake_state=scale.init(params))
 
   def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
     forwarded = dict(extra_args)
     if value_fn is not None:
       forwarded['value_fn'] = value_fn
-    inner_updates, inner_state = inner.update(
-        updates, state.inner_state, params, **forwarded)
-    step = proposed_step(inner_updates, state.count)
-    prev_direction, prev_slope, key = (state.prev_direction, state.prev_slope,
-                                       state.probe_key)
-    if trajectory:
-      rho, finite, prev_direction, prev_slope = trajectory_rho(
-          state, updates, params, step)
-    else:
-      if value_fn is None:
-        raise _missing_value_fn(probe.estimator)
-      _check_params(params)
-      loss = value_fn
-      kwargs = value_fn_kwargs(value_fn, extra_args)
-      if kwargs:
-        loss = lambda p: value_fn(p, **kwargs)  # pylint: disable=g-long-lambda
-      _check_value_fn(loss, params)
-      # 'secant' reads the start slope and the loss at params from what the
-      # train step already has: grad= and value= (optax's line-search
-      # keywords), else the incoming gradients and one more forward pass.
-      grad = extra_args.get('grad')
-      rho, finite, key = probed_rho(
-          state, loss, params, step, updates if grad is None else grad,
-          extra_args.get('value'))
-    # A probe that saw NaN or inf keeps the last rho: nothing non-finite
-    # reaches the damping, so the parameters stay finite.
-    rho = jnp.where(finite, rho, state.rho)
-    damping = brake_factor(brake, rho, state.damping, state.count)
-    now = probes_now(state.count)
-    if brake.rule == 'compound' and now is not None:
-      damping = jnp.where(now, damping, state.damping)  # Compound per probe.
-    if brake_off:
-      # Leave the update graph untouched: a multiply by a traced 1.0 lets XLA
-      # fuse the later weight decay differently (1 ulp away from optax.adamw).
-      braked = inner_updates
-    else:
-      braked = jax.tree.map(lambda u: u * damping.astype(u.dtype),
-                            inner_updates)
-    new_state = SingularityAwareState(
-        count=optax.safe_increment(state.count),
-        probe_key=key, rho=rho, damping=damping,
-        nonfinite_probes=state.nonfinite_probes + jnp.where(finite, 0, 1),
-        prev_direction=prev_direction, prev_slope=prev_slope,
-        inner_state=inner_state)
-    return braked, new_state
+    inner_updates, inner_state = inner.update(updates, state.inner_state,
+                                              params, **forwarded)
+    grad = extra_args.pop('grad', None)
+    braked, brake_state = brake_update(
+        scale, inner_updates, state.brake_state, params,
+        grad=updates if grad is None else grad, value_fn=value_fn,
+        extra_args=extra_args)
+    return braked, SingularityAwareState(inner_state=inner_state,
+                                         brake_state=brake_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _with_seed(probe: LGIProbe, seed: int) -> LGIProbe:
+  """The same probe settings with another seed."""
+  settings = {k: getattr(probe, k) for k in (
+      'estimator', 'num_probes', 'probe_radius', 'probe_every',
+      'probe_offset', 'chunk_size', 'axis_name')}
+  return lgi_probe(**settings, seed=seed)

@@ -9,11 +9,115 @@ import pytest
 import sadam_optax
 
 
-def test_brake_cannot_be_chained_before_adam():
-  with pytest.raises(TypeError, match='singularity_aware'):
-    optax.chain(sadam_optax.damping_scale(2.0), optax.scale_by_adam())
-  with pytest.raises(TypeError, match='singularity_aware'):
-    optax.chain(optax.scale_by_adam(), sadam_optax.damping_scale(2.0))
+def _quadratic_kink_problem():
+  target = jnp.array([1.0, -2.0, 0.5, 0.0])
+  loss = lambda w: jnp.sum(jnp.abs(w - target)) + 0.1 * jnp.sum(w ** 2)
+  return loss, jnp.zeros(4)
+
+
+def test_damping_scale_before_adam_fails_with_the_order_rule():
+  loss, w = _quadratic_kink_problem()
+  opt = optax.chain(sadam_optax.damping_scale(2.0), optax.scale_by_adam())
+  g = jax.grad(loss)(w)
+  with pytest.raises(ValueError, match='after optax.scale_by_adam'):
+    opt.update(g, opt.init(w), w, value_fn=loss, grad=g)
+
+
+def test_damping_scale_in_a_chain_needs_grad():
+  loss, w = _quadratic_kink_problem()
+  opt = optax.chain(optax.scale_by_adam(),
+                    sadam_optax.damping_scale(2.0, step_size=0.1),
+                    optax.scale_by_learning_rate(0.1))
+  with pytest.raises(ValueError, match='grad=grads'):
+    opt.update(jax.grad(loss)(w), opt.init(w), w, value_fn=loss)
+  traj = optax.chain(optax.scale_by_adam(), sadam_optax.damping_scale(
+      2.0, probe=sadam_optax.lgi_probe(estimator='trajectory')))
+  with pytest.raises(ValueError, match='grad=grads'):
+    traj.update(jax.grad(loss)(w), traj.init(w), w)
+
+
+@pytest.mark.parametrize('estimator', ['secant', 'step', 'literal',
+                                       'trajectory', 'random-jvp'])
+@pytest.mark.parametrize('rule', ['exp', 'compound'])
+def test_chain_form_equals_sadamw_bit_for_bit(estimator, rule):
+  # The design card's chain, with the brake after Adam, is sadamw.
+  loss, w = _quadratic_kink_problem()
+  lr, wd = 0.05, 1e-2
+  chain = optax.chain(
+      optax.scale_by_adam(),
+      sadam_optax.damping_scale(
+          2.0, probe=sadam_optax.lgi_probe(estimator=estimator),
+          step_size=lr, rule=rule),
+      optax.add_decayed_weights(wd),
+      optax.scale_by_learning_rate(lr))
+  alias = sadam_optax.sadamw(lr, weight_decay=wd, estimator=estimator,
+                             rule=rule)
+
+  def run(opt, **keywords):
+    @jax.jit
+    def step(w, state):
+      value, g = jax.value_and_grad(loss)(w)
+      u, state = opt.update(g, state, w, value_fn=loss, value=value,
+                            grad=g, **keywords)
+      return optax.apply_updates(w, u), state
+
+    params, state = w, opt.init(w)
+    for _ in range(25):
+      params, state = step(params, state)
+    return params, float(optax.tree.get(state, 'rho'))
+
+  w_chain, rho_chain = run(chain)
+  w_alias, rho_alias = run(alias)
+  np.testing.assert_array_equal(w_chain, w_alias)
+  assert rho_chain == rho_alias
+
+
+def test_lgi_probe_records_rho_and_leaves_the_step_unchanged():
+  loss = lambda w: jnp.sum(jnp.abs(w))
+  w = jnp.array([0.1, -0.1])
+  watched = optax.chain(optax.adamw(0.3), sadam_optax.lgi_probe())
+  plain = optax.adamw(0.3)
+  g = jax.grad(loss)(w)
+  u, state = watched.update(g, watched.init(w), w, value_fn=loss, grad=g)
+  ref, _ = plain.update(g, plain.init(w), w)
+  np.testing.assert_array_equal(u, ref)
+  # The step of 0.3 jumps the kinks at 0: the loss rises over most of it.
+  expected = sadam_optax.estimate_lgi(loss, w, ref, jax.random.key(0))
+  assert float(optax.tree.get(state, 'rho')) == pytest.approx(
+      float(expected), rel=1e-6)
+  assert float(expected) > 0.5
+
+
+def test_probe_now_compiles_the_skipped_step_without_the_probe():
+  loss, w = _quadratic_kink_problem()
+  opt = sadam_optax.sadam(0.1)
+  g = jax.grad(loss)(w)
+  calls = []
+
+  def counted(p):
+    calls.append(1)
+    return loss(p)
+
+  state = opt.init(w)
+  jax.make_jaxpr(lambda w, g, s: opt.update(
+      g, s, w, value_fn=counted, value=loss(w), probe_now=False))(w, g, state)
+  assert len(calls) == 1  # The value_fn check only: no probe traced.
+  _, skipped = opt.update(g, state, w, value_fn=loss, probe_now=False)
+  _, probed = opt.update(g, state, w, value_fn=loss, probe_now=True)
+  assert float(optax.tree.get(skipped, 'rho')) == 0.0
+  assert float(optax.tree.get(probed, 'rho')) > 0.0
+  with pytest.raises(ValueError, match='Python bool'):
+    opt.update(g, state, w, value_fn=loss, probe_now=jnp.bool_(True))
+
+
+def test_lam_zero_needs_no_loss_and_probes_nothing():
+  loss, w = _quadratic_kink_problem()
+  opt = sadam_optax.sadamw(0.1, lam=0.0)
+  ref = optax.adamw(0.1, weight_decay=1e-4)
+  g = jax.grad(loss)(w)
+  u, _ = opt.update(g, opt.init(w), w)  # No value_fn: nothing to measure.
+  r, _ = ref.update(g, ref.init(w), w)
+  np.testing.assert_array_equal(u, r)
 
 
 def test_brake_acts_after_adam_not_on_the_gradient():
@@ -91,6 +195,116 @@ def test_bad_probe_and_brake_configuration():
     sadam_optax.lgi_probe(chunk_size=0)
   with pytest.raises(ValueError, match='min_damping'):
     sadam_optax.damping_scale(rule='compound', min_damping=0.0)
+  for every in (2.5, jnp.int32(0), 0, True):
+    with pytest.raises(ValueError, match='probe_every'):
+      sadam_optax.sadamw(probe_every=every)
+  assert sadam_optax.lgi_probe(probe_every=np.int64(3)).probe_every == 3
+  for lam in (-1.0, np.float32(-0.5), jnp.array(float('nan')),
+              np.array([1.0, -1.0]), optax.constant_schedule(-2.0)):
+    with pytest.raises(ValueError, match='lam='):
+      sadam_optax.sadamw(lam=lam)
+
+
+def test_inject_hyperparams_static_ints_say_static_args():
+  w = jnp.ones(3)
+  # Every numeric default becomes a traced hyperparameter: probe_every too.
+  opt = optax.inject_hyperparams(sadam_optax.sadamw)(probe_every=2)
+  jax.jit(opt.init)(w)
+  for name, value in (('chunk_size', 2), ('num_probes', 4)):
+    opt = optax.inject_hyperparams(sadam_optax.sadamw)(**{name: value})
+    with pytest.raises(ValueError, match='static_args'):
+      jax.jit(opt.init)(w)
+    opt = optax.inject_hyperparams(sadam_optax.sadamw, static_args=(name,))(
+        **{name: value})
+    opt.init(w)
+
+
+def test_traced_negative_lam_turns_the_brake_off():
+  loss, w = _quadratic_kink_problem()
+  opt = optax.inject_hyperparams(sadam_optax.sadamw)(learning_rate=0.3,
+                                                     lam=1.0)
+  state = opt.init(w)
+  state.hyperparams['lam'] = jnp.float32(-3.0)
+  g = jax.grad(loss)(w)
+  _, state = jax.jit(lambda s: opt.update(g, s, w, value_fn=loss))(state)
+  assert float(optax.tree.get(state, 'damping')) == 1.0
+
+
+def test_grad_and_value_of_the_wrong_shape_fail_clearly():
+  loss, w = _quadratic_kink_problem()
+  opt = sadam_optax.sadamw(0.1)
+  value, g = jax.value_and_grad(loss)(w)
+  with pytest.raises(ValueError, match='grad='):
+    opt.update(g, opt.init(w), w, value_fn=loss, grad=(value, g))
+  params = {'a': w, 'b': w}
+  tree_loss = lambda p: loss(p['a']) + loss(p['b'])
+  grads = jax.grad(tree_loss)(params)
+  with pytest.raises(ValueError, match='grad='):
+    opt.update(grads, opt.init(params), params, value_fn=tree_loss,
+               grad={'a': grads['a']})
+  with pytest.raises(ValueError, match='value='):
+    opt.update(g, opt.init(w), w, value_fn=loss, value=jnp.ones(8))
+
+
+def test_step_estimator_runs_through_a_custom_vjp_quantizer():
+  @jax.custom_vjp
+  def ste_round(x):
+    return jnp.round(x)
+
+  ste_round.defvjp(lambda x: (jnp.round(x), None), lambda _, g: (g,))
+  loss = lambda w: jnp.sum((ste_round(4 * w) / 4 - 0.3) ** 2)
+  opt = sadam_optax.sadam(0.1, estimator='step')
+  w = jnp.array([0.1, 0.6])
+  u, state = jax.jit(lambda w: opt.update(jax.grad(loss)(w), opt.init(w), w,
+                                          value_fn=loss))(w)
+  assert np.all(np.isfinite(u))
+  assert np.isfinite(float(optax.tree.get(state, 'rho')))
+
+
+def test_literal_refuses_a_bfloat16_loss():
+  loss = lambda w: jnp.sum(jnp.abs(w)).astype(jnp.bfloat16)
+  opt = sadam_optax.paper_sadamw()
+  w = jnp.ones(4)
+  with pytest.raises(ValueError, match='float32'):
+    opt.update(jnp.ones(4), opt.init(w), w, value_fn=loss)
+
+
+def test_gradient_through_the_first_update_is_finite():
+  loss, w = _quadratic_kink_problem()
+  for estimator in ('trajectory', 'secant'):
+    opt = sadam_optax.sadam(0.1, estimator=estimator)
+
+    def after_one_step(w0):
+      u, _ = opt.update(jax.grad(loss)(w0), opt.init(w0), w0, value_fn=loss)
+      return loss(optax.apply_updates(w0, u))
+
+    assert np.all(np.isfinite(jax.grad(after_one_step)(w + 0.3))), estimator
+
+
+def test_state_serialises_with_flax():
+  serialization = pytest.importorskip('flax.serialization')
+  loss, w = _quadratic_kink_problem()
+  opt = sadam_optax.sadamw(1e-3, estimator='step')
+  state = opt.init(w)
+  _, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+  restored = serialization.from_bytes(opt.init(w),
+                                      serialization.to_bytes(state))
+  jax.tree.map(np.testing.assert_array_equal, restored, state)
+
+
+def test_paper_lazy_variant_probes_steps_1_10_20():
+  loss, w = _quadratic_kink_problem()
+  opt = sadam_optax.paper_sadamw(0.05, lazy=True)
+  state = opt.init(w)
+  step = jax.jit(lambda w, s: opt.update(jax.grad(loss)(w), s, w,
+                                         value_fn=loss))
+  rhos = []
+  for _ in range(21):
+    u, state = step(w, state)
+    w = optax.apply_updates(w, u)
+    rhos.append(float(optax.tree.get(state, 'rho')))
+  changed = [i + 1 for i in range(21) if i == 0 or rhos[i] != rhos[i - 1]]
+  assert changed == [1, 10, 20]
 
 
 def test_masked_params_fail_with_advice():
@@ -113,7 +327,7 @@ def _count_calls(loss):
 
 def test_secant_costs_one_forward_pass_when_given_the_value():
   loss = lambda w: jnp.sum(jnp.abs(w - 1.0))
-  opt = sadam_optax.sadam(0.1)  # The default estimator: 'secant'.
+  opt = sadam_optax.sadam(0.1, estimator='secant')
   w = jnp.array([0.95, 3.0])
   value, g = jax.value_and_grad(loss)(w)
   results = []
@@ -138,7 +352,8 @@ def test_secant_reads_grad_keyword_in_place_of_clipped_updates():
   w = jnp.array([0.95, 3.0])
   g = jax.grad(loss)(w)
   # Adam's first step is lr * sign(g) whatever the gradient's scale.
-  opt = sadam_optax.singularity_aware(optax.adam(0.1))
+  opt = sadam_optax.singularity_aware(
+      optax.adam(0.1), probe=sadam_optax.lgi_probe(estimator='secant'))
   _, ref = opt.update(g, opt.init(w), w, value_fn=loss)
   _, off = opt.update(g / 4, opt.init(w), w, value_fn=loss)
   _, fixed = opt.update(g / 4, opt.init(w), w, value_fn=loss, grad=g)

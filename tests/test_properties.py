@@ -4,7 +4,7 @@ On random weighted sums of absolute values plus a ridge (the family of the
 paper's Figure 1, :class:`sadam_optax.problems.AbsSum`), at random points and
 steps:
 
-* rho lies in [0, 1) for ``'secant'``, ``'step'`` and ``'trajectory'``, in [0, k / (k - 1)]
+* rho lies in [0, 1] for ``'uphill'``, in [0, 1) for ``'secant'``, ``'step'`` and ``'trajectory'``, in [0, k / (k - 1)]
   for ``'literal'`` (the authors' unbiased variance);
 * rho does not change when the loss is multiplied by a positive constant
   (``'literal'`` only while ``mean(D^2)`` dwarfs its absolute epsilon 1e-6);
@@ -75,8 +75,8 @@ def upper_bound(estimator):
   return 1.0
 
 
-@pytest.mark.parametrize('estimator', ['secant', 'step', 'trajectory',
-                                       'literal'])
+@pytest.mark.parametrize('estimator', ['uphill', 'secant', 'step',
+                                       'trajectory', 'literal'])
 @SETTINGS
 @hypothesis.given(problem=abs_sums, params=points, direction=steps,
                   seed=seeds)
@@ -85,11 +85,14 @@ def test_rho_in_range(estimator, problem, params, direction, seed):
   assert 0.0 <= rho
   if estimator == 'literal':
     assert rho <= upper_bound(estimator) * (1 + 1e-6)
+  elif estimator == 'uphill':
+    assert rho <= 1.0  # A step uphill all the way reads exactly 1.
   else:
     assert rho < 1.0
 
 
 @pytest.mark.parametrize('estimator, scales, atol', [
+    ('uphill', (1e-3, 1e3), 1e-4),
     ('secant', (1e-3, 1e3), 1e-4),
     ('step', (1e-3, 1e3), 1e-4),
     ('trajectory', (1e-3, 1e3), 1e-4),

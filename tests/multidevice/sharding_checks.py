@@ -139,14 +139,15 @@ def test_init_on_abstract_inputs():
           == jax.tree.structure(concrete))
   for a, c in zip(jax.tree.leaves(abstract_state), jax.tree.leaves(concrete)):
     assert (a.shape, a.dtype) == (c.shape, c.dtype)
-  assert jnp.issubdtype(abstract_state[0].probe_key.dtype,
-                        jax.dtypes.prng_key)
+  probe_state = abstract_state[0].brake_state.probe_state
+  assert probe_state.probe_key.dtype == jnp.uint32  # Raw: it serialises.
   # The abstract params suffice to build the state's shardings.
   shardings = state_shardings(opt, abstract, param_shardings,
                               NamedSharding(AUTO_MESH, P()))
-  assert shardings[0].prev_direction == param_shardings
+  assert shardings[0].brake_state.probe_state.prev_direction == (
+      param_shardings)
   assert shardings[0].inner_state.mu == param_shardings
-  assert shardings[0].rho.is_fully_replicated
+  assert shardings[0].brake_state.probe_state.rho.is_fully_replicated
 
 
 def test_sharded_checkpoint_restores_layout(tmp_path):
