@@ -13,6 +13,7 @@ from sadam_optax.alias import paper_sadamw
 from sadam_optax.alias import sadam
 from sadam_optax.alias import sadamw
 from sadam_optax.lgi import estimate_lgi
+from sadam_optax.probing import every_k
 from sadam_optax.transform import Brake
 from sadam_optax.transform import damping_scale
 from sadam_optax.transform import DampingScale
@@ -34,6 +35,7 @@ __all__ = (
     'SingularityAwareState',
     'damping_scale',
     'estimate_lgi',
+    'every_k',
     'lgi_probe',
     'paper_sadamw',
     'sadam',
