@@ -691,6 +691,8 @@ def _cells(runs: Sequence[Run], study: Study) -> dict[str, dict[str, Any]]:
 def _fmt(values: Sequence[float]) -> str:
   if not values:
     return '-'
+  if len(values) == 1:
+    return f'{100 * values[0]:.1f} (1 seed)'
   mean, std = common.mean_std(values)
   return f'{100 * mean:.1f} +- {100 * std:.1f}'
 
