@@ -225,8 +225,9 @@ def test_nnx_fresh_dropout_draws_a_mask_per_point():
   assert abs(float(fresh(nudged)) - float(fresh(params))) > 1e-3
   assert abs(float(same(nudged)) - float(same(params))) < 1e-4
   assert float(fresh(params)) != float(same(params))
-  # It trains under nnx.jit and reads a larger rho, as the paper's scripts.
-  optimizer = nnx.Optimizer(model, sadam_optax.sadamw(1e-2), wrt=nnx.Param)
+  # It trains under nnx.jit; the secant reading sees the masks change.
+  optimizer = nnx.Optimizer(
+      model, sadam_optax.sadamw(1e-2, estimator='secant'), wrt=nnx.Param)
 
   @nnx.jit
   def step(model, optimizer):
@@ -293,7 +294,7 @@ def test_train_state_forwards_value_and_grad_and_replaces_fields():
   class State(flax_utils.TrainState):
     batch_stats: dict
 
-  tx = sadam_optax.sadamw(0.1)
+  tx = sadam_optax.sadamw(0.1, estimator='secant')
   state = State.create(apply_fn=model.apply, params=variables['params'],
                        tx=tx, batch_stats=variables['batch_stats'])
   loss_of = lambda p: jnp.mean(jnp.abs(model.apply(  # Kinks: rho > 0.

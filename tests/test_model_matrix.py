@@ -20,6 +20,10 @@ from sadam_optax import flax_utils
 
 STEPS = 20
 BATCH = 16
+# The secant reading: its rho moves on descent steps too, so "rho varies"
+# tests the probe on every model (the default 'uphill' reads 0 on a step
+# that only descends, as most of these 20 are).
+TX = lambda: sadam_optax.sadamw(3e-2, estimator='secant')
 
 
 def xent(logits, y):
@@ -129,7 +133,7 @@ def test_nnx_model_trains(name):
   model_cls, data = NNX_MODELS[name]
   model = model_cls(nnx.Rngs(0, dropout=1))
   model.train()
-  optimizer = nnx.Optimizer(model, sadam_optax.sadamw(3e-2), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, TX(), wrt=nnx.Param)
   loss_fn = lambda m, x, y: xent(m(x), y)
   traces = []
 
@@ -224,7 +228,7 @@ def test_linen_model_trains(name):
   x, y = data(jax.random.key(2))
   variables = model.init(jax.random.key(0), x, train=False)
   state = State.create(apply_fn=model.apply, params=variables['params'],
-                       tx=sadam_optax.sadamw(3e-2),
+                       tx=TX(),
                        batch_stats=variables.get('batch_stats', {}))
   traces = []
 
