@@ -61,7 +61,8 @@ last epoch checkpoint (kept in ``experiments/.study_ckpt/``, which must
 survive; without it a partial run starts over). ``--max-minutes`` stops
 cleanly between epochs. The report (``experiments/results/study/<study>.md``
 and ``<study>_curves.png``) is rewritten after every finished run; commit
-``experiments/results/study/`` (small JSON, markdown, PNG).
+``experiments/results/study/`` (small JSON, markdown, PNG; ``git add -f`` for
+the ``runs/`` files while a ``runs/`` pattern is in ``.gitignore``).
 
 A process uses the ``sadam_optax`` it imported at its start (its fingerprint
 is stored in each result as ``source``). After S-Adam's code changes, stop
