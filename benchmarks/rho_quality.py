@@ -3,13 +3,16 @@
 One shared trajectory: a 1-D CNN trained on MNIST-1D (generated offline by
 ``mnist1d``) with Adam. At every step, every setting of
 :func:`benchmarks.settings.quality_settings` is updated with the same
-gradient, parameters and batch, as S-AdamW with ``lam=0`` (AdamW exactly, so
-all of them propose the same step), and its rho is read from its state: the
-rho it would brake with at that step, carried rho included for
+gradient, parameters and batch, as S-AdamW with ``lam=1e-30`` (AdamW
+exactly: the damping ``exp(-1e-30 rho)`` rounds to 1, so all of them propose
+the same step; ``lam=0`` would skip the probe), and its rho is read from its
+state: the rho it would brake with at that step, carried rho included for
 ``probe_every > 1``. Each is compared (Spearman, over steps) with a dense
 reference of its family (16 probes every step; ``'trajectory'`` against the
-``'step'`` family, whose step it approximates); two dense references with
-independent probe seeds give the ceiling. The two-sample prototypes of
+``'step'`` family, whose step it approximates), and a setting that probes
+every k-th step also with the same reading probed every step (what carrying
+rho loses); two dense references with independent probe seeds give the
+ceiling. The two-sample prototypes of
 :mod:`benchmarks.proposals` (``ends``) is observed the same way.
 
 Usage (from the repository root)::
@@ -38,6 +41,10 @@ from benchmarks import step_time
 
 RESULTS = pathlib.Path(__file__).resolve().parent / 'results'
 DENSE_SEEDS = (101, 202)
+# The observers' brake strength: > 0, so that rho is measured (lam=0 skips
+# the probe), and so small that exp(-OBSERVE_LAM * rho) is 1.0 in float32:
+# every observer's step is AdamW's, bit for bit.
+OBSERVE_LAM = 1e-30
 
 
 def reference_name(family: str, index: int) -> str:
@@ -86,7 +93,7 @@ def make_step(model: Any, observed: dict[str, settings_lib.Setting], *,
     to the rho it holds after this step.
   """
   opts = {name: settings_lib.make_optimizer(
-      s, learning_rate=learning_rate, weight_decay=0.0, lam=0.0)
+      s, learning_rate=learning_rate, weight_decay=0.0, lam=OBSERVE_LAM)
           for name, s in observed.items()}
   loss = lambda p, x, y: cross_entropy(model, p, x, y)
 
@@ -104,7 +111,7 @@ def make_step(model: Any, observed: dict[str, settings_lib.Setting], *,
           grads, states[name], params, value_fn=lambda p: loss(p, xs, ys),
           value=settings_lib.probe_value(value, observed[name]))
       rhos[name] = optax.tree.get(new_states[name], 'rho')
-      # lam = 0 and no weight decay: every observer's update is Adam's step.
+      # No brake, no weight decay: every observer's update is Adam's step.
       updates = u if updates is None else updates
     return optax.apply_updates(params, updates), new_states, rhos, value
 
@@ -169,17 +176,24 @@ def analyse(run: dict[str, Any], *, burn_in: int, decay: float,
             lam: float) -> dict[str, dict[str, float]]:
   """Per observer: Spearman with its family's dense reference, and more.
 
-  Keys: ``spearman`` (raw rho against reference A), ``spearman_ema`` (the
-  EMA of rho against reference A), ``spearman_level`` (both EMAs),
-  ``mean_rho``, ``mean_damping`` (``exp(-lam * rho)``, the brake it would
-  apply on average).
+  Keys: ``spearman`` (raw rho against reference A), ``spearman_own`` (a
+  setting probed every k-th step against the same reading probed every step,
+  where observed; NaN otherwise), ``spearman_ema`` (the EMA of rho against
+  reference A), ``spearman_level`` (both EMAs), ``mean_rho``,
+  ``mean_damping`` (``exp(-lam * rho)``, the brake it would apply on
+  average).
   """
   rho = {k: v[burn_in:] for k, v in run['rho'].items()}
   out = {}
   for name, values in rho.items():
-    ref = rho[reference_name(family(run['settings'][name]), 0)]
+    setting = run['settings'][name]
+    ref = rho[reference_name(family(setting), 0)]
+    own = dataclasses.replace(setting, probe_every=1).name
     out[name] = dict(
         spearman=spearman(values, ref),
+        spearman_own=(spearman(values, rho[own])
+                      if setting.probe_every > 1 and own in rho
+                      else float('nan')),
         spearman_ema=spearman(ema(values, decay), ref),
         spearman_level=spearman(ema(values, decay), ema(ref, decay)),
         mean_rho=float(values.mean()),
@@ -218,11 +232,16 @@ def markdown(result: dict[str, Any]) -> str:
       'of the same family (dense A); `EMA` columns smooth rho with decay '
       f'{result["decay"]} (level: both sides smoothed). Mean damping: '
       f'exp(-{result["lam"]} rho), the brake it would apply on average.', '',
-      '| setting | Spearman vs dense | EMA vs dense | EMA vs dense EMA | '
-      'mean rho | mean damping |', '|---|---|---|---|---|---|']
+      '"vs every step": a setting probed every k-th step (rho carried in '
+      'between) against the same reading probed every step.', '',
+      '| setting | Spearman vs dense | vs every step | EMA vs dense | '
+      'EMA vs dense EMA | mean rho | mean damping |',
+      '|---|---|---|---|---|---|---|']
   for name, m in agg.items():
+    own = ('-' if np.isnan(m['spearman_own'][0])
+           else _pm(m['spearman_own']))
     lines.append(
-        f'| {name} | {_pm(m["spearman"])} | {_pm(m["spearman_ema"])} | '
+        f'| {name} | {_pm(m["spearman"])} | {own} | {_pm(m["spearman_ema"])} | '
         f'{_pm(m["spearman_level"])} | {_pm(m["mean_rho"], 3)} | '
         f'{_pm(m["mean_damping"], 3)} |')
   lines += ['', 'Rank autocorrelation of the dense reference (step family) '

@@ -52,6 +52,10 @@ class Setting:
     give_value: hand S-AdamW ``value=`` the loss the train step computed
       (what ``'secant'`` saves a forward pass with); False: it evaluates the
       loss at the parameters itself.
+    two_steps: with ``probe_every > 1``, skip the probe by compiling the
+      train step twice (``probe_now=True`` / ``False``, chosen from Python by
+      the step count: :func:`sadam_optax.every_k`) instead of a
+      ``lax.cond``; the same trajectory.
   """
   kind: str = SADAMW
   estimator: str = 'step'
@@ -63,6 +67,7 @@ class Setting:
   noise: str = 'rademacher'
   seed: int = 0
   give_value: bool = True
+  two_steps: bool = False
 
   @property
   def name(self) -> str:
@@ -75,6 +80,8 @@ class Setting:
       parts.append('(proposal)')
     if self.probe_every > 1:
       parts.append(f'every{self.probe_every}')
+      if self.two_steps:
+        parts.append('(two steps)')
     if self.probe_fraction < 1:
       parts.append(f'sub1/{round(1 / self.probe_fraction)}')
     if self.chunk_size is not None:
@@ -117,8 +124,9 @@ def make_optimizer(setting: Setting, *, learning_rate: float,
   return sadam_optax.sadamw(
       learning_rate, weight_decay=weight_decay, lam=lam,
       estimator=setting.estimator, num_probes=setting.num_probes,
-      probe_every=setting.probe_every, chunk_size=vmap_or_chunk(setting),
-      seed=setting.seed)
+      # Two steps: probe_now= decides, from Python (sadam_optax.every_k).
+      probe_every=1 if setting.two_steps else setting.probe_every,
+      chunk_size=vmap_or_chunk(setting), seed=setting.seed)
 
 
 def vmap_or_chunk(setting: Setting) -> int:
@@ -189,7 +197,14 @@ def cost_settings() -> list[Setting]:
       Setting(kind=ADAMW),
       Setting(kind=SAM),
       Setting(kind=FORWARD_FLOOR),
-      Setting(estimator='secant'),  # The library's default.
+      Setting(estimator='uphill'),  # The library's default.
+      Setting(estimator='uphill', probe_every=2),
+      Setting(estimator='uphill', probe_every=4),
+      Setting(estimator='uphill', probe_every=8),
+      Setting(estimator='uphill', probe_every=2, two_steps=True),
+      Setting(estimator='uphill', probe_every=4, two_steps=True),
+      Setting(estimator='uphill', probe_every=8, two_steps=True),
+      Setting(estimator='secant'),  # Its ratio, the same two slopes.
       Setting(estimator='secant', give_value=False),
       Setting(estimator='secant', probe_every=4),
       Setting(num_probes=2, chunk_size=1),  # The default before 'secant'.
@@ -217,14 +232,17 @@ def cost_settings() -> list[Setting]:
 def quality_settings() -> list[Setting]:
   """The cheap settings whose rho the quality study compares (S-AdamW only).
 
-  Chunking, the noise's bit packing and computing the loss again
-  (``no-value``) do not change what rho estimates (the same points, evaluated
-  in another order; the same distribution; the same loss), so they are left
-  out; one other PRNG implementation is in, as a check.
+  Chunking, the noise's bit packing, computing the loss again
+  (``no-value``) and skipping the probe with two compiled steps instead of a
+  ``lax.cond`` do not change what rho estimates (the same points, evaluated
+  in another order; the same distribution; the same loss; the same
+  trajectory), so they are left out; one other PRNG implementation is in, as
+  a check.
   """
   return [s for s in cost_settings()
           if s.kind == SADAMW and s.chunk_size is None and s.give_value
-          and s.noise == 'rademacher' and s.prng_impl != 'unsafe_rbg']
+          and s.noise == 'rademacher' and s.prng_impl != 'unsafe_rbg'
+          and not s.two_steps]
 
 
 def dense_reference(estimator: str, *, seed: int) -> Setting:

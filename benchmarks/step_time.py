@@ -43,6 +43,9 @@ import numpy as np
 import optax
 import tqdm
 
+import sadam_optax
+from sadam_optax import probing
+
 from benchmarks import proposals
 from benchmarks import settings as settings_lib
 
@@ -138,7 +141,8 @@ def make_train_step(task: Task, setting: settings_lib.Setting,
                     ) -> Callable[..., Any]:
   """``(params, model_state, opt_state, x, y) -> (same..., loss)``.
 
-  The S-AdamW probes see ``value_fn`` closing over the batch, or over its
+  It takes a keyword ``probe_now`` (None, or a Python bool passed on to the
+  optimizer: :func:`sadam_optax.every_k`). The S-AdamW probes see ``value_fn`` closing over the batch, or over its
   first ``probe_fraction`` (the probe-sub-batch pattern), and ``value=`` the
   loss at ``params`` when the probes see the whole batch (the two-sample
   proposals reuse it); SAM takes a second
@@ -147,7 +151,7 @@ def make_train_step(task: Task, setting: settings_lib.Setting,
   """
   grad_fn = jax.value_and_grad(task.loss, has_aux=True)
 
-  def step(params, model_state, opt_state, x, y):
+  def step(params, model_state, opt_state, x, y, *, probe_now=None):
     (loss, new_model_state), grads = grad_fn(params, model_state, x, y)
     if setting.kind == settings_lib.SAM:
       scale = settings_lib.SAM_RADIUS / (optax.tree.norm(grads) + 1e-12)
@@ -155,9 +159,10 @@ def make_train_step(task: Task, setting: settings_lib.Setting,
       (_, new_model_state), grads = grad_fn(ascent, model_state, x, y)
     xs, ys = settings_lib.probe_batch((x, y), setting.probe_fraction)
     value_fn = lambda p: task.loss(p, model_state, xs, ys)[0]
+    extra = {} if probe_now is None else dict(probe_now=probe_now)
     updates, opt_state = optimizer.update(
         grads, opt_state, params, value_fn=value_fn,
-        value=settings_lib.probe_value(loss, setting))
+        value=settings_lib.probe_value(loss, setting), **extra)
     new_params = optax.apply_updates(params, updates)
     if setting.kind == settings_lib.FORWARD_FLOOR:
       # An output, so that XLA cannot drop the pass.
@@ -169,7 +174,12 @@ def make_train_step(task: Task, setting: settings_lib.Setting,
 
 @dataclasses.dataclass
 class Runner:
-  """One compiled setting, its carried training state and its measurements."""
+  """One compiled setting, its carried training state and its measurements.
+
+  ``compiled`` is one compiled step, or (two-step settings) a
+  :class:`probing.EveryK` of two, called with the step count
+  ``count``.
+  """
   setting: settings_lib.Setting
   compiled: Any
   carry: tuple[Any, Any, Any]
@@ -180,14 +190,18 @@ class Runner:
   ratios: list[float] = dataclasses.field(default_factory=list)
   device_peak: Optional[int] = None
   error: Optional[str] = None
+  count: int = 0
 
   def run(self, batch: tuple[jax.Array, jax.Array], steps: int) -> float:
     """Runs ``steps`` steps; returns seconds per step."""
     params, model_state, opt_state = self.carry
+    two = isinstance(self.compiled, probing.EveryK)
     start = time.perf_counter()
     for _ in range(steps):
-      params, model_state, opt_state, loss = self.compiled(
-          params, model_state, opt_state, *batch)
+      args = (params, model_state, opt_state, *batch)
+      params, model_state, opt_state, loss = (
+          self.compiled(self.count, *args) if two else self.compiled(*args))
+      self.count += 1
     jax.block_until_ready((params, model_state, opt_state, loss))
     elapsed = (time.perf_counter() - start) / steps
     self.carry = (params, model_state, opt_state)
@@ -222,12 +236,18 @@ def lower_setting(task: Task, setting: settings_lib.Setting, *,
       lam=lam)
   params, model_state = task.init(jax.random.key(0))
   opt_state = settings_lib.init_state(setting, optimizer, params)
-  step = jax.jit(make_train_step(task, setting, optimizer),
-                 donate_argnums=(0, 1, 2))
+  train_step = make_train_step(task, setting, optimizer)
   noise = (proposals.packed_noise() if setting.noise == 'packed'
            else contextlib.nullcontext())
+  args = (params, model_state, opt_state, *task.batch)
   with noise:
-    lowered = step.lower(params, model_state, opt_state, *task.batch)
+    if setting.two_steps:
+      every = sadam_optax.every_k(train_step, setting.probe_every,
+                                  donate_argnums=(0, 1, 2))
+      lowered = (every.probed.lower(*args), every.carried.lower(*args),
+                 setting.probe_every)
+    else:
+      lowered = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(*args)
   return lowered, Runner(setting=setting, compiled=None,
                          carry=(params, model_state, opt_state),
                          compile_s=0.0, memory={},
@@ -235,14 +255,27 @@ def lower_setting(task: Task, setting: settings_lib.Setting, *,
 
 
 def _compile(lowered: Any, runner: Runner) -> Runner:
-  """Compiles one setting; a failure (say, out of memory) is recorded."""
+  """Compiles one setting; a failure (say, out of memory) is recorded.
+
+  A two-step setting (``lowered`` = probed, carried, k) compiles both; its
+  memory is the larger of the two, its compile time their sum.
+  """
   start = time.perf_counter()
   try:
-    runner.compiled = lowered.compile()
+    if isinstance(lowered, tuple):
+      probed, carried, k = lowered
+      probed, carried = probed.compile(), carried.compile()
+      runner.compiled = probing.EveryK(probed, carried, k=k,
+                                                   offset=0)
+      runner.memory = max((memory_stats(c) for c in (probed, carried)),
+                          key=lambda m: m['peak'] or 0)
+    else:
+      runner.compiled = lowered.compile()
+      runner.memory = memory_stats(runner.compiled)
   except Exception as e:  # pylint: disable=broad-except
     runner.error = f'{type(e).__name__}: {e}'[:500]
+    runner.memory = memory_stats(None)
   runner.compile_s = time.perf_counter() - start
-  runner.memory = memory_stats(runner.compiled)
   return runner
 
 
@@ -275,7 +308,8 @@ def warm_up(runners: Sequence[Runner], batch: tuple[jax.Array, jax.Array]
   """
   order = sorted(runners, key=lambda r: r.memory['peak'] or 0)
   for r in tqdm.tqdm(order, desc='warm-up'):
-    r.run(batch, 1)
+    # A two-step setting runs both of its executables.
+    r.run(batch, r.setting.probe_every if r.setting.two_steps else 1)
     r.device_peak = device_peak_bytes()
 
 
@@ -385,7 +419,10 @@ def markdown(result: dict[str, Any]) -> str:
       f'{hw["cpu_cores"]} cores; jax {hw["jax"]}, optax {hw["optax"]}. '
       'Load average (1, 5, 15 min) at the start: ' + ', '.join(
           f'{x:.1f}' for x in hw['load_average']) + ' (other jobs shared '
-      'the machine when it exceeds the core count).',
+      'the machine when it exceeds the core count)' + (
+          '; at the end: ' + ', '.join(
+              f'{x:.1f}' for x in result['load_average_end'])
+          if result.get('load_average_end') else '') + '.',
       f'Command: `{result["command"]}`', '',
       f'{result["reps"]} repetitions; in each, every setting (in a new '
       f'random order) runs a block of {result["steps"]} steps right after a '
@@ -444,6 +481,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                  help='ResNet-18 channels of the first stage')
   p.add_argument('--hidden', type=int, nargs='+', default=[512, 512, 512],
                  help='MLP hidden widths')
+  p.add_argument('--in-dim', type=int, default=784,
+                 help='MLP input width (3072: CIFAR-shaped)')
+  p.add_argument('--classes', type=int, default=10,
+                 help='MLP output width')
   p.add_argument('--reps', type=int, default=7)
   p.add_argument('--steps', type=int, default=32,
                  help='steps per timed block; a multiple of every '
@@ -471,12 +512,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   settings = settings_lib.cost_settings()
   if args.smoke:
     task = mlp_task(batch=8, in_dim=16, hidden=(32,))
-    keep = ('adamw', 'sam', 'adamw+forward', 'secant', 'step k4',
-            'step k4 every4', 'trajectory')
+    keep = ('adamw', 'sam', 'adamw+forward', 'uphill', 'secant', 'step k4',
+            'step k4 every4', 'uphill every4 (two steps)', 'trajectory')
     settings = [s for s in settings if s.name in keep]
     args.reps, args.steps = 2, 4
   elif args.model == 'mlp':
-    task = mlp_task(batch=args.batch or 128, hidden=args.hidden)
+    task = mlp_task(batch=args.batch or 128, hidden=args.hidden,
+                    in_dim=args.in_dim, num_classes=args.classes)
   else:
     task = resnet18_task(batch=args.batch or 256, width=args.width)
   if args.only:
@@ -511,7 +553,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
       weight_decay=args.weight_decay, lam=args.lam, rows=[])
 
   def save():
-    result.update(reps=len(live[0].ratios), rows=summarize(runners))
+    result.update(reps=len(live[0].ratios), rows=summarize(runners),
+                  load_average_end=list(os.getloadavg()))
     write(result, args.out_dir, stem)
 
   time_runners(live, task.batch, reps=args.reps, steps=args.steps,

@@ -137,6 +137,45 @@ def test_step_time_smoke(tmp_path):
   assert '| step k4 every4 |' in next(tmp_path.glob('*.md')).read_text()
 
 
+def test_gpu_step_time_tiny(tmp_path):
+  from benchmarks import gpu_step_time  # pylint: disable=g-import-not-at-top
+  result = gpu_step_time.main(['--tiny', '--out-dir', str(tmp_path)])
+  rows = {r['name']: r for r in result['rows']}
+  assert list(rows) == ['adamw', 'sam', 'adamw+forward', 'uphill',
+                        'uphill every4 (two steps)', 'step k2 chunk1']
+  assert all(r['ratio'] > 0 and 'error' not in r for r in rows.values())
+  # Both compiled steps of the two-step row ran, in the proportion 1:3.
+  assert rows['uphill every4 (two steps)']['state_bytes_over_adamw'] <= KIB
+  assert result['reps'] == 2 and result['steps'] % 4 == 0
+  saved = json.loads(next(tmp_path.glob('step_time_tiny_*.json')).read_text())
+  assert [r['name'] for r in saved['rows']] == list(rows)
+  assert '| uphill every4 (two steps) |' in next(
+      tmp_path.glob('step_time_tiny_*.md')).read_text()
+
+
+def test_two_step_runner_alternates_probed_and_carried_steps():
+  task = step_time.mlp_task(batch=8, in_dim=16, hidden=(32,))
+  setting = settings_lib.Setting(estimator='uphill', probe_every=4,
+                                 two_steps=True)
+  lowered, runner = step_time.lower_setting(
+      task, setting, learning_rate=1e-3, weight_decay=1e-4, lam=2.0)
+  runner = step_time._compile(lowered, runner)  # pylint: disable=protected-access
+  assert runner.error is None
+  probed, carried = [], []
+  every = runner.compiled
+  every.probed = _counting(every.probed, probed)
+  every.carried = _counting(every.carried, carried)
+  runner.run(task.batch, 8)
+  assert (len(probed), len(carried)) == (2, 6) and runner.count == 8
+
+
+def _counting(fn, calls):
+  def counted(*args):
+    calls.append(1)
+    return fn(*args)
+  return counted
+
+
 def test_rho_quality_smoke(tmp_path):
   result = rho_quality.main([
       '--steps', '30', '--seeds', '0', '--batch', '50', '--only', 'step k2',
