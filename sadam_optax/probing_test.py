@@ -48,11 +48,12 @@ def _train_step(opt, loss, calls=None):
   return train_step
 
 
-def _sadamw(probe, lr=0.2):
+def _sadamw(probe, lr=0.2, rule='exp'):
   """sadamw(lr) with this probe (sadamw itself takes no probe_offset)."""
   return optax.chain(
-      sadam_optax.singularity_aware(optax.scale_by_adam(), probe=probe,
-                                    step_size=lr),
+      sadam_optax.singularity_aware(
+          optax.scale_by_adam(), probe=probe, step_size=lr,
+          brake=sadam_optax.damping_scale(2.0, rule=rule)),
       optax.add_decayed_weights(1e-4), optax.scale_by_learning_rate(lr))
 
 
@@ -110,15 +111,15 @@ def test_two_compilations_over_many_steps():
   assert step.carried._cache_size() == 1
 
 
-def _compare_with_lax_cond(k, offset, *, exact):
+def _compare_with_lax_cond(k, offset, *, exact, rule='exp'):
   """Runs probe_every=k (lax.cond) and every_k side by side; checks each step.
 
   Returns the rho of every step.
   """
   params, loss, (x, y) = _problem()
   opt_cond = _sadamw(sadam_optax.lgi_probe(probe_every=k,
-                                           probe_offset=offset))
-  opt_two = _sadamw(sadam_optax.lgi_probe())
+                                           probe_offset=offset), rule=rule)
+  opt_two = _sadamw(sadam_optax.lgi_probe(), rule=rule)
   cond_step = jax.jit(_train_step(opt_cond, loss))
   two_steps = sadam_optax.every_k(_train_step(opt_two, loss), k,
                                   offset=offset)
@@ -144,9 +145,11 @@ def _compare_with_lax_cond(k, offset, *, exact):
   return rhos
 
 
-@pytest.mark.parametrize('k,offset', [(4, 0), (3, 2), (2, 1)])
-def test_equals_probe_every_with_lax_cond(k, offset):
-  _compare_with_lax_cond(k, offset, exact=False)
+@pytest.mark.parametrize('k,offset,rule', [
+    (4, 0, 'exp'), (3, 2, 'exp'), (2, 1, 'exp'), (4, 0, 'compound')])
+def test_equals_probe_every_with_lax_cond(k, offset, rule):
+  # 'compound' compounds the damping once per probe, not on carried steps.
+  _compare_with_lax_cond(k, offset, exact=False, rule=rule)
 
 
 def test_equals_probe_every_with_lax_cond_bit_for_bit():
