@@ -17,7 +17,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import sadam_optax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import sadam_optax  # noqa: E402  (after the path is set)
 
 project = 'sadam-optax'
 author = 'sadam-optax developers'

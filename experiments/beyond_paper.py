@@ -158,8 +158,8 @@ def _state_mean(opt_state: Any, field: str) -> np.ndarray | None:
   leaves = jax.tree.leaves(tree)
   if not leaves:  # optax.tree.get returns None for an absent field.
     return None
-  total = sum(jnp.sum(l.reshape(l.shape[0], -1), axis=1) for l in leaves)
-  size = sum(l[0].size for l in leaves)
+  total = sum(jnp.sum(x.reshape(x.shape[0], -1), axis=1) for x in leaves)
+  size = sum(x[0].size for x in leaves)
   return np.asarray(total / size)
 
 
@@ -206,8 +206,9 @@ def select(runs: dict[str, Any], grid: Sequence[Any], n_seeds: int) -> dict[str,
   arr = lambda k: np.asarray(runs[k], np.float64).reshape(shape)
   best = int(np.argmax(arr('final_val_acc').mean(1)))
   entry = dict(
-      grid={str(lr): dict(val_acc=float(v), test_acc=float(t), low_test_acc=float(l))
-            for lr, v, t, l in zip(grid, arr('final_val_acc').mean(1),
+      grid={str(lr): dict(val_acc=float(v), test_acc=float(t),
+                          low_test_acc=float(low))
+            for lr, v, t, low in zip(grid, arr('final_val_acc').mean(1),
                                    arr('final_test_acc').mean(1),
                                    arr('final_low_test_acc').mean(1))},
       lr=grid[best], test_acc=arr('final_test_acc')[best].tolist(),
@@ -408,8 +409,8 @@ def markdown(payload: dict[str, Any]) -> str:
       f'{c["model"]} with weights and activations '
       f'fake-quantized (per-tensor absmax, identity STE), batch '
       f'{c["batch_size"]}, {c["epochs"]} epochs ({c["steps"]} steps), weight '
-      f'decay 1e-2, seeds {c["seeds"]}. {_protocol(c)} "one bit fewer" evaluates the same trained float weights with the '
-      'network quantized to bits-1 (1 bit: sign x mean|w| weights). '
+      f'decay 1e-2, seeds {c["seeds"]}. {_protocol(c)} "one bit fewer" evaluates the same trained '
+      'float weights with the network quantized to bits-1 (1 bit: sign x mean|w| weights). '
       '"osc. freq": mean over all weights (biases included, they never '
       'oscillate) of the EMA (momentum 0.01) of sign-alternating code '
       'changes at the end of training. Settings of the candidates (not '

@@ -316,7 +316,8 @@ class QuantDense(nn.Dense):
 
   All ``nn.Dense`` attributes apply; ``dot_general``/``dot_general_cls`` are
   set by this class. With ``bits=None`` and ``act_bits=None`` it is a plain
-  ``nn.Dense`` (no ``quant`` child), which Qwix can quantize. With ``method='lsq'`` the steps live in
+  ``nn.Dense`` (no ``quant`` child), which Qwix can quantize. With
+  ``method='lsq'`` the steps live in
   ``params[...]['quant']['weight_quant' | 'input_quant']['step']``.
 
   Attributes:

@@ -48,7 +48,6 @@ from typing import Any, Callable, Literal, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 Estimator = Literal['uphill', 'secant', 'step', 'literal', 'trajectory',
                     'random-jvp']
@@ -63,8 +62,9 @@ SECANT_READINGS = ('uphill', 'secant')
 # Estimator-specific defaults. 'literal' follows the authors' scripts
 # (k = 8, sigma = 0.01). 'step': the two ends of the step, with noise of 1% of its length, ranked
 # chattering steps best in the validation (experiments/lgi_validation.py).
-# 'secant' and 'trajectory' always read two slopes and use no radius.
-DEFAULT_NUM_PROBES = {'uphill': 2, 'secant': 2, 'step': 2, 'literal': 8, 'trajectory': 2,
+# 'uphill', 'secant' and 'trajectory' always read two slopes, no radius.
+DEFAULT_NUM_PROBES = {'uphill': 2, 'secant': 2, 'step': 2, 'literal': 8,
+                      'trajectory': 2,
                       'random-jvp': 8}
 DEFAULT_PROBE_RADIUS = {'uphill': 0.01, 'secant': 0.01, 'step': 0.01, 'literal': 0.01,
                         'trajectory': 0.01, 'random-jvp': 0.01}
@@ -206,13 +206,20 @@ def _wide(dtype: Any) -> Any:
 
 
 def _real_dot(x: jax.Array, y: jax.Array) -> jax.Array:
-  """``Re(x * y)`` elementwise: the directional derivative's terms.
+  """``Re(conj(x) * y)`` elementwise: the directional derivative's terms.
 
-  For a real loss of complex parameters JAX's gradient ``g`` gives the
-  directional derivative along ``u`` as ``Re(sum(g * u))``.
+  For complex parameters optax takes the gradient as ``conj`` of what
+  ``jax.grad`` returns (so that ``-grad`` descends), and the directional
+  derivative along ``u`` is then ``Re(sum(conj(grad) * u))``.
   """
-  return jnp.real(x * y) if jnp.iscomplexobj(x) or jnp.iscomplexobj(y) else (
-      x * y)
+  return jnp.real(jnp.conj(x) * y) if (
+      jnp.iscomplexobj(x) or jnp.iscomplexobj(y)) else x * y
+
+
+def optax_grad(tree: Any) -> Any:
+  """``jax.grad``'s output in optax's convention: conjugated where complex."""
+  return jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g,
+                      tree)
 
 
 def _sq(y: jax.Array) -> jax.Array:
@@ -392,7 +399,7 @@ def vjp_slope(value_fn: Callable[[Any], jax.Array], point: Any,
   For losses that forward mode cannot differentiate: a ``jax.custom_vjp``
   such as a straight-through quantizer (Qwix's) has no jvp rule.
   """
-  return tree_dot(jax.grad(value_fn)(point), tangent)
+  return tree_dot(optax_grad(jax.grad(value_fn)(point)), tangent)
 
 
 def _primitive_names(jaxpr: Any):
@@ -730,8 +737,8 @@ def estimate_lgi(value_fn: Callable[[Any], jax.Array], params: Any,
                                               axis_name=axis_name))
   if estimator in SECANT_READINGS:
     value, grad = jax.value_and_grad(value_fn)(params)
-    samples = secant_samples(value_fn, params, direction, grad, value,
-                             axis_name=axis_name)
+    samples = secant_samples(value_fn, params, direction, optax_grad(grad),
+                             value, axis_name=axis_name)
     return (uphill_share if estimator == 'uphill' else secant_ratio)(samples)
   return instability_ratio(step_samples(
       value_fn, params, direction, key, num_probes=num_probes,
@@ -777,13 +784,17 @@ def check_value_fn(value_fn: Callable[[Any], Any], params: Any, *,
   try:
     out = jax.eval_shape(value_fn, params)
   except (TypeError, ValueError, IndexError, KeyError) as e:
+    leaves = jax.tree.leaves(params)
+    flat = len(leaves) == 1 and jnp.ndim(leaves[0]) == 1
+    advice = (
+        'If it sits inside optax.flatten, which hands it one flat vector in '
+        'place of your parameter tree, move it outside (S-Adam gains '
+        'nothing from flattening).' if flat else
+        'Check that value_fn takes the params passed to update().')
     raise ValueError(
         'S-Adam could not evaluate value_fn at the params it received '
-        f'(shapes {_shapes(params)}): {type(e).__name__}: {e}. If it sits '
-        'inside optax.flatten, which hands it one flat vector in place of '
-        'your parameter tree, move it outside (S-Adam gains nothing from '
-        'flattening); otherwise check that value_fn takes the params passed '
-        'to update().') from e
+        f'(shapes {_shapes(params)}): {type(e).__name__}: {e} {advice}'
+    ) from e
   if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
     raise ValueError(
         f'value_fn must return the loss as a scalar, got {_shapes(out)}: '

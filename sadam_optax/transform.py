@@ -29,7 +29,6 @@ References:
 """
 
 import inspect
-import math
 from typing import Any, Callable, Literal, NamedTuple, Optional, Union
 
 import jax
@@ -449,7 +448,7 @@ def brake_factor(brake: Union[Brake, 'DampingScale'], rho: jax.Array,
   if brake.rule == 'exp':
     return jnp.exp(-lam * rho)
   log_d = jnp.log(previous) + brake.recovery - lam * rho
-  return jnp.exp(jnp.clip(log_d, math.log(brake.min_damping), 0.0))
+  return jnp.exp(jnp.clip(log_d, jnp.log(brake.min_damping), 0.0))
 
 
 def _brake_is_off(brake: Brake) -> bool:
@@ -496,9 +495,10 @@ def brake_update(scale: DampingScale, updates: Any, state: DampingScaleState,
                         value_fn=value_fn, extra_args=extra_args)
   damping = brake_factor(brake, probe_state.rho, state.damping,
                          state.probe_state.count)
-  if brake.rule == 'compound' and not _every_step(probe):
+  probe_now = extra_args.get('probe_now')
+  if brake.rule == 'compound' and (probe_now is not None
+                                   or not _every_step(probe)):
     # The compound rule compounds once per probe, not per carried step.
-    probe_now = extra_args.get('probe_now')
     due = (_probe_due(probe, state.probe_state.count) if probe_now is None
            else jnp.bool_(probe_now))
     damping = jnp.where(due, damping, state.damping)

@@ -114,4 +114,5 @@ def test_apply_if_finite_skips_nonfinite_gradients():
   assert bool(jnp.all(finite))
   assert int(state.total_notfinite) == int(bad.sum()) > 0
   # The skipped steps never reached S-Adam: its count only saw good ones.
-  assert int(state.inner_state[0].count) == STEPS - int(bad.sum())
+  probe_state = state.inner_state[0].brake_state.probe_state
+  assert int(probe_state.count) == STEPS - int(bad.sum())

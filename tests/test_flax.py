@@ -1,6 +1,5 @@
 """S-Adam in Flax training loops: nnx.Optimizer and the linen TrainState helper."""
 
-import functools
 
 import flax
 import flax.linen as nn

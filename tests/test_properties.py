@@ -4,8 +4,8 @@ On random weighted sums of absolute values plus a ridge (the family of the
 paper's Figure 1, :class:`sadam_optax.problems.AbsSum`), at random points and
 steps:
 
-* rho lies in [0, 1] for ``'uphill'``, in [0, 1) for ``'secant'``, ``'step'`` and ``'trajectory'``, in [0, k / (k - 1)]
-  for ``'literal'`` (the authors' unbiased variance);
+* rho lies in [0, 1] for ``'uphill'``, in [0, 1) for ``'secant'``, ``'step'``
+  and ``'trajectory'``, in [0, k / (k - 1)] for ``'literal'`` (the authors' unbiased variance);
 * rho does not change when the loss is multiplied by a positive constant
   (``'literal'`` only while ``mean(D^2)`` dwarfs its absolute epsilon 1e-6);
 * the damping never increases with ``lam``.
