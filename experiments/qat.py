@@ -2,7 +2,8 @@
 effective-learning-rate control.
 
 Optimizers (``--optimizers``): AdamW, S-AdamW with each estimator
-(``sadam`` = ``'step'``, ``sadam-literal`` = the paper's scripts,
+(``sadam`` = the library's default, ``'uphill'``; ``sadam-secant``,
+``sadam-step``, ``sadam-literal`` = the paper's scripts,
 ``sadam-trajectory``), SGD with momentum 0.9, Prox-SGD (momentum SGD then L1
 soft-thresholding, l1 1e-4) and SAM on momentum SGD, all with the same
 budget and schedule. Each is tuned on a small learning-rate grid by
