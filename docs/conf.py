@@ -26,13 +26,13 @@ release = sadam_optax.__version__
 version = release
 
 extensions = [
-    'myst_nb',
-    'sphinx.ext.autodoc',
-    'sphinx.ext.autosummary',
-    'sphinx.ext.napoleon',
-    'sphinx.ext.viewcode',
-    'sphinx.ext.extlinks',
-    'sphinx.ext.intersphinx',
+  'myst_nb',
+  'sphinx.ext.autodoc',
+  'sphinx.ext.autosummary',
+  'sphinx.ext.napoleon',
+  'sphinx.ext.viewcode',
+  'sphinx.ext.extlinks',
+  'sphinx.ext.intersphinx',
 ]
 
 # Google-style docstrings (Args/Returns/Example/References), as optax writes them.
@@ -58,22 +58,27 @@ extlinks = {'source': (REPOSITORY + '/blob/main/%s', '%s')}
 # Offline builds: no inventories are fetched (intersphinx_mapping stays empty).
 intersphinx_mapping = {}
 
-exclude_patterns = ['_build', 'jupyter_execute', '.gitignore', 'README_draft.md',
-                    '**/.ipynb_checkpoints']
+exclude_patterns = [
+  '_build',
+  'jupyter_execute',
+  '.gitignore',
+  'README_draft.md',
+  '**/.ipynb_checkpoints',
+]
 
 html_theme = 'sphinx_book_theme'
 html_title = 'sadam-optax'
 html_theme_options = {
-    'repository_url': REPOSITORY,
-    'use_repository_button': True,
-    'show_toc_level': 2,
+  'repository_url': REPOSITORY,
+  'use_repository_button': True,
+  'show_toc_level': 2,
 }
 html_static_path = []
 
 NOTEBOOKS = {
-    '01_quickstart': 'Quickstart: S-Adam in an optax chain',
-    '02_qat_mnist1d': 'Quantization-aware training on MNIST-1D',
-    '03_diagnostics': 'Diagnostics: rho, damping, non-finite probes',
+  '01_quickstart': 'Quickstart: S-Adam in an optax chain',
+  '02_qat_mnist1d': 'Quantization-aware training on MNIST-1D',
+  '03_diagnostics': 'Diagnostics: rho, damping, non-finite probes',
 }
 
 
@@ -85,8 +90,9 @@ def _copy_notebooks() -> None:
     notebook = json.loads((ROOT / 'notebooks' / f'{name}.ipynb').read_text())
     # Colab cells use IPython syntax (%pip, !git): highlight them as IPython.
     notebook['metadata'].setdefault('language_info', {})['pygments_lexer'] = 'ipython3'
-    notebook['cells'].insert(0, {'cell_type': 'markdown', 'metadata': {}, 'id': 'docs-title',
-                                 'source': [f'# {title}\n']})
+    notebook['cells'].insert(
+      0, {'cell_type': 'markdown', 'metadata': {}, 'id': 'docs-title', 'source': [f'# {title}\n']}
+    )
     text = json.dumps(notebook, indent=1)
     target = out / f'{name}.ipynb'
     if not target.exists() or target.read_text() != text:

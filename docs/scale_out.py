@@ -36,16 +36,17 @@ from sadam_examples import checkpoint
 from sadam_examples.parallel import state_shardings
 
 DIM, HIDDEN, CLASSES, GLOBAL_BATCH = 16, 32, 4, 64
-LAYOUT = {'w0': P('data', 'model'), 'b0': P('model'),
-          'w1': P('model', None), 'b1': P()}
+LAYOUT = {'w0': P('data', 'model'), 'b0': P('model'), 'w1': P('model', None), 'b1': P()}
 
 
 def init_params() -> dict:
   k0, k1 = jax.random.split(jax.random.key(0))
-  return {'w0': jax.random.normal(k0, (DIM, HIDDEN)) / np.sqrt(DIM),
-          'b0': jnp.zeros(HIDDEN),
-          'w1': jax.random.normal(k1, (HIDDEN, CLASSES)) / np.sqrt(HIDDEN),
-          'b1': jnp.zeros(CLASSES)}
+  return {
+    'w0': jax.random.normal(k0, (DIM, HIDDEN)) / np.sqrt(DIM),
+    'b0': jnp.zeros(HIDDEN),
+    'w1': jax.random.normal(k1, (HIDDEN, CLASSES)) / np.sqrt(HIDDEN),
+    'b1': jnp.zeros(CLASSES),
+  }
 
 
 def loss_fn(params, x, y):
@@ -63,9 +64,9 @@ def global_batch(step: int) -> tuple[np.ndarray, np.ndarray]:
 
 def put_batch(batch, sharding):
   """Each process supplies only the shards on its own devices."""
-  return tuple(jax.make_array_from_callback(a.shape, sharding,
-                                            lambda idx, a=a: a[idx])
-               for a in batch)
+  return tuple(
+    jax.make_array_from_callback(a.shape, sharding, lambda idx, a=a: a[idx]) for a in batch
+  )
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -80,9 +81,12 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
   """A (data, model) mesh over ``devices`` (default: all, on every host)."""
   devices = jax.devices() if devices is None else devices
   model = 2 if len(devices) % 2 == 0 else 1
-  return jax.make_mesh((len(devices) // model, model), ('data', 'model'),
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2,
-                       devices=devices)
+  return jax.make_mesh(
+    (len(devices) // model, model),
+    ('data', 'model'),
+    axis_types=(jax.sharding.AxisType.Auto,) * 2,
+    devices=devices,
+  )
 
 
 def make_optimizer() -> optax.GradientTransformationExtraArgs:
@@ -106,8 +110,9 @@ def train(steps: int, ckpt: str | None = None, devices=None) -> Result:
 
   # Built directly in their shards; the state takes the params' layout.
   params = jax.jit(init_params, out_shardings=param_shardings)()
-  opt_state = jax.jit(opt.init, out_shardings=state_shardings(
-      opt, params, param_shardings, replicated))(params)
+  opt_state = jax.jit(
+    opt.init, out_shardings=state_shardings(opt, params, param_shardings, replicated)
+  )(params)
   losses, rhos = [], []
   for step in range(steps):
     x, y = put_batch(global_batch(step), batch_sharding)
@@ -124,33 +129,39 @@ def main() -> None:
   parser.add_argument('--coordinator', default='localhost:12355')
   parser.add_argument('--num-processes', type=int, default=1)
   parser.add_argument('--process-id', type=int, default=0)
-  parser.add_argument('--local-devices', type=int, default=None,
-                      help='simulate this many CPU devices per process')
+  parser.add_argument(
+    '--local-devices', type=int, default=None, help='simulate this many CPU devices per process'
+  )
   parser.add_argument('--steps', type=int, default=5)
   parser.add_argument('--ckpt', default=None, help='checkpoint directory')
   parser.add_argument('--out', default=None, help='JSON file of the results')
   args = parser.parse_args()
 
   if args.local_devices:  # Before JAX starts its backend.
-    os.environ['XLA_FLAGS'] = (
-        f'--xla_force_host_platform_device_count={args.local_devices}')
+    os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={args.local_devices}'
     jax.config.update('jax_platforms', 'cpu')
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if args.num_processes > 1:
-    jax.distributed.initialize(args.coordinator, args.num_processes,
-                               args.process_id)
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   result = train(args.steps, args.ckpt)
   params = multihost_utils.process_allgather(result.params, tiled=True)
   if args.out:
     with open(args.out, 'w') as f:
-      json.dump({'losses': result.losses, 'rhos': result.rhos,
-                 'params': {k: np.asarray(v).tolist()
-                            for k, v in params.items()},
-                 'process': jax.process_index(),
-                 'devices': jax.device_count()}, f)
-  print(f'process {jax.process_index()}: {jax.device_count()} devices, '
-        f'loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}, '
-        f'rho {result.rhos[-1]:.4f}')
+      json.dump(
+        {
+          'losses': result.losses,
+          'rhos': result.rhos,
+          'params': {k: np.asarray(v).tolist() for k, v in params.items()},
+          'process': jax.process_index(),
+          'devices': jax.device_count(),
+        },
+        f,
+      )
+  print(
+    f'process {jax.process_index()}: {jax.device_count()} devices, '
+    f'loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}, '
+    f'rho {result.rhos[-1]:.4f}'
+  )
 
 
 if __name__ == '__main__':

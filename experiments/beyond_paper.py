@@ -75,31 +75,31 @@ from sadam_optax import quant_aware
 GRID = (1e-3, 3e-3, 1e-2, 3e-2)
 # label -> (optimizer name for common.make_optimizer, schedule)
 METHODS: dict[str, tuple[str, str]] = {  # In the order they run.
-    'adamw': ('qa-monitor', 'constant'),
-    'adamw-cosine': ('qa-monitor', 'cosine'),
-    'osc-brake': ('qa-brake', 'constant'),
-    'nagel-freeze': ('qa-freeze', 'constant'),
-    'nagel-dampen': ('qa-dampen', 'constant'),
-    'osc-brake-tensor': ('qa-brake-tensor', 'constant'),
-    'osc-brake-compound': ('qa-brake-compound', 'constant'),
-    'sadam-literal': ('sadam-literal', 'constant'),
-    'sadam': ('sadam', 'constant'),
-    'sadam-secant': ('sadam-secant', 'constant'),
-    'sam-adamw': ('sam-adamw', 'constant'),
-    'osc-brake-cosine': ('qa-brake', 'cosine'),
-    'nagel-freeze-cosine': ('qa-freeze', 'cosine'),
-    'osc-brake-compound-cosine': ('qa-brake-compound', 'cosine'),
-    # Ablations of the default S-AdamW (run at its selected lr).
-    'sadam-step': ('sadam-step', 'constant'),
-    'sadam-lam1': ('sadam-lam1', 'constant'),
-    'sadam-lam4': ('sadam-lam4', 'constant'),
-    'sadam-compound': ('sadam-compound', 'constant'),
-    'sadam-every4': ('sadam-every4', 'constant'),
+  'adamw': ('qa-monitor', 'constant'),
+  'adamw-cosine': ('qa-monitor', 'cosine'),
+  'osc-brake': ('qa-brake', 'constant'),
+  'nagel-freeze': ('qa-freeze', 'constant'),
+  'nagel-dampen': ('qa-dampen', 'constant'),
+  'osc-brake-tensor': ('qa-brake-tensor', 'constant'),
+  'osc-brake-compound': ('qa-brake-compound', 'constant'),
+  'sadam-literal': ('sadam-literal', 'constant'),
+  'sadam': ('sadam', 'constant'),
+  'sadam-secant': ('sadam-secant', 'constant'),
+  'sam-adamw': ('sam-adamw', 'constant'),
+  'osc-brake-cosine': ('qa-brake', 'cosine'),
+  'nagel-freeze-cosine': ('qa-freeze', 'cosine'),
+  'osc-brake-compound-cosine': ('qa-brake-compound', 'cosine'),
+  # Ablations of the default S-AdamW (run at its selected lr).
+  'sadam-step': ('sadam-step', 'constant'),
+  'sadam-lam1': ('sadam-lam1', 'constant'),
+  'sadam-lam4': ('sadam-lam4', 'constant'),
+  'sadam-compound': ('sadam-compound', 'constant'),
+  'sadam-every4': ('sadam-every4', 'constant'),
 }
 BASELINES = ('adamw', 'adamw-cosine')
 # Candidate settings (one each in this first pass, not tuned).
-BRAKE_LAM = 25.0        # per weight: frequency 0.04 keeps exp(-1) of the step
-TENSOR_LAM = 50.0       # per tensor: the mean frequency is smaller
+BRAKE_LAM = 25.0  # per weight: frequency 0.04 keeps exp(-1) of the step
+TENSOR_LAM = 50.0  # per tensor: the mean frequency is smaller
 COMPOUND = dict(lam=1.0, recovery=0.01, min_damping=1e-3)  # tightens above 0.01
 DAMPEN_STRENGTH = 0.2
 FREEZE_THRESHOLD = 0.03
@@ -113,40 +113,52 @@ def register(bits: int) -> None:
 
   def after_adamw(*transforms):
     return lambda lr, *, seed, weight_decay: optax.chain(
-        optax.adamw(lr, weight_decay=weight_decay), *transforms)
+      optax.adamw(lr, weight_decay=weight_decay), *transforms
+    )
 
   def brake(lam, *, per_tensor, rule='exp', **kw):
     return quant_aware.scale_by_oscillation(
-        grid, brake=sadam_optax.damping_scale(lam, rule=rule, **kw),
-        momentum=MOMENTUM, per_tensor=per_tensor)
+      grid,
+      brake=sadam_optax.damping_scale(lam, rule=rule, **kw),
+      momentum=MOMENTUM,
+      per_tensor=per_tensor,
+    )
 
-  common.register_optimizer('qa-monitor',
-                            after_adamw(brake(0.0, per_tensor=True)))
-  common.register_optimizer('qa-brake',
-                            after_adamw(brake(BRAKE_LAM, per_tensor=False)))
-  common.register_optimizer('qa-brake-tensor',
-                            after_adamw(brake(TENSOR_LAM, per_tensor=True)))
-  common.register_optimizer('qa-brake-compound', after_adamw(
-      brake(per_tensor=True, rule='compound', **COMPOUND)))
-  common.register_optimizer('qa-freeze', after_adamw(
-      quant_aware.freeze_oscillating(grid, threshold=FREEZE_THRESHOLD,
-                                     momentum=MOMENTUM)))
+  common.register_optimizer('qa-monitor', after_adamw(brake(0.0, per_tensor=True)))
+  common.register_optimizer('qa-brake', after_adamw(brake(BRAKE_LAM, per_tensor=False)))
+  common.register_optimizer('qa-brake-tensor', after_adamw(brake(TENSOR_LAM, per_tensor=True)))
   common.register_optimizer(
-      'sam-adamw', lambda lr, *, seed, weight_decay: common.sam_around(
-          optax.adamw, weight_decay=weight_decay)(lr))
+    'qa-brake-compound', after_adamw(brake(per_tensor=True, rule='compound', **COMPOUND))
+  )
+  common.register_optimizer(
+    'qa-freeze',
+    after_adamw(
+      quant_aware.freeze_oscillating(grid, threshold=FREEZE_THRESHOLD, momentum=MOMENTUM)
+    ),
+  )
+  common.register_optimizer(
+    'sam-adamw',
+    lambda lr, *, seed, weight_decay: common.sam_around(optax.adamw, weight_decay=weight_decay)(lr),
+  )
+
   def sadamw(**options):
     return lambda lr, *, seed, weight_decay: sadam_optax.sadamw(
-        lr, weight_decay=weight_decay, seed=seed, **options)
+      lr, weight_decay=weight_decay, seed=seed, **options
+    )
 
   common.register_optimizer('sadam-lam1', sadamw(lam=1.0))
   common.register_optimizer('sadam-lam4', sadamw(lam=4.0))
   common.register_optimizer('sadam-compound', sadamw(rule='compound'))
   common.register_optimizer('sadam-every4', sadamw(probe_every=4))
   common.register_optimizer(
-      'qa-dampen', lambda lr, *, seed, weight_decay: optax.chain(
-          optax.scale_by_adam(), optax.add_decayed_weights(weight_decay),
-          quant_aware.dampen_oscillations(grid, strength=DAMPEN_STRENGTH),
-          optax.scale_by_learning_rate(lr)))
+    'qa-dampen',
+    lambda lr, *, seed, weight_decay: optax.chain(
+      optax.scale_by_adam(),
+      optax.add_decayed_weights(weight_decay),
+      quant_aware.dampen_oscillations(grid, strength=DAMPEN_STRENGTH),
+      optax.scale_by_learning_rate(lr),
+    ),
+  )
 
 
 def _state_mean(opt_state: Any, field: str) -> np.ndarray | None:
@@ -163,9 +175,17 @@ def _state_mean(opt_state: Any, field: str) -> np.ndarray | None:
   return np.asarray(total / size)
 
 
-def train_runs(model: Any, low_model: Any, name: str, split: common.Split,
-               budget: common.Budget, *, lrs: Sequence[float],
-               seeds: Sequence[int], progress: Any = None) -> dict[str, Any]:
+def train_runs(
+  model: Any,
+  low_model: Any,
+  name: str,
+  split: common.Split,
+  budget: common.Budget,
+  *,
+  lrs: Sequence[float],
+  seeds: Sequence[int],
+  progress: Any = None,
+) -> dict[str, Any]:
   """Trains ``name`` at each ``(lrs[i], seeds[i])`` (vmapped); final metrics.
 
   Uses the loop of :mod:`experiments.common`; the trained float weights are
@@ -187,11 +207,12 @@ def train_runs(model: Any, low_model: Any, name: str, split: common.Split,
     if progress is not None:
       progress.update(1)
   metrics, low = evaluate(carry), evaluate_low(carry)
-  out = dict(final_val_acc=np.asarray(metrics['val_acc']).tolist(),
-             final_test_acc=np.asarray(metrics['test_acc']).tolist(),
-             final_low_test_acc=np.asarray(low['test_acc']).tolist(),
-             mean_damping=(np.asarray(carry['damping']) /
-                           (steps * budget.epochs)).tolist())
+  out = dict(
+    final_val_acc=np.asarray(metrics['val_acc']).tolist(),
+    final_test_acc=np.asarray(metrics['test_acc']).tolist(),
+    final_low_test_acc=np.asarray(low['test_acc']).tolist(),
+    mean_damping=(np.asarray(carry['damping']) / (steps * budget.epochs)).tolist(),
+  )
   for field in DIAGNOSTICS:
     value = _state_mean(carry['opt'], field)
     if value is not None:
@@ -206,15 +227,22 @@ def select(runs: dict[str, Any], grid: Sequence[Any], n_seeds: int) -> dict[str,
   arr = lambda k: np.asarray(runs[k], np.float64).reshape(shape)
   best = int(np.argmax(arr('final_val_acc').mean(1)))
   entry = dict(
-      grid={str(lr): dict(val_acc=float(v), test_acc=float(t),
-                          low_test_acc=float(low))
-            for lr, v, t, low in zip(grid, arr('final_val_acc').mean(1),
-                                   arr('final_test_acc').mean(1),
-                                   arr('final_low_test_acc').mean(1))},
-      lr=grid[best], test_acc=arr('final_test_acc')[best].tolist(),
-      val_acc=arr('final_val_acc')[best].tolist(),
-      low_test_acc=arr('final_low_test_acc')[best].tolist(),
-      mean_damping=arr('mean_damping')[best].tolist(), seconds=runs['seconds'])
+    grid={
+      str(lr): dict(val_acc=float(v), test_acc=float(t), low_test_acc=float(low))
+      for lr, v, t, low in zip(
+        grid,
+        arr('final_val_acc').mean(1),
+        arr('final_test_acc').mean(1),
+        arr('final_low_test_acc').mean(1),
+      )
+    },
+    lr=grid[best],
+    test_acc=arr('final_test_acc')[best].tolist(),
+    val_acc=arr('final_val_acc')[best].tolist(),
+    low_test_acc=arr('final_low_test_acc')[best].tolist(),
+    mean_damping=arr('mean_damping')[best].tolist(),
+    seconds=runs['seconds'],
+  )
   for field in DIAGNOSTICS:
     if field in runs:
       entry[field] = float(arr(field)[best].mean())
@@ -238,16 +266,23 @@ def extend(entry: dict[str, Any], runs: dict[str, Any]) -> dict[str, Any]:
   for field in DIAGNOSTICS:
     if field in entry and field in runs:
       new = np.asarray(runs[field], np.float64)
-      out[field] = float((entry[field] * n_old + new.sum()) /
-                         (n_old + new.size))
+      out[field] = float((entry[field] * n_old + new.sum()) / (n_old + new.size))
   out['seconds'] = entry['seconds'] + runs['seconds']
   return _with_stats(out)
 
 
-def tuned(net: Any, low: Any, name: str, split: common.Split,
-          budget: common.Budget, *, grid: Sequence[float],
-          seeds: Sequence[int], tune_seeds: int | None,
-          progress: Any = None) -> dict[str, Any]:
+def tuned(
+  net: Any,
+  low: Any,
+  name: str,
+  split: common.Split,
+  budget: common.Budget,
+  *,
+  grid: Sequence[float],
+  seeds: Sequence[int],
+  tune_seeds: int | None,
+  progress: Any = None,
+) -> dict[str, Any]:
   """``name`` at the lr of ``grid`` with the best mean validation accuracy.
 
   With ``tune_seeds`` < ``len(seeds)``, the grid runs the first
@@ -256,23 +291,45 @@ def tuned(net: Any, low: Any, name: str, split: common.Split,
   """
   seeds = list(seeds)
   n = len(seeds) if tune_seeds is None else min(tune_seeds, len(seeds))
-  runs = train_runs(net, low, name, split, budget,
-                    lrs=[lr for lr in grid for _ in seeds[:n]],
-                    seeds=seeds[:n] * len(grid), progress=progress)
+  runs = train_runs(
+    net,
+    low,
+    name,
+    split,
+    budget,
+    lrs=[lr for lr in grid for _ in seeds[:n]],
+    seeds=seeds[:n] * len(grid),
+    progress=progress,
+  )
   entry = select(runs, list(grid), n)
   if n == len(seeds):
     return entry
-  more = train_runs(net, low, name, split, budget,
-                    lrs=[entry['lr']] * (len(seeds) - n), seeds=seeds[n:],
-                    progress=progress)
+  more = train_runs(
+    net,
+    low,
+    name,
+    split,
+    budget,
+    lrs=[entry['lr']] * (len(seeds) - n),
+    seeds=seeds[n:],
+    progress=progress,
+  )
   return extend(entry, more)
 
 
-def study(split: common.Split, bits: int, *, methods: Sequence[str],
-          seeds: Sequence[int], epochs: int, batch_size: int,
-          grid: Sequence[float], model: str = 'cnn1d',
-          tune_seeds: int | None = None,
-          on_result: Any = None) -> dict[str, Any]:
+def study(
+  split: common.Split,
+  bits: int,
+  *,
+  methods: Sequence[str],
+  seeds: Sequence[int],
+  epochs: int,
+  batch_size: int,
+  grid: Sequence[float],
+  model: str = 'cnn1d',
+  tune_seeds: int | None = None,
+  on_result: Any = None,
+) -> dict[str, Any]:
   """Every method at ``bits``, tuned on ``grid``; controls after S-Adam."""
   import tqdm  # pylint: disable=g-import-not-at-top
 
@@ -282,21 +339,25 @@ def study(split: common.Split, bits: int, *, methods: Sequence[str],
   n_controls = sum(m in common.SADAM_ESTIMATORS for m in methods)
   stages = 1 if tune_seeds is None or tune_seeds >= len(seeds) else 2
   results: dict[str, Any] = {}
-  with tqdm.tqdm(total=epochs * (stages * len(methods) + n_controls),
-                 desc=f'{bits}-bit', unit='epoch', file=sys.stdout,
-                 dynamic_ncols=True) as bar:
+  with tqdm.tqdm(
+    total=epochs * (stages * len(methods) + n_controls),
+    desc=f'{bits}-bit',
+    unit='epoch',
+    file=sys.stdout,
+    dynamic_ncols=True,
+  ) as bar:
     for label in methods:
       name, kind = METHODS[label]
       budget = common.Budget(batch_size, epochs, schedule=kind)
       bar.set_postfix_str(label)
-      results[label] = tuned(net, low, name, split, budget, grid=grid,
-                             seeds=seeds, tune_seeds=tune_seeds, progress=bar)
+      results[label] = tuned(
+        net, low, name, split, budget, grid=grid, seeds=seeds, tune_seeds=tune_seeds, progress=bar
+      )
       bar.write(_summary(label, results[label]))
       if name in common.SADAM_ESTIMATORS:
         entry = results[label]
         lrs = [entry['lr'] * d for d in entry['mean_damping']]
-        runs = train_runs(net, low, 'adamw', split, budget, lrs=lrs,
-                          seeds=seeds, progress=bar)
+        runs = train_runs(net, low, 'adamw', split, budget, lrs=lrs, seeds=seeds, progress=bar)
         control = select(runs, [None], len(seeds))
         control['lr'] = lrs
         results[label + common.CONTROL_SUFFIX] = control
@@ -309,26 +370,29 @@ def study(split: common.Split, bits: int, *, methods: Sequence[str],
 def _summary(label: str, e: dict[str, Any]) -> str:
   lr = e['lr']
   lr = f'{np.mean(lr):.2g}*' if isinstance(lr, list) else f'{lr:g}'
-  return (f'  {label:26s} lr {lr:8s} test {100 * e["mean"]:5.1f} +- '
-          f'{100 * e["std"]:4.1f}  one bit fewer {100 * e["low_mean"]:5.1f} +- '
-          f'{100 * e["low_std"]:4.1f}  ({e["seconds"]:.0f} s)')
+  return (
+    f'  {label:26s} lr {lr:8s} test {100 * e["mean"]:5.1f} +- '
+    f'{100 * e["std"]:4.1f}  one bit fewer {100 * e["low_mean"]:5.1f} +- '
+    f'{100 * e["low_std"]:4.1f}  ({e["seconds"]:.0f} s)'
+  )
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], key: str = 'mean') -> tuple[float, bool]:
   """``a - b`` in points and whether it exceeds two standard errors."""
   std = 'std' if key == 'mean' else 'low_std'
   d = 100 * (a[key] - b[key])
-  se = 100 * np.sqrt(a[std] ** 2 / len(a['test_acc']) +
-                     b[std] ** 2 / len(b['test_acc']))
+  se = 100 * np.sqrt(a[std] ** 2 / len(a['test_acc']) + b[std] ** 2 / len(b['test_acc']))
   return d, abs(d) >= 2 * se
 
 
 def table(results: dict[str, Any], bits: int) -> str:
   """Markdown table of one bit width."""
-  lines = [f'| method | lr (selected on val) | test % at {bits} bits | test % at '
-           f'{bits - 1} bit(s) (same weights) | val % | vs tuned adamw (pts) '
-           '| osc. freq | damping / frozen | seeds |',
-           '|---|---|---|---|---|---|---|---|---|']
+  lines = [
+    f'| method | lr (selected on val) | test % at {bits} bits | test % at '
+    f'{bits - 1} bit(s) (same weights) | val % | vs tuned adamw (pts) '
+    '| osc. freq | damping / frozen | seeds |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ]
   ref = results.get('adamw')
   for label, e in results.items():
     lr = e['lr']
@@ -348,10 +412,11 @@ def table(results: dict[str, Any], bits: int) -> str:
     else:
       extra = '-'
     lines.append(
-        f'| {label} | {lr} | {100 * e["mean"]:.1f} +- {100 * e["std"]:.1f} | '
-        f'{100 * e["low_mean"]:.1f} +- {100 * e["low_std"]:.1f} | '
-        f'{100 * np.mean(e["val_acc"]):.1f} | {versus} | {freq} | {extra} | '
-        f'{len(e["test_acc"])} |')
+      f'| {label} | {lr} | {100 * e["mean"]:.1f} +- {100 * e["std"]:.1f} | '
+      f'{100 * e["low_mean"]:.1f} +- {100 * e["low_std"]:.1f} | '
+      f'{100 * np.mean(e["val_acc"]):.1f} | {versus} | {freq} | {extra} | '
+      f'{len(e["test_acc"])} |'
+    )
   return '\n'.join(lines)
 
 
@@ -362,8 +427,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
     return []
   best = max(base, key=lambda b: results[b]['mean'])
   ref = results[best]
-  lines = [f'Best tuned baseline: {best} ({100 * ref["mean"]:.1f} +- '
-           f'{100 * ref["std"]:.1f}).']
+  lines = [f'Best tuned baseline: {best} ({100 * ref["mean"]:.1f} +- {100 * ref["std"]:.1f}).']
   winners = []
   for label, e in results.items():
     if label in base:
@@ -372,11 +436,16 @@ def verdict(results: dict[str, Any]) -> list[str]:
     dl, sigl = _diff(e, ref, 'low_mean')
     if d >= 1 and sig:
       winners.append(label)
-    lines.append(f'- {label}: {d:+.1f} points at the target width'
-                 f'{"" if sig else " (within 2 s.e.)"}, {dl:+.1f} at one bit '
-                 f'fewer{"" if sigl else " (within 2 s.e.)"}.')
-  lines.append('Beats the best tuned baseline by >= 1 point (and 2 s.e.): '
-               + (', '.join(winners) if winners else 'none') + '.')
+    lines.append(
+      f'- {label}: {d:+.1f} points at the target width'
+      f'{"" if sig else " (within 2 s.e.)"}, {dl:+.1f} at one bit '
+      f'fewer{"" if sigl else " (within 2 s.e.)"}.'
+    )
+  lines.append(
+    'Beats the best tuned baseline by >= 1 point (and 2 s.e.): '
+    + (', '.join(winners) if winners else 'none')
+    + '.'
+  )
   return lines
 
 
@@ -387,39 +456,47 @@ def _protocol(c: dict[str, Any]) -> str:
   """How the learning rates were chosen, in words."""
   n = c.get('tune_seeds')
   if n is None or n >= c['seeds']:
-    return (f'Every method is trained at every lr of {c["grid"]} with every '
-            'seed; the lr with the best mean validation accuracy is selected '
-            'and its test accuracy reported (mean +- sample std).')
-  return (f'Every method is trained at every lr of {c["grid"]} with the first '
-          f'{n} seeds; the lr with the best mean validation accuracy of those '
-          f'is selected, the other {c["seeds"] - n} seeds run at it, and the '
-          f'test accuracy of all {c["seeds"]} seeds there is reported (mean +- '
-          'sample std).')
+    return (
+      f'Every method is trained at every lr of {c["grid"]} with every '
+      'seed; the lr with the best mean validation accuracy is selected '
+      'and its test accuracy reported (mean +- sample std).'
+    )
+  return (
+    f'Every method is trained at every lr of {c["grid"]} with the first '
+    f'{n} seeds; the lr with the best mean validation accuracy of those '
+    f'is selected, the other {c["seeds"] - n} seeds run at it, and the '
+    f'test accuracy of all {c["seeds"]} seeds there is reported (mean +- '
+    'sample std).'
+  )
 
 
 def markdown(payload: dict[str, Any]) -> str:
   """The readable report of a (possibly partial) payload."""
   c = payload['config']
   lines = [
-      '# Beyond the paper: quantization-aware braking vs a tuned AdamW', '',
-      f'Command: `{payload.get("command", common.command_line())}`  ',
-      f'Hardware: {payload.get("hardware", common.hardware())}  ',
-      f'Wall time: {payload["seconds"]:.0f} s', '',
-      f'{DATASET_NAMES[c.get("dataset", "mnist1d")]} ({payload["data"]}), '
-      f'{c["model"]} with weights and activations '
-      f'fake-quantized (per-tensor absmax, identity STE), batch '
-      f'{c["batch_size"]}, {c["epochs"]} epochs ({c["steps"]} steps), weight '
-      f'decay 1e-2, seeds {c["seeds"]}. {_protocol(c)} "one bit fewer" evaluates the same trained '
-      'float weights with the network quantized to bits-1 (1 bit: sign x mean|w| weights). '
-      '"osc. freq": mean over all weights (biases included, they never '
-      'oscillate) of the EMA (momentum 0.01) of sign-alternating code '
-      'changes at the end of training. Settings of the candidates (not '
-      f'tuned): osc-brake lam {BRAKE_LAM} per weight, osc-brake-tensor lam '
-      f'{TENSOR_LAM} on the tensor mean, compound {COMPOUND} per tensor, '
-      f'dampening strength {DAMPEN_STRENGTH} (grid units, decoupled), '
-      f'freezing threshold {FREEZE_THRESHOLD}. "adamw" records the '
-      'oscillation frequency through scale_by_oscillation at lam 0 (damping '
-      'exactly 1).', '']
+    '# Beyond the paper: quantization-aware braking vs a tuned AdamW',
+    '',
+    f'Command: `{payload.get("command", common.command_line())}`  ',
+    f'Hardware: {payload.get("hardware", common.hardware())}  ',
+    f'Wall time: {payload["seconds"]:.0f} s',
+    '',
+    f'{DATASET_NAMES[c.get("dataset", "mnist1d")]} ({payload["data"]}), '
+    f'{c["model"]} with weights and activations '
+    f'fake-quantized (per-tensor absmax, identity STE), batch '
+    f'{c["batch_size"]}, {c["epochs"]} epochs ({c["steps"]} steps), weight '
+    f'decay 1e-2, seeds {c["seeds"]}. {_protocol(c)} "one bit fewer" evaluates the same trained '
+    'float weights with the network quantized to bits-1 (1 bit: sign x mean|w| weights). '
+    '"osc. freq": mean over all weights (biases included, they never '
+    'oscillate) of the EMA (momentum 0.01) of sign-alternating code '
+    'changes at the end of training. Settings of the candidates (not '
+    f'tuned): osc-brake lam {BRAKE_LAM} per weight, osc-brake-tensor lam '
+    f'{TENSOR_LAM} on the tensor mean, compound {COMPOUND} per tensor, '
+    f'dampening strength {DAMPEN_STRENGTH} (grid units, decoupled), '
+    f'freezing threshold {FREEZE_THRESHOLD}. "adamw" records the '
+    'oscillation frequency through scale_by_oscillation at lam 0 (damping '
+    'exactly 1).',
+    '',
+  ]
   for label, results in payload['results'].items():
     bits = int(label.split('-')[0])
     lines += [f'## {label}', '', table(results, bits), '', *verdict(results), '']
@@ -430,22 +507,54 @@ def markdown(payload: dict[str, Any]) -> str:
 
 # The methods of the 5-seed tables: the baselines the issue names, both
 # S-AdamW readings and the candidates that did best in the first pass.
-CIFAR_METHODS = ['adamw', 'adamw-cosine', 'osc-brake', 'osc-brake-cosine',
-                 'nagel-dampen', 'nagel-freeze', 'sadam', 'sam-adamw',
-                 'sadam-literal']
+CIFAR_METHODS = [
+  'adamw',
+  'adamw-cosine',
+  'osc-brake',
+  'osc-brake-cosine',
+  'nagel-dampen',
+  'nagel-freeze',
+  'sadam',
+  'sam-adamw',
+  'sadam-literal',
+]
 PRESETS = {
-    'default': dict(dataset='mnist1d', model='cnn1d', bits=[4, 2], seeds=5,
-                    epochs=60, batch_size=100, methods=list(METHODS),
-                    grid=list(GRID), limit_train=None),
-    # CIFAR-10 at the CPU budget of experiments/results/qat_cifar10_cpu.md.
-    'cifar10': dict(dataset='cifar10', model='qatnet', bits=[4, 2], seeds=5,
-                    tune_seeds=2, epochs=2, batch_size=128,
-                    methods=CIFAR_METHODS, grid=[3e-4, 1e-3, 3e-3, 1e-2],
-                    limit_train=5000, limit_test=5000),
-    'smoke': dict(dataset='mnist1d', model='cnn1d', bits=[4], seeds=2,
-                  epochs=1, batch_size=50,
-                  methods=['adamw', 'osc-brake', 'nagel-freeze'], grid=[1e-2],
-                  limit_train=400),
+  'default': dict(
+    dataset='mnist1d',
+    model='cnn1d',
+    bits=[4, 2],
+    seeds=5,
+    epochs=60,
+    batch_size=100,
+    methods=list(METHODS),
+    grid=list(GRID),
+    limit_train=None,
+  ),
+  # CIFAR-10 at the CPU budget of experiments/results/qat_cifar10_cpu.md.
+  'cifar10': dict(
+    dataset='cifar10',
+    model='qatnet',
+    bits=[4, 2],
+    seeds=5,
+    tune_seeds=2,
+    epochs=2,
+    batch_size=128,
+    methods=CIFAR_METHODS,
+    grid=[3e-4, 1e-3, 3e-3, 1e-2],
+    limit_train=5000,
+    limit_test=5000,
+  ),
+  'smoke': dict(
+    dataset='mnist1d',
+    model='cnn1d',
+    bits=[4],
+    seeds=2,
+    epochs=1,
+    batch_size=50,
+    methods=['adamw', 'osc-brake', 'nagel-freeze'],
+    grid=[1e-2],
+    limit_train=400,
+  ),
 }
 
 
@@ -454,8 +563,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--preset', choices=sorted(PRESETS), default='default')
   p.add_argument('--dataset', choices=sorted(DATASET_NAMES))
   p.add_argument('--model', choices=qat.MODELS)
-  p.add_argument('--tune-seeds', type=int,
-                 help='choose the lr on the first N seeds only (default: all)')
+  p.add_argument(
+    '--tune-seeds', type=int, help='choose the lr on the first N seeds only (default: all)'
+  )
   p.add_argument('--bits', type=int, nargs='+')
   p.add_argument('--seeds', type=int)
   p.add_argument('--epochs', type=int)
@@ -467,23 +577,31 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--out', default='beyond_paper')
   p.add_argument('--out-dir', default=str(common.RESULTS_DIR))
   p.add_argument('--notes', default='', help='free text appended to the .md')
-  p.add_argument('--merge', nargs='+', metavar='JSON',
-                 help='only merge these results files (e.g. one per bit width '
-                      'run in parallel) into --out')
+  p.add_argument(
+    '--merge',
+    nargs='+',
+    metavar='JSON',
+    help='only merge these results files (e.g. one per bit width run in parallel) into --out',
+  )
   return p
 
 
 def merge(paths: Sequence[str], out: str, out_dir: str, notes: str) -> None:
   """Writes one report from several results files of this study."""
   payloads = [json.loads(Path(p).read_text()) for p in paths]
-  merged = dict(payloads[0], notes=notes or payloads[0].get('notes', ''),
-                results={}, seconds=max(p['seconds'] for p in payloads),
-                command=' ; '.join(p['command'] for p in payloads))
+  merged = dict(
+    payloads[0],
+    notes=notes or payloads[0].get('notes', ''),
+    results={},
+    seconds=max(p['seconds'] for p in payloads),
+    command=' ; '.join(p['command'] for p in payloads),
+  )
   for p in payloads:  # Methods of one bit width may come from several runs.
     for label, methods in p['results'].items():
       merged['results'].setdefault(label, {}).update(methods)
-  merged['config'] = dict(merged['config'], bits=sorted(
-      {b for p in payloads for b in p['config']['bits']}, reverse=True))
+  merged['config'] = dict(
+    merged['config'], bits=sorted({b for p in payloads for b in p['config']['bits']}, reverse=True)
+  )
   path = Path(out_dir) / f'{out}.json'
   path.write_text(json.dumps(merged, indent=1))
   path.with_suffix('.md').write_text(markdown(merged))
@@ -495,35 +613,54 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     merge(args.merge, args.out, args.out_dir, args.notes)
     return {}
   config = dict(PRESETS[args.preset])
-  for key in ('dataset', 'model', 'tune_seeds', 'bits', 'seeds', 'epochs',
-              'batch_size', 'methods', 'grid', 'limit_train', 'limit_test'):
+  for key in (
+    'dataset',
+    'model',
+    'tune_seeds',
+    'bits',
+    'seeds',
+    'epochs',
+    'batch_size',
+    'methods',
+    'grid',
+    'limit_train',
+    'limit_test',
+  ):
     if getattr(args, key) is not None:
       config[key] = getattr(args, key)
-  split = qat.load(config['dataset'], limit_train=config.get('limit_train'),
-                   limit_test=config.get('limit_test'))
+  split = qat.load(
+    config['dataset'], limit_train=config.get('limit_train'), limit_test=config.get('limit_test')
+  )
   config['steps'] = len(split.y_train) // config['batch_size'] * config['epochs']
   payload: dict[str, Any] = dict(
-      config=config, notes=args.notes, results={},
-      data=f'{len(split.y_train)} train / {len(split.y_val)} val / '
-           f'{len(split.y_test)} test')
+    config=config,
+    notes=args.notes,
+    results={},
+    data=f'{len(split.y_train)} train / {len(split.y_val)} val / {len(split.y_test)} test',
+  )
   start = time.perf_counter()
 
   def save(label, results):
     payload['results'][label] = results
     payload['seconds'] = time.perf_counter() - start
-    common.write_results(args.out, payload, markdown(payload),
-                         out_dir=args.out_dir)
+    common.write_results(args.out, payload, markdown(payload), out_dir=args.out_dir)
 
   for bits in config['bits']:
     label = f'{bits}-bit'
-    results = study(split, bits, methods=config['methods'],
-                    seeds=range(config['seeds']), epochs=config['epochs'],
-                    batch_size=config['batch_size'], grid=config['grid'],
-                    model=config['model'], tune_seeds=config.get('tune_seeds'),
-                    on_result=lambda r, label=label: save(label, r))
+    results = study(
+      split,
+      bits,
+      methods=config['methods'],
+      seeds=range(config['seeds']),
+      epochs=config['epochs'],
+      batch_size=config['batch_size'],
+      grid=config['grid'],
+      model=config['model'],
+      tune_seeds=config.get('tune_seeds'),
+      on_result=lambda r, label=label: save(label, r),
+    )
     save(label, results)
-    print(f'\n{label}\n{table(results, bits)}\n' + '\n'.join(verdict(results)),
-          flush=True)
+    print(f'\n{label}\n{table(results, bits)}\n' + '\n'.join(verdict(results)), flush=True)
   return payload
 
 

@@ -38,16 +38,20 @@ Array = jax.Array
 ADAM_GRID = (1e-3, 3e-3, 1e-2)
 SGD_GRID = (0.01, 0.03, 0.1)
 SGD_FAMILY = ('sgd', 'prox-sgd', 'sam')
-SADAM_ESTIMATORS = {'sadam': 'uphill', 'sadam-secant': 'secant',
-                    'sadam-step': 'step',
-                    'sadam-literal': 'literal',
-                    'sadam-trajectory': 'trajectory'}
+SADAM_ESTIMATORS = {
+  'sadam': 'uphill',
+  'sadam-secant': 'secant',
+  'sadam-step': 'step',
+  'sadam-literal': 'literal',
+  'sadam-trajectory': 'trajectory',
+}
 OPTIMIZERS = ('adamw', *SADAM_ESTIMATORS, *SGD_FAMILY)
 CONTROL_SUFFIX = '@eff-lr'
 RESULTS_DIR = Path(__file__).resolve().parent / 'results'
 
 
 # ----------------------------------------------------------------- optimizers
+
 
 def soft_threshold(threshold: Any) -> optax.GradientTransformation:
   """The proximal map of ``threshold * ||theta||_1``, applied after a step.
@@ -81,15 +85,15 @@ def soft_threshold(threshold: Any) -> optax.GradientTransformation:
 
 
 def make_optimizer(
-    name: str,
-    learning_rate: Any,
-    *,
-    seed: Any = 0,
-    weight_decay: float = 1e-2,
-    l1: float = 1e-4,
-    momentum: float = 0.9,
-    sam_radius: float = 0.05,
-    lam: float = 2.0,
+  name: str,
+  learning_rate: Any,
+  *,
+  seed: Any = 0,
+  weight_decay: float = 1e-2,
+  l1: float = 1e-4,
+  momentum: float = 0.9,
+  sam_radius: float = 0.05,
+  lam: float = 2.0,
 ) -> optax.GradientTransformationExtraArgs:
   """An optimizer of :data:`OPTIMIZERS` by name.
 
@@ -118,18 +122,19 @@ def make_optimizer(
   elif name in SADAM_ESTIMATORS:
     estimator = SADAM_ESTIMATORS[name]
     probes = dict(num_probes=8, probe_radius=0.01) if estimator == 'literal' else {}
-    tx = sadam_optax.sadamw(learning_rate, weight_decay=weight_decay, lam=lam,
-                            estimator=estimator, seed=seed, **probes)
+    tx = sadam_optax.sadamw(
+      learning_rate, weight_decay=weight_decay, lam=lam, estimator=estimator, seed=seed, **probes
+    )
   elif name == 'sgd':
     tx = optax.sgd(learning_rate, momentum=momentum)
   elif name == 'prox-sgd':
     if callable(learning_rate):
       raise ValueError('prox-sgd takes a constant learning rate.')
-    tx = optax.chain(optax.sgd(learning_rate, momentum=momentum),
-                     soft_threshold(learning_rate * l1))
+    tx = optax.chain(
+      optax.sgd(learning_rate, momentum=momentum), soft_threshold(learning_rate * l1)
+    )
   elif name == 'sam':
-    return sam_around(optax.sgd, momentum=momentum, radius=sam_radius)(
-        learning_rate)
+    return sam_around(optax.sgd, momentum=momentum, radius=sam_radius)(learning_rate)
   elif name in _REGISTERED:
     tx = _REGISTERED[name](learning_rate, seed=seed, weight_decay=weight_decay)
   else:
@@ -137,9 +142,9 @@ def make_optimizer(
   return optax.with_extra_args_support(tx)
 
 
-def sam_around(base: Callable[..., optax.GradientTransformation], *,
-               radius: float = 0.05, **base_kwargs: Any
-               ) -> Callable[..., optax.GradientTransformationExtraArgs]:
+def sam_around(
+  base: Callable[..., optax.GradientTransformation], *, radius: float = 0.05, **base_kwargs: Any
+) -> Callable[..., optax.GradientTransformationExtraArgs]:
   """A factory of SAM (``optax.contrib.sam``, opaque mode) around ``base``.
 
   Args:
@@ -161,8 +166,9 @@ def sam_around(base: Callable[..., optax.GradientTransformation], *,
   def factory(learning_rate, **ignored):
     del ignored
     adversary = optax.chain(optax.contrib.normalize(), optax.sgd(radius))
-    return _only_grad_fn(optax.contrib.sam(
-        base(learning_rate, **base_kwargs), adversary, opaque_mode=True))
+    return _only_grad_fn(
+      optax.contrib.sam(base(learning_rate, **base_kwargs), adversary, opaque_mode=True)
+    )
 
   return factory
 
@@ -170,8 +176,7 @@ def sam_around(base: Callable[..., optax.GradientTransformation], *,
 _REGISTERED: dict[str, Callable[..., optax.GradientTransformation]] = {}
 
 
-def register_optimizer(
-    name: str, factory: Callable[..., optax.GradientTransformation]) -> None:
+def register_optimizer(name: str, factory: Callable[..., optax.GradientTransformation]) -> None:
   """Makes :func:`make_optimizer` (hence the training loop) know ``name``.
 
   For studies whose optimizers need more than a learning rate (a quantization
@@ -189,7 +194,7 @@ def register_optimizer(
 
 
 def _only_grad_fn(
-    tx: optax.GradientTransformationExtraArgs
+  tx: optax.GradientTransformationExtraArgs,
 ) -> optax.GradientTransformationExtraArgs:
   """Hands ``tx.update`` only ``grad_fn`` of the extra keywords.
 
@@ -221,9 +226,11 @@ def schedule(kind: str, total_steps: int) -> Callable[[Any], Any]:
 
 # ----------------------------------------------------------------------- data
 
+
 @dataclasses.dataclass(frozen=True)
 class Split:
   """Train, validation and test arrays (numpy, float inputs, int labels)."""
+
   x_train: np.ndarray
   y_train: np.ndarray
   x_val: np.ndarray
@@ -232,8 +239,7 @@ class Split:
   y_test: np.ndarray
 
 
-def split_validation(data: Sequence[np.ndarray], *, fraction: float = 0.1,
-                     seed: int = 0) -> Split:
+def split_validation(data: Sequence[np.ndarray], *, fraction: float = 0.1, seed: int = 0) -> Split:
   """Holds out a fixed random ``fraction`` of the training set for validation.
 
   Args:
@@ -260,11 +266,15 @@ def _chunks(x: np.ndarray, y: np.ndarray, size: int):
   ys = np.concatenate([y, np.zeros(pad, y.dtype)])
   mask = np.arange(n + pad) < n
   c = (n + pad) // size
-  return (jnp.asarray(xs.reshape(c, size, *x.shape[1:])),
-          jnp.asarray(ys.reshape(c, size)), jnp.asarray(mask.reshape(c, size)))
+  return (
+    jnp.asarray(xs.reshape(c, size, *x.shape[1:])),
+    jnp.asarray(ys.reshape(c, size)),
+    jnp.asarray(mask.reshape(c, size)),
+  )
 
 
 # ------------------------------------------------------------------- training
+
 
 def xent(logits: Array, labels: Array) -> Array:
   """Mean softmax cross-entropy with integer labels."""
@@ -281,6 +291,7 @@ class Budget:
     schedule: ``'constant'`` (the paper's protocol) or ``'cosine'``.
     eval_batch: examples per evaluation chunk.
   """
+
   batch_size: int
   epochs: int
   schedule: str = 'constant'
@@ -322,8 +333,10 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
   steps = len(split.y_train) // budget.batch_size
   lr_of = schedule(budget.schedule, steps * budget.epochs)
   x_train, y_train = jnp.asarray(split.x_train), jnp.asarray(split.y_train)
-  evals = {k: _chunks(getattr(split, f'x_{k}'), getattr(split, f'y_{k}'),
-                      budget.eval_batch) for k in ('val', 'test')}
+  evals = {
+    k: _chunks(getattr(split, f'x_{k}'), getattr(split, f'y_{k}'), budget.eval_batch)
+    for k in ('val', 'test')
+  }
   in_loops = step_loop() == 'scan'
 
   def forward(params, extra, x, train):
@@ -331,15 +344,13 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
       return model.apply({'params': params}, x, train=train), extra
     if not train:
       return model.apply({'params': params, **extra}, x), extra
-    return model.apply({'params': params, **extra}, x, train=True,
-                       mutable=list(extra))
+    return model.apply({'params': params, **extra}, x, train=True, mutable=list(extra))
 
   def init(lr, seed):
     variables = model.init(jax.random.key(seed), x_train[:1])
     params = variables.pop('params')
     opt = make_optimizer(name, lr_of(lr), seed=seed)
-    return dict(params=params, extra=dict(variables), opt=opt.init(params),
-                damping=jnp.zeros([]))
+    return dict(params=params, extra=dict(variables), opt=opt.init(params), damping=jnp.zeros([]))
 
   def step(lr, seed, carry, idx):
     x, y = x_train[idx], y_train[idx]
@@ -352,23 +363,25 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
     grad_fn = lambda p, _: jax.grad(value_fn)(p)
     (value, extra), grads = jax.value_and_grad(loss, has_aux=True)(carry['params'])
     opt = make_optimizer(name, lr_of(lr), seed=seed)
-    updates, opt_state = opt.update(grads, carry['opt'], carry['params'],
-                                    value_fn=value_fn, value=value,
-                                    grad_fn=grad_fn)
+    updates, opt_state = opt.update(
+      grads, carry['opt'], carry['params'], value_fn=value_fn, value=value, grad_fn=grad_fn
+    )
     # S-Adam's brake (built-in or registered); 1 for other optimizers.
     damping = optax.tree.get(opt_state, 'damping', default=1.0)
-    carry = dict(params=optax.apply_updates(carry['params'], updates),
-                 extra=extra, opt=opt_state, damping=carry['damping'] + damping)
+    carry = dict(
+      params=optax.apply_updates(carry['params'], updates),
+      extra=extra,
+      opt=opt_state,
+      damping=carry['damping'] + damping,
+    )
     return carry, value
 
   def batches(seed, index):
-    order = jax.random.permutation(
-        jax.random.fold_in(jax.random.key(seed), index), len(y_train))
-    return order[:steps * budget.batch_size].reshape(steps, budget.batch_size)
+    order = jax.random.permutation(jax.random.fold_in(jax.random.key(seed), index), len(y_train))
+    return order[: steps * budget.batch_size].reshape(steps, budget.batch_size)
 
   def epoch(lr, seed, carry, index):
-    carry, losses = jax.lax.scan(lambda c, i: step(lr, seed, c, i), carry,
-                                 batches(seed, index))
+    carry, losses = jax.lax.scan(lambda c, i: step(lr, seed, c, i), carry, batches(seed, index))
     return carry, losses.mean()
 
   def evaluate(carry):
@@ -391,8 +404,7 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
 
   vmapped = lambda f, axes: jax.jit(jax.vmap(f, in_axes=axes))
   if in_loops:
-    return (vmapped(init, (0, 0)), vmapped(epoch, (0, 0, 0, None)),
-            vmapped(evaluate, (0,)), steps)
+    return (vmapped(init, (0, 0)), vmapped(epoch, (0, 0, 0, None)), vmapped(evaluate, (0,)), steps)
   # On the CPU the runs are looped over too: vmapping them turns every
   # convolution into a grouped one, 2.5x slower there (cpu_loops_cpu2.md).
   step_one, batches_one, evaluate_one = map(jax.jit, (step, batches, evaluate))
@@ -417,9 +429,16 @@ def _trainer(model: Any, name: str, split: Split, budget: Budget):
   return vmapped(init, (0, 0)), epoch_from_python, evaluate_runs, steps
 
 
-def train_grid(model: Any, name: str, split: Split, budget: Budget, *,
-               lrs: Sequence[float], seeds: Sequence[int],
-               progress: Any = None) -> dict[str, Any]:
+def train_grid(
+  model: Any,
+  name: str,
+  split: Split,
+  budget: Budget,
+  *,
+  lrs: Sequence[float],
+  seeds: Sequence[int],
+  progress: Any = None,
+) -> dict[str, Any]:
   """Trains optimizer ``name`` at each ``(lrs[i], seeds[i])``, all vmapped.
 
   Args:
@@ -452,8 +471,7 @@ def train_grid(model: Any, name: str, split: Split, budget: Budget, *,
       progress.update(1)
   out = {k: np.stack(v, axis=1).tolist() for k, v in curves.items()}
   out.update({f'final_{k}': [row[-1] for row in out[k]] for k in curves})
-  out['mean_damping'] = (np.asarray(carry['damping']) /
-                         (steps * budget.epochs)).tolist()
+  out['mean_damping'] = (np.asarray(carry['damping']) / (steps * budget.epochs)).tolist()
   out['seconds'] = time.perf_counter() - start
   return out
 
@@ -464,12 +482,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
   return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def compare(model: Any, split: Split, budget: Budget, *,
-            optimizers: Sequence[str], seeds: Sequence[int],
-            grids: dict[str, Sequence[float]] | None = None,
-            controls: bool = True, desc: str = '',
-            on_result: Callable[[dict[str, Any]], None] | None = None
-            ) -> dict[str, Any]:
+def compare(
+  model: Any,
+  split: Split,
+  budget: Budget,
+  *,
+  optimizers: Sequence[str],
+  seeds: Sequence[int],
+  grids: dict[str, Sequence[float]] | None = None,
+  controls: bool = True,
+  desc: str = '',
+  on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
   """The comparison protocol of the module docstring.
 
   Args:
@@ -498,22 +522,28 @@ def compare(model: Any, split: Split, budget: Budget, *,
   n_controls = sum(o in SADAM_ESTIMATORS for o in optimizers) if controls else 0
   total = budget.epochs * (len(optimizers) + n_controls)
   results: dict[str, Any] = {}
-  with tqdm.tqdm(total=total, desc=desc or 'epochs', unit='epoch',
-                 file=sys.stdout, dynamic_ncols=True) as bar:
+  with tqdm.tqdm(
+    total=total, desc=desc or 'epochs', unit='epoch', file=sys.stdout, dynamic_ncols=True
+  ) as bar:
     for name in optimizers:
       grid = list(grids.get(name, lr_grid(name)))
       bar.set_postfix_str(name)
-      runs = train_grid(model, name, split, budget,
-                        lrs=[lr for lr in grid for _ in seeds],
-                        seeds=seeds * len(grid), progress=bar)
+      runs = train_grid(
+        model,
+        name,
+        split,
+        budget,
+        lrs=[lr for lr in grid for _ in seeds],
+        seeds=seeds * len(grid),
+        progress=bar,
+      )
       results[name] = _select(runs, grid, len(seeds))
       bar.write(_summary(name, results[name]))
       if controls and name in SADAM_ESTIMATORS:
         entry = results[name]
         lrs = [entry['lr'] * d for d in entry['mean_damping']]
         bar.set_postfix_str(name + CONTROL_SUFFIX)
-        runs = train_grid(model, 'adamw', split, budget, lrs=lrs, seeds=seeds,
-                          progress=bar)
+        runs = train_grid(model, 'adamw', split, budget, lrs=lrs, seeds=seeds, progress=bar)
         control = _select(runs, [None], len(seeds))
         control['lr'] = lrs
         results[name + CONTROL_SUFFIX] = control
@@ -533,31 +563,43 @@ def _select(runs: dict[str, Any], grid: Sequence[Any], n_seeds: int) -> dict[str
   picked = lambda key: np.asarray(runs[key]).reshape(shape)[best].tolist()
   mean, std = mean_std(test[best])
   return dict(
-      grid={str(lr): dict(val_acc=float(v), test_acc=float(t))
-            for lr, v, t in zip(grid, val.mean(1), test.mean(1))},
-      lr=grid[best], test_acc=test[best].tolist(), val_acc=val[best].tolist(),
-      mean=mean, std=std, mean_damping=picked('mean_damping'),
-      curves={k: pick(k) for k in ('train_loss', 'val_acc', 'test_acc')},
-      seconds=runs['seconds'])
+    grid={
+      str(lr): dict(val_acc=float(v), test_acc=float(t))
+      for lr, v, t in zip(grid, val.mean(1), test.mean(1))
+    },
+    lr=grid[best],
+    test_acc=test[best].tolist(),
+    val_acc=val[best].tolist(),
+    mean=mean,
+    std=std,
+    mean_damping=picked('mean_damping'),
+    curves={k: pick(k) for k in ('train_loss', 'val_acc', 'test_acc')},
+    seconds=runs['seconds'],
+  )
 
 
 def _summary(name: str, entry: dict[str, Any]) -> str:
   lr = entry['lr']
   lr = f'{np.mean(lr):.2g} (mean)' if isinstance(lr, list) else f'{lr:g}'
-  return (f'  {name:24s} lr {lr:14s} test {100 * entry["mean"]:5.1f} +- '
-          f'{100 * entry["std"]:4.1f}  damping {np.mean(entry["mean_damping"]):.3f}'
-          f'  ({entry["seconds"]:.0f} s)')
+  return (
+    f'  {name:24s} lr {lr:14s} test {100 * entry["mean"]:5.1f} +- '
+    f'{100 * entry["std"]:4.1f}  damping {np.mean(entry["mean_damping"]):.3f}'
+    f'  ({entry["seconds"]:.0f} s)'
+  )
 
 
 # -------------------------------------------------------------------- results
+
 
 def hardware() -> str:
   """A one-line description of the machine JAX runs on."""
   device = jax.devices()[0]
   kind = getattr(device, 'device_kind', device.platform)
-  return (f'{jax.default_backend()} ({kind}), {os.cpu_count()} logical CPUs '
-          f'visible, {platform.machine()}, jax {jax.__version__}, '
-          f'optax {optax.__version__}, step loop {step_loop()}')
+  return (
+    f'{jax.default_backend()} ({kind}), {os.cpu_count()} logical CPUs '
+    f'visible, {platform.machine()}, jax {jax.__version__}, '
+    f'optax {optax.__version__}, step loop {step_loop()}'
+  )
 
 
 def command_line() -> str:
@@ -568,24 +610,26 @@ def command_line() -> str:
 
 def table(results: dict[str, Any]) -> str:
   """A markdown table: optimizer, selected lr, test accuracy, damping."""
-  lines = ['| optimizer | lr (selected on validation) | test accuracy % (mean +- std) '
-           '| val accuracy % | mean damping | seeds |', '|---|---|---|---|---|---|']
+  lines = [
+    '| optimizer | lr (selected on validation) | test accuracy % (mean +- std) '
+    '| val accuracy % | mean damping | seeds |',
+    '|---|---|---|---|---|---|',
+  ]
   for name, e in results.items():
     lr = e['lr']
-    lr = (f'{np.mean(lr):.3g} (lr x damping, mean over seeds)'
-          if isinstance(lr, list) else f'{lr:g}')
-    damping = (f'{np.mean(e["mean_damping"]):.3f}' if name in SADAM_ESTIMATORS
-               else '-')
-    lines.append(f'| {name} | {lr} | {100 * e["mean"]:.1f} +- {100 * e["std"]:.1f} '
-                 f'| {100 * np.mean(e["val_acc"]):.1f} | {damping} | {len(e["test_acc"])} |')
+    lr = f'{np.mean(lr):.3g} (lr x damping, mean over seeds)' if isinstance(lr, list) else f'{lr:g}'
+    damping = f'{np.mean(e["mean_damping"]):.3f}' if name in SADAM_ESTIMATORS else '-'
+    lines.append(
+      f'| {name} | {lr} | {100 * e["mean"]:.1f} +- {100 * e["std"]:.1f} '
+      f'| {100 * np.mean(e["val_acc"]):.1f} | {damping} | {len(e["test_acc"])} |'
+    )
   return '\n'.join(lines)
 
 
 def _difference(a: dict[str, Any], b: dict[str, Any]) -> str:
   """``a - b`` in points, flagged when under two standard errors."""
   d = 100 * (a['mean'] - b['mean'])
-  se = 100 * np.sqrt(a['std'] ** 2 / len(a['test_acc']) +
-                     b['std'] ** 2 / len(b['test_acc']))
+  se = 100 * np.sqrt(a['std'] ** 2 / len(a['test_acc']) + b['std'] ** 2 / len(b['test_acc']))
   return f'{d:+.1f}' + (' (within 2 s.e.)' if abs(d) < 2 * se else '')
 
 
@@ -595,8 +639,9 @@ def verdict(results: dict[str, Any]) -> list[str]:
   A difference smaller than two standard errors of the difference of the
   means (sample std over seeds) is flagged as within noise.
   """
-  baselines = {k: v for k, v in results.items()
-               if k not in SADAM_ESTIMATORS and CONTROL_SUFFIX not in k}
+  baselines = {
+    k: v for k, v in results.items() if k not in SADAM_ESTIMATORS and CONTROL_SUFFIX not in k
+  }
   lines = []
   if not baselines:
     return lines
@@ -605,23 +650,29 @@ def verdict(results: dict[str, Any]) -> list[str]:
     if name not in results:
       continue
     e = results[name]
-    line = (f'{name}: {100 * e["mean"]:.1f} +- {100 * e["std"]:.1f}, '
-            f'{_difference(e, baselines[best])} points against the best tuned '
-            f'baseline ({best}, {100 * baselines[best]["mean"]:.1f})')
+    line = (
+      f'{name}: {100 * e["mean"]:.1f} +- {100 * e["std"]:.1f}, '
+      f'{_difference(e, baselines[best])} points against the best tuned '
+      f'baseline ({best}, {100 * baselines[best]["mean"]:.1f})'
+    )
     if 'adamw' in results and best != 'adamw':
       line += f', {_difference(e, results["adamw"])} against tuned adamw'
     control = results.get(name + CONTROL_SUFFIX)
     if control is not None:
-      line += (f', {_difference(e, control)} against AdamW at its effective '
-               f'lr ({100 * control["mean"]:.1f})')
+      line += (
+        f', {_difference(e, control)} against AdamW at its effective '
+        f'lr ({100 * control["mean"]:.1f})'
+      )
     ahead = e['mean'] > baselines[best]['mean']
-    lines.append(f'- {line}: it {"beats" if ahead else "does not beat"} the '
-                 'best tuned baseline on the mean.')
+    lines.append(
+      f'- {line}: it {"beats" if ahead else "does not beat"} the best tuned baseline on the mean.'
+    )
   return lines
 
 
-def write_results(stem: str, payload: dict[str, Any], markdown: str, *,
-                  out_dir: Path | str = RESULTS_DIR) -> Path:
+def write_results(
+  stem: str, payload: dict[str, Any], markdown: str, *, out_dir: Path | str = RESULTS_DIR
+) -> Path:
   """Writes ``<stem>.json`` and ``<stem>.md`` under ``out_dir``.
 
   Args:
@@ -635,9 +686,12 @@ def write_results(stem: str, payload: dict[str, Any], markdown: str, *,
   """
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  payload = dict(command=command_line(), hardware=hardware(),
-                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(
-                     timespec='seconds'), **payload)
+  payload = dict(
+    command=command_line(),
+    hardware=hardware(),
+    date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    **payload,
+  )
   path = out_dir / f'{stem}.json'
   path.write_text(json.dumps(payload, indent=1))
   (out_dir / f'{stem}.md').write_text(markdown)
@@ -647,6 +701,7 @@ def write_results(stem: str, payload: dict[str, Any], markdown: str, *,
 def plot_curves(results: dict[str, Any], path: Path | str, *, title: str) -> None:
   """Test accuracy and train loss per epoch (mean over seeds), one PNG."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 

@@ -136,6 +136,7 @@ CURVE_POINTS = 200  # Points of the decimated median curves of the figures.
 
 # ------------------------------------------------------------------ instances
 
+
 class Instance(NamedTuple):
   """One problem of a family.
 
@@ -146,6 +147,7 @@ class Instance(NamedTuple):
     optimum: float64 ``f*``.
     info: scalars that describe the instance (sizes, conditioning, ...).
   """
+
   data: dict[str, np.ndarray]
   start: np.ndarray
   minimiser: np.ndarray | None
@@ -164,6 +166,7 @@ class Family:
     metric: ``'distance'`` to ``w*`` or ``'excess'`` objective.
     summary: one line for the reports.
   """
+
   name: str
   objective: Callable[..., Any]
   make: Callable[[np.random.Generator, int], Instance]
@@ -171,8 +174,7 @@ class Family:
   summary: str
 
 
-def _conditioned(rng: np.random.Generator, n: int, d: int,
-                 cond: float) -> np.ndarray:
+def _conditioned(rng: np.random.Generator, n: int, d: int, cond: float) -> np.ndarray:
   """``N(0, 1)`` rows times column scales spread log-evenly over ``cond``."""
   scales = np.logspace(0.0, -np.log10(cond), d)
   return rng.standard_normal((n, d)) * rng.permutation(scales)
@@ -182,14 +184,14 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
   return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
-def _start_near(rng: np.random.Generator, center: np.ndarray,
-                radius: float = 2.0) -> np.ndarray:
+def _start_near(rng: np.random.Generator, center: np.ndarray, radius: float = 2.0) -> np.ndarray:
   """``center + radius * u``, ``u`` uniform on the unit sphere."""
   u = rng.standard_normal(center.shape)
   return center + radius * u / np.linalg.norm(u)
 
 
 # 1. ReLU regression with non-positive targets (Kumar 2024).
+
 
 def relu_regression_objective(data, w, xp=jnp):
   """``mean((relu(X w) - y)^2) + l1 ||w||_1``."""
@@ -206,24 +208,27 @@ def make_relu_regression(rng: np.random.Generator, index: int) -> Instance:
   y = -np.abs(rng.standard_normal(n))
   data = dict(x=x, y=y, l1=np.float64(l1))
   w_star = np.zeros(d)
-  return Instance(data, _start_near(rng, w_star), w_star,
-                  float(np.mean(y ** 2)), dict(n=n, d=d, cond=cond, l1=l1))
+  return Instance(
+    data, _start_near(rng, w_star), w_star, float(np.mean(y**2)), dict(n=n, d=d, cond=cond, l1=l1)
+  )
 
 
 # 2. LASSO.
 
+
 def lasso_objective(data, w, xp=jnp):
   """``0.5/n ||X w - y||^2 + l1 ||w||_1``."""
   r = data['x'] @ w - data['y']
-  return 0.5 * xp.mean(r ** 2) + data['l1'] * xp.sum(xp.abs(w))
+  return 0.5 * xp.mean(r**2) + data['l1'] * xp.sum(xp.abs(w))
 
 
-def lasso_solve(x: np.ndarray, y: np.ndarray, l1: float, *,
-                sweeps: int = 100000, tol: float = 1e-15) -> np.ndarray:
+def lasso_solve(
+  x: np.ndarray, y: np.ndarray, l1: float, *, sweeps: int = 100000, tol: float = 1e-15
+) -> np.ndarray:
   """The LASSO minimiser in float64: coordinate descent, then an exact solve
   of the stationarity equations on its support (signs fixed)."""
   n, d = x.shape
-  col = np.sum(x ** 2, axis=0) / n
+  col = np.sum(x**2, axis=0) / n
   w = np.zeros(d)
   r = y - x @ w
   for _ in range(sweeps):
@@ -242,21 +247,24 @@ def lasso_solve(x: np.ndarray, y: np.ndarray, l1: float, *,
   if support.any():
     xs = x[:, support]
     polished = w.copy()
-    polished[support] = np.linalg.solve(
-        xs.T @ xs / n, xs.T @ y / n - l1 * np.sign(w[support]))
-    if (np.all(np.sign(polished[support]) == np.sign(w[support]))
-        and lasso_kkt(x, y, l1, polished) <= lasso_kkt(x, y, l1, w)):
+    polished[support] = np.linalg.solve(xs.T @ xs / n, xs.T @ y / n - l1 * np.sign(w[support]))
+    if np.all(np.sign(polished[support]) == np.sign(w[support])) and lasso_kkt(
+      x, y, l1, polished
+    ) <= lasso_kkt(x, y, l1, w):
       w = polished
   return w
 
 
-def lasso_kkt(x: np.ndarray, y: np.ndarray, l1: float,
-              w: np.ndarray) -> float:
+def lasso_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
   """Largest violation of the LASSO's subgradient optimality condition."""
   g = x.T @ (x @ w - y) / len(y)
   on = w != 0
-  return float(max(np.max(np.abs(g[on] + l1 * np.sign(w[on])), initial=0.0),
-                   np.max(np.abs(g[~on]) - l1, initial=0.0)))
+  return float(
+    max(
+      np.max(np.abs(g[on] + l1 * np.sign(w[on])), initial=0.0),
+      np.max(np.abs(g[~on]) - l1, initial=0.0),
+    )
+  )
 
 
 def make_lasso(rng: np.random.Generator, index: int) -> Instance:
@@ -272,21 +280,32 @@ def make_lasso(rng: np.random.Generator, index: int) -> Instance:
   l1 = share * np.max(np.abs(x.T @ y)) / n
   w_star = lasso_solve(x, y, l1)
   data = dict(x=x, y=y, l1=np.float64(l1))
-  return Instance(data, _start_near(rng, w_star), w_star,
-                  float(lasso_objective(data, w_star, np)),
-                  dict(n=n, d=d, cond=cond, l1=l1, l1_share=share,
-                       nonzeros=int(np.sum(w_star != 0)),
-                       kkt=lasso_kkt(x, y, l1, w_star)))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(lasso_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      cond=cond,
+      l1=l1,
+      l1_share=share,
+      nonzeros=int(np.sum(w_star != 0)),
+      kkt=lasso_kkt(x, y, l1, w_star),
+    ),
+  )
 
 
 # 3. Huber regression.
+
 
 def huber_objective(data, w, xp=jnp):
   """``mean(huber_delta(X w - y))``."""
   r = data['x'] @ w - data['y']
   a = xp.abs(r)
   delta = data['delta']
-  return xp.mean(xp.where(a <= delta, 0.5 * r ** 2 / delta, a - 0.5 * delta))
+  return xp.mean(xp.where(a <= delta, 0.5 * r**2 / delta, a - 0.5 * delta))
 
 
 def huber_gradient(data, w) -> np.ndarray:
@@ -299,13 +318,15 @@ def huber_solve(data: dict[str, np.ndarray]) -> np.ndarray:
   """The Huber minimiser: L-BFGS-B in float64, then Newton steps on the
   piecewise quadratic (kept only while the gradient shrinks)."""
   x, delta = data['x'], data['delta']
-  fun = lambda w: (float(huber_objective(data, w, np)),
-                   huber_gradient(data, w))
+  fun = lambda w: (float(huber_objective(data, w, np)), huber_gradient(data, w))
   w0 = np.linalg.lstsq(x, data['y'], rcond=None)[0]
   w = scipy.optimize.minimize(
-      fun, w0, jac=True, method='L-BFGS-B',
-      options=dict(maxiter=20000, maxfun=40000, ftol=0.0, gtol=1e-14,
-                   maxcor=30)).x
+    fun,
+    w0,
+    jac=True,
+    method='L-BFGS-B',
+    options=dict(maxiter=20000, maxfun=40000, ftol=0.0, gtol=1e-14, maxcor=30),
+  ).x
   for _ in range(50):
     g = huber_gradient(data, w)
     if np.linalg.norm(g) < 1e-14:
@@ -316,8 +337,7 @@ def huber_solve(data: dict[str, np.ndarray]) -> np.ndarray:
     t, improved = 1.0, False
     while t > 1e-6:
       candidate = w + t * step
-      if (np.linalg.norm(huber_gradient(data, candidate))
-          < np.linalg.norm(g)):
+      if np.linalg.norm(huber_gradient(data, candidate)) < np.linalg.norm(g):
         w, improved = candidate, True
         break
       t *= 0.5
@@ -337,23 +357,32 @@ def make_huber(rng: np.random.Generator, index: int) -> Instance:
   data = dict(x=x, y=y, delta=np.float64(delta))
   w_star = huber_solve(data)
   quad = np.abs(x @ w_star - y) <= delta
-  sharpness = float(np.linalg.eigvalsh(
-      x[quad].T @ x[quad] / (n * delta))[-1]) if quad.any() else 0.0
-  return Instance(data, _start_near(rng, w_star), w_star,
-                  float(huber_objective(data, w_star, np)),
-                  dict(n=n, d=d, cond=cond, delta=delta,
-                       quadratic_residuals=int(quad.sum()),
-                       gd_stable_lr=2.0 / sharpness if sharpness else np.inf,
-                       gradient=float(np.linalg.norm(
-                           huber_gradient(data, w_star)))))
+  sharpness = (
+    float(np.linalg.eigvalsh(x[quad].T @ x[quad] / (n * delta))[-1]) if quad.any() else 0.0
+  )
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(huber_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      cond=cond,
+      delta=delta,
+      quadratic_residuals=int(quad.sum()),
+      gd_stable_lr=2.0 / sharpness if sharpness else np.inf,
+      gradient=float(np.linalg.norm(huber_gradient(data, w_star))),
+    ),
+  )
 
 
 # 4. Max-affine plus ridge.
 
+
 def max_affine_objective(data, w, xp=jnp):
   """``max_i (a_i . w + b_i) + mu/2 ||w||^2``."""
-  return (xp.max(data['a'] @ w + data['b'])
-          + 0.5 * data['mu'] * xp.sum(w ** 2))
+  return xp.max(data['a'] @ w + data['b']) + 0.5 * data['mu'] * xp.sum(w**2)
 
 
 def _project_simplex(v: np.ndarray) -> np.ndarray:
@@ -363,8 +392,7 @@ def _project_simplex(v: np.ndarray) -> np.ndarray:
   return np.maximum(v - css[k] / (k + 1.0), 0.0)
 
 
-def max_affine_solve(a: np.ndarray, b: np.ndarray, mu: float, *,
-                     iters: int = 200000) -> np.ndarray:
+def max_affine_solve(a: np.ndarray, b: np.ndarray, mu: float, *, iters: int = 200000) -> np.ndarray:
   """The minimiser ``w* = -A^T lam / mu``, ``lam`` maximising the dual
   ``b . lam - ||A^T lam||^2 / (2 mu)`` on the simplex: accelerated projected
   gradient, then an exact solve of the KKT equations on the active pieces."""
@@ -402,8 +430,9 @@ def max_affine_solve(a: np.ndarray, b: np.ndarray, mu: float, *,
   return best
 
 
-def max_affine_kkt(a: np.ndarray, b: np.ndarray, mu: float, w: np.ndarray,
-                   *, tol: float = 1e-9) -> float:
+def max_affine_kkt(
+  a: np.ndarray, b: np.ndarray, mu: float, w: np.ndarray, *, tol: float = 1e-9
+) -> float:
   """Distance from 0 to the subdifferential ``mu w + conv{a_i: active}``
   (pieces within ``tol`` of the max are active), by non-negative least
   squares with the simplex constraint weighted in."""
@@ -411,8 +440,8 @@ def max_affine_kkt(a: np.ndarray, b: np.ndarray, mu: float, w: np.ndarray,
   active = values >= values.max() - tol
   weight = 1e3 * (1.0 + np.abs(a).max())
   lam, _ = scipy.optimize.nnls(
-      np.vstack([a[active].T, weight * np.ones(active.sum())]),
-      np.concatenate([-mu * w, [weight]]))
+    np.vstack([a[active].T, weight * np.ones(active.sum())]), np.concatenate([-mu * w, [weight]])
+  )
   return float(np.linalg.norm(a[active].T @ lam / lam.sum() + mu * w))
 
 
@@ -426,19 +455,28 @@ def make_max_affine(rng: np.random.Generator, index: int) -> Instance:
   w_star = max_affine_solve(a, b, mu)
   values = a @ w_star + b
   data = dict(a=a, b=b, mu=np.float64(mu))
-  return Instance(data, _start_near(rng, w_star), w_star,
-                  float(max_affine_objective(data, w_star, np)),
-                  dict(pieces=k, d=d, cond=cond, mu=mu,
-                       active=int(np.sum(values >= values.max() - 1e-9)),
-                       kkt=max_affine_kkt(a, b, mu, w_star)))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(max_affine_objective(data, w_star, np)),
+    dict(
+      pieces=k,
+      d=d,
+      cond=cond,
+      mu=mu,
+      active=int(np.sum(values >= values.max() - 1e-9)),
+      kkt=max_affine_kkt(a, b, mu, w_star),
+    ),
+  )
 
 
 # 5. Figure 1 generalised.
 
+
 def abs_sum_objective(data, w, xp=jnp):
   """``sum_i a_i |w_i - c_i| + mu/2 ||w||^2``."""
-  return (xp.sum(data['a'] * xp.abs(w - data['c']))
-          + 0.5 * data['mu'] * xp.sum(w ** 2))
+  return xp.sum(data['a'] * xp.abs(w - data['c'])) + 0.5 * data['mu'] * xp.sum(w**2)
 
 
 def make_abs_sum(rng: np.random.Generator, index: int) -> Instance:
@@ -453,19 +491,22 @@ def make_abs_sum(rng: np.random.Generator, index: int) -> Instance:
     mu = _log_uniform(rng, 0.01, 1.0)
   w_star = np.clip(c, -a / mu, a / mu)
   data = dict(a=a, c=c, mu=np.float64(mu))
-  return Instance(data, _start_near(rng, w_star), w_star,
-                  float(abs_sum_objective(data, w_star, np)),
-                  dict(d=d, cond=cond, mu=mu, figure1=int(index == 0),
-                       at_kink=int(np.sum(np.abs(c) < a / mu))))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(abs_sum_objective(data, w_star, np)),
+    dict(d=d, cond=cond, mu=mu, figure1=int(index == 0), at_kink=int(np.sum(np.abs(c) < a / mu))),
+  )
 
 
 # 6. Hinge-loss SVM.
 
+
 def svm_objective(data, w, xp=jnp):
   """``mean(max(0, 1 - y x . w)) + lam/2 ||w||^2``."""
   margins = data['y'] * (data['x'] @ w)
-  return (xp.mean(xp.maximum(1.0 - margins, 0.0))
-          + 0.5 * data['lam'] * xp.sum(w ** 2))
+  return xp.mean(xp.maximum(1.0 - margins, 0.0)) + 0.5 * data['lam'] * xp.sum(w**2)
 
 
 def svm_solve(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
@@ -480,9 +521,13 @@ def svm_solve(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     return (-np.sum(alpha) + 0.5 * lam * n * w @ w, -1.0 + z @ w)
 
   alpha = scipy.optimize.minimize(
-      dual, np.full(n, 0.5), jac=True, method='L-BFGS-B',
-      bounds=[(0.0, 1.0)] * n,
-      options=dict(maxiter=20000, maxfun=40000, ftol=0.0, gtol=1e-14)).x
+    dual,
+    np.full(n, 0.5),
+    jac=True,
+    method='L-BFGS-B',
+    bounds=[(0.0, 1.0)] * n,
+    options=dict(maxiter=20000, maxfun=40000, ftol=0.0, gtol=1e-14),
+  ).x
   w = z.T @ alpha / (lam * n)
   for tol in (1e-6, 1e-8, 1e-4):
     margins = z @ w
@@ -491,14 +536,16 @@ def svm_solve(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     rhs = lam * n - z[free] @ z[below].sum(axis=0)
     a_free = np.linalg.lstsq(z[free] @ z[free].T, rhs, rcond=None)[0]
     polished = (z[below].sum(axis=0) + z[free].T @ a_free) / (lam * n)
-    if (np.all(a_free >= -1e-9) and np.all(a_free <= 1 + 1e-9)
-        and svm_kkt(x, y, lam, polished) < svm_kkt(x, y, lam, w)):
+    if (
+      np.all(a_free >= -1e-9)
+      and np.all(a_free <= 1 + 1e-9)
+      and svm_kkt(x, y, lam, polished) < svm_kkt(x, y, lam, w)
+    ):
       w = polished
   return w
 
 
-def svm_kkt(x: np.ndarray, y: np.ndarray, lam: float, w: np.ndarray, *,
-            tol: float = 1e-9) -> float:
+def svm_kkt(x: np.ndarray, y: np.ndarray, lam: float, w: np.ndarray, *, tol: float = 1e-9) -> float:
   """Distance from 0 to the SVM's subdifferential at ``w`` (least squares
   over the multipliers of the margins within ``tol`` of 1)."""
   n = len(y)
@@ -524,29 +571,44 @@ def make_svm(rng: np.random.Generator, index: int) -> Instance:
   w_star = svm_solve(x, y, lam)
   data = dict(x=x, y=y, lam=np.float64(lam))
   margins = y * (x @ w_star)
-  return Instance(data, _start_near(rng, w_star), w_star,
-                  float(svm_objective(data, w_star, np)),
-                  dict(n=n, d=d, cond=cond, lam=lam,
-                       margin_support=int(np.sum(np.abs(margins - 1) < 1e-8)),
-                       kkt=svm_kkt(x, y, lam, w_star)))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(svm_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      cond=cond,
+      lam=lam,
+      margin_support=int(np.sum(np.abs(margins - 1) < 1e-8)),
+      kkt=svm_kkt(x, y, lam, w_star),
+    ),
+  )
 
 
 # 7. Teacher-student ReLU net.
+
 
 def relu_net_objective(data, w, xp=jnp):
   """``0.5 mean((w2 . relu(W1 x + b1) + b2 - y)^2)``, ``w`` flat."""
   n, m = data['x'].shape
   h = (w.shape[0] - 1) // (m + 2)
-  w1 = w[:h * m].reshape(h, m)
-  b1, w2, b2 = w[h * m:h * m + h], w[h * m + h:h * (m + 2)], w[-1]
+  w1 = w[: h * m].reshape(h, m)
+  b1, w2, b2 = w[h * m : h * m + h], w[h * m + h : h * (m + 2)], w[-1]
   out = xp.maximum(data['x'] @ w1.T + b1, 0.0) @ w2 + b2
   return 0.5 * xp.mean((out - data['y']) ** 2)
 
 
 def _relu_net_params(rng: np.random.Generator, m: int, h: int) -> np.ndarray:
-  return np.concatenate([rng.standard_normal(h * m) * np.sqrt(2.0 / m),
-                         0.1 * rng.standard_normal(h),
-                         rng.standard_normal(h) / np.sqrt(h), np.zeros(1)])
+  return np.concatenate(
+    [
+      rng.standard_normal(h * m) * np.sqrt(2.0 / m),
+      0.1 * rng.standard_normal(h),
+      rng.standard_normal(h) / np.sqrt(h),
+      np.zeros(1),
+    ]
+  )
 
 
 def make_relu_net(rng: np.random.Generator, index: int) -> Instance:
@@ -558,46 +620,82 @@ def make_relu_net(rng: np.random.Generator, index: int) -> Instance:
   teacher = _relu_net_params(rng, m, h)
   data = dict(x=x, y=np.zeros(n))
   data['y'] = np.asarray(relu_net_objective_out(data, teacher))
-  return Instance(data, _relu_net_params(rng, m, h), None, 0.0,
-                  dict(n=n, in_dim=m, hidden=h, cond=cond))
+  return Instance(
+    data, _relu_net_params(rng, m, h), None, 0.0, dict(n=n, in_dim=m, hidden=h, cond=cond)
+  )
 
 
 def relu_net_objective_out(data, w) -> np.ndarray:
   """The net's outputs in float64 numpy (the teacher's targets)."""
   n, m = data['x'].shape
   h = (w.shape[0] - 1) // (m + 2)
-  w1 = w[:h * m].reshape(h, m)
-  b1, w2, b2 = w[h * m:h * m + h], w[h * m + h:h * (m + 2)], w[-1]
+  w1 = w[: h * m].reshape(h, m)
+  b1, w2, b2 = w[h * m : h * m + h], w[h * m + h : h * (m + 2)], w[-1]
   return np.maximum(data['x'] @ w1.T + b1, 0.0) @ w2 + b2
 
 
-FAMILIES = {f.name: f for f in (
-    Family('relu_regression', relu_regression_objective, make_relu_regression,
-           'distance', 'mean((relu(Xw)-y)^2) + l1|w|_1, y <= 0, w* = 0; '
-           '(n, d) in {(40, 10), (100, 30)}, cond 1-100, l1 1e-3-1e-1'),
-    Family('lasso', lasso_objective, make_lasso, 'distance',
-           '0.5/n |Xw-y|^2 + l1|w|_1; (n, d) in {(50, 20), (100, 50)}, '
-           'cond 1-100, l1 = 0.01-0.3 x l1_max'),
-    Family('huber', huber_objective, make_huber, 'distance',
-           'mean(huber_delta(Xw-y)), t(2) noise; (n, d) in {(60, 10), '
-           '(120, 30)}, cond 1-30, delta 1e-3-1e-1'),
-    Family('max_affine', max_affine_objective, make_max_affine, 'distance',
-           'max_i(a_i.w+b_i) + mu/2|w|^2; (pieces, d) in {(10, 5), '
-           '(40, 20)}, cond 1-30, mu 0.01-1'),
-    Family('abs_sum', abs_sum_objective, make_abs_sum, 'distance',
-           'sum a_i|w_i-c_i| + mu/2|w|^2; instance 0 = Figure 1; d in '
-           '{2, 10, 50}, a spread 1-100, mu 0.01-1'),
-    Family('svm', svm_objective, make_svm, 'distance',
-           'mean(hinge(y x.w)) + lam/2|w|^2; (n, d) in {(60, 5), (120, 20)}, '
-           'cond 1-30, lam 1e-3-1e-1'),
-    Family('relu_net', relu_net_objective, make_relu_net, 'excess',
-           'teacher-student 1-hidden-layer ReLU net, f* = 0; (n, in, '
-           'hidden) in {(16, 4, 6), (32, 8, 12)}, input cond 1-10'),
-)}
+FAMILIES = {
+  f.name: f
+  for f in (
+    Family(
+      'relu_regression',
+      relu_regression_objective,
+      make_relu_regression,
+      'distance',
+      'mean((relu(Xw)-y)^2) + l1|w|_1, y <= 0, w* = 0; '
+      '(n, d) in {(40, 10), (100, 30)}, cond 1-100, l1 1e-3-1e-1',
+    ),
+    Family(
+      'lasso',
+      lasso_objective,
+      make_lasso,
+      'distance',
+      '0.5/n |Xw-y|^2 + l1|w|_1; (n, d) in {(50, 20), (100, 50)}, '
+      'cond 1-100, l1 = 0.01-0.3 x l1_max',
+    ),
+    Family(
+      'huber',
+      huber_objective,
+      make_huber,
+      'distance',
+      'mean(huber_delta(Xw-y)), t(2) noise; (n, d) in {(60, 10), '
+      '(120, 30)}, cond 1-30, delta 1e-3-1e-1',
+    ),
+    Family(
+      'max_affine',
+      max_affine_objective,
+      make_max_affine,
+      'distance',
+      'max_i(a_i.w+b_i) + mu/2|w|^2; (pieces, d) in {(10, 5), (40, 20)}, cond 1-30, mu 0.01-1',
+    ),
+    Family(
+      'abs_sum',
+      abs_sum_objective,
+      make_abs_sum,
+      'distance',
+      'sum a_i|w_i-c_i| + mu/2|w|^2; instance 0 = Figure 1; d in '
+      '{2, 10, 50}, a spread 1-100, mu 0.01-1',
+    ),
+    Family(
+      'svm',
+      svm_objective,
+      make_svm,
+      'distance',
+      'mean(hinge(y x.w)) + lam/2|w|^2; (n, d) in {(60, 5), (120, 20)}, cond 1-30, lam 1e-3-1e-1',
+    ),
+    Family(
+      'relu_net',
+      relu_net_objective,
+      make_relu_net,
+      'excess',
+      'teacher-student 1-hidden-layer ReLU net, f* = 0; (n, in, '
+      'hidden) in {(16, 4, 6), (32, 8, 12)}, input cond 1-10',
+    ),
+  )
+}
 
 
-def make_instances(family: str, num: int, *,
-                   seed: int = SEED) -> list[Instance]:
+def make_instances(family: str, num: int, *, seed: int = SEED) -> list[Instance]:
   """The first ``num`` instances of a family (fixed by ``seed``).
 
   Args:
@@ -610,11 +708,11 @@ def make_instances(family: str, num: int, *,
   """
   fam = FAMILIES[family]
   index = list(FAMILIES).index(family)
-  return [fam.make(np.random.default_rng([seed, index, i]), i)
-          for i in range(num)]
+  return [fam.make(np.random.default_rng([seed, index, i]), i) for i in range(num)]
 
 
 # ------------------------------------------------------------------- methods
+
 
 def adam(lr: Any) -> optax.GradientTransformation:
   """``optax.adam`` at a constant learning rate."""
@@ -629,22 +727,21 @@ def adam_cosine(lr: Any, *, steps: int = STEPS) -> optax.GradientTransformation:
 def _sadam(estimator: str, rule: str) -> Factory:
   def factory(lr: Any) -> optax.GradientTransformation:
     return sadam_optax.sadam(lr, estimator=estimator, rule=rule)
-  factory.__doc__ = f'sadam_optax.sadam(lr, estimator={estimator!r}, ' \
-                    f'rule={rule!r})'
+
+  factory.__doc__ = f'sadam_optax.sadam(lr, estimator={estimator!r}, rule={rule!r})'
   return factory
 
 
 METHODS: dict[str, Factory] = {'adam': adam, 'adam-cosine': adam_cosine}
 for _rule in ('exp', 'compound'):
-  for _est in ('uphill', 'secant', 'step', 'literal', 'trajectory',
-               'random-jvp'):
-    _name = 'sadam' + ('' if _est == 'uphill' else f'-{_est}') + (
-        '' if _rule == 'exp' else '-compound')
+  for _est in ('uphill', 'secant', 'step', 'literal', 'trajectory', 'random-jvp'):
+    _name = (
+      'sadam' + ('' if _est == 'uphill' else f'-{_est}') + ('' if _rule == 'exp' else '-compound')
+    )
     METHODS[_name] = _sadam(_est, _rule)
 
 
-def build(factory: Factory, lr: Any, *, steps: int
-          ) -> optax.GradientTransformationExtraArgs:
+def build(factory: Factory, lr: Any, *, steps: int) -> optax.GradientTransformationExtraArgs:
   """``factory(lr)`` (with ``steps=`` if it takes it), extra args accepted."""
   takes_steps = 'steps' in inspect.signature(factory).parameters
   tx = factory(lr, steps=steps) if takes_steps else factory(lr)
@@ -653,11 +750,11 @@ def build(factory: Factory, lr: Any, *, steps: int
 
 # ------------------------------------------------------------------- running
 
+
 def _group_by_shape(instances: Sequence[Instance]) -> list[list[int]]:
   groups: dict[Any, list[int]] = {}
   for i, inst in enumerate(instances):
-    key = (inst.start.shape, tuple(sorted(
-        (k, np.shape(v)) for k, v in inst.data.items())))
+    key = (inst.start.shape, tuple(sorted((k, np.shape(v)) for k, v in inst.data.items())))
     groups.setdefault(key, []).append(i)
   return list(groups.values())
 
@@ -680,22 +777,19 @@ def _trace(family: Family, factory: Factory, steps: int):
       w = optax.apply_updates(w, updates)
       value = loss(w)
       m_new = metric(w, value)
-      damping = jnp.asarray(optax.tree.get(state, 'damping', default=1.0),
-                            jnp.float32)
+      damping = jnp.asarray(optax.tree.get(state, 'damping', default=1.0), jnp.float32)
       return (w, state, value, m_new), (m_new, damping)
 
     value0 = loss(start)
     m0 = metric(start, value0)
-    _, (ms, dampings) = jax.lax.scan(
-        body, (start, opt.init(start), value0, m0), None, length=steps)
+    _, (ms, dampings) = jax.lax.scan(body, (start, opt.init(start), value0, m0), None, length=steps)
     return m0, ms, dampings
 
   over_lrs = jax.vmap(one, in_axes=(None, None, None, None, 0))
   return jax.jit(jax.vmap(over_lrs, in_axes=(0, 0, 0, 0, 0)))
 
 
-def run_metrics(m0: np.ndarray, ms: np.ndarray,
-                dampings: np.ndarray) -> dict[str, np.ndarray]:
+def run_metrics(m0: np.ndarray, ms: np.ndarray, dampings: np.ndarray) -> dict[str, np.ndarray]:
   """End-state metrics of runs (module doc), per leading index.
 
   Args:
@@ -715,13 +809,12 @@ def run_metrics(m0: np.ndarray, ms: np.ndarray,
   steps = ms.shape[-1]
   w = max(1, int(np.ceil(WINDOW * steps)))
   tail = ms[..., -w:]
-  before = ms[..., max(0, steps - 2 * w):steps - w]
+  before = ms[..., max(0, steps - 2 * w) : steps - w]
   floor = FLOOR * m0
   finite = np.all(np.isfinite(tail), axis=-1)
   band = np.where(finite, np.maximum(tail.mean(axis=-1), floor), np.inf)
   band_max = np.where(finite, np.maximum(tail.max(axis=-1), floor), np.inf)
-  previous = (np.maximum(before.mean(axis=-1), floor) if before.shape[-1]
-              else band)
+  previous = np.maximum(before.mean(axis=-1), floor) if before.shape[-1] else band
   hit = ms <= TOL * m0[..., None]
   steps_to_tol = np.where(hit.any(axis=-1), np.argmax(hit, axis=-1) + 1, -1)
   previous_m = np.concatenate([m0[..., None], ms[..., :-1]], axis=-1)
@@ -730,14 +823,22 @@ def run_metrics(m0: np.ndarray, ms: np.ndarray,
   with np.errstate(invalid='ignore', divide='ignore'):
     damping_away = (d * away).sum(-1) / away.sum(-1)
     damping_toward = (d * ~away).sum(-1) / (~away).sum(-1)
-  return dict(m0=m0, band=band, band_max=band_max, previous_band=previous,
-              steps_to_tol=steps_to_tol, mean_damping=d.mean(axis=-1),
-              damping_away=damping_away, damping_toward=damping_toward,
-              share_away=away.mean(axis=-1))
+  return dict(
+    m0=m0,
+    band=band,
+    band_max=band_max,
+    previous_band=previous,
+    steps_to_tol=steps_to_tol,
+    mean_damping=d.mean(axis=-1),
+    damping_away=damping_away,
+    damping_toward=damping_toward,
+    share_away=away.mean(axis=-1),
+  )
 
 
-def run_family(family: str, instances: Sequence[Instance], factory: Factory,
-               lrs: np.ndarray, *, steps: int) -> tuple[dict, np.ndarray]:
+def run_family(
+  family: str, instances: Sequence[Instance], factory: Factory, lrs: np.ndarray, *, steps: int
+) -> tuple[dict, np.ndarray]:
   """Runs one method on every instance of a family at every lr.
 
   Args:
@@ -758,21 +859,20 @@ def run_family(family: str, instances: Sequence[Instance], factory: Factory,
   curves = np.zeros((len(instances), lrs.shape[1], len(points)))
   run = _trace(fam, factory, steps)
   for group in _group_by_shape(instances):
-    stack = lambda get: jnp.asarray(np.stack(  # pylint: disable=g-long-lambda
-        [np.asarray(get(instances[i]), np.float32) for i in group]))
-    data = {k: stack(lambda inst, k=k: inst.data[k])
-            for k in instances[group[0]].data}
+    stack = lambda get: jnp.asarray(
+      np.stack(  # pylint: disable=g-long-lambda
+        [np.asarray(get(instances[i]), np.float32) for i in group]
+      )
+    )
+    data = {k: stack(lambda inst, k=k: inst.data[k]) for k in instances[group[0]].data}
     start = stack(lambda inst: inst.start)
-    w_star = stack(lambda inst: inst.start if inst.minimiser is None
-                   else inst.minimiser)
+    w_star = stack(lambda inst: inst.start if inst.minimiser is None else inst.minimiser)
     optimum = stack(lambda inst: inst.optimum)
-    m0, ms, dampings = jax.device_get(
-        run(data, start, w_star, optimum, jnp.asarray(lrs[group])))
+    m0, ms, dampings = jax.device_get(run(data, start, w_star, optimum, jnp.asarray(lrs[group])))
     out = run_metrics(m0, ms, dampings)
     for k, v in out.items():
       metrics.setdefault(k, np.zeros(lrs.shape))[group] = v
-    curves[group] = np.asarray(ms, np.float64)[..., points] / np.asarray(
-        m0, np.float64)[..., None]
+    curves[group] = np.asarray(ms, np.float64)[..., points] / np.asarray(m0, np.float64)[..., None]
   return metrics, np.median(curves, axis=0)
 
 
@@ -790,10 +890,8 @@ def compare(adam_band: np.ndarray, band: np.ndarray) -> dict[str, float]:
   adam_band = np.asarray(adam_band, np.float64)
   band = np.asarray(band, np.float64)
   with np.errstate(invalid='ignore', divide='ignore'):
-    ratio = np.where(np.isinf(adam_band) & np.isinf(band), 1.0,
-                     band / adam_band)
-  return dict(win_rate=float(np.mean(band <= adam_band)),
-              median_ratio=float(np.median(ratio)))
+    ratio = np.where(np.isinf(adam_band) & np.isinf(band), 1.0, band / adam_band)
+  return dict(win_rate=float(np.mean(band <= adam_band)), median_ratio=float(np.median(ratio)))
 
 
 def adam_converges(metrics: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -812,10 +910,14 @@ def adam_converges(metrics: dict[str, np.ndarray]) -> dict[str, Any]:
   plateau = finite & (band >= PLATEAU * metrics['previous_band'])
   banded = finite & (band >= BANDED * FLOOR * m0)
   ok = small & plateau & banded
-  return dict(converged=bool(np.mean(ok) >= CELL_SHARE),
-              share=float(np.mean(ok)), finite=float(np.mean(finite)),
-              small=float(np.mean(small)), plateau=float(np.mean(plateau)),
-              banded=float(np.mean(banded)))
+  return dict(
+    converged=bool(np.mean(ok) >= CELL_SHARE),
+    share=float(np.mean(ok)),
+    finite=float(np.mean(finite)),
+    small=float(np.mean(small)),
+    plateau=float(np.mean(plateau)),
+    banded=float(np.mean(banded)),
+  )
 
 
 def verdict(cells: Sequence[dict[str, Any]]) -> str:
@@ -833,23 +935,29 @@ def verdict(cells: Sequence[dict[str, Any]]) -> str:
   counted = [c for c in cells if c['converged']]
   if not counted:
     return 'n/a'
-  return 'pass' if all(c['win_rate'] >= WIN_TARGET
-                       and c['median_ratio'] <= RATIO_TARGET
-                       for c in counted) else 'fail'
+  return (
+    'pass'
+    if all(c['win_rate'] >= WIN_TARGET and c['median_ratio'] <= RATIO_TARGET for c in counted)
+    else 'fail'
+  )
 
 
 def _listed(x: np.ndarray) -> list:
-  return [None if not np.isfinite(v) else float(v) for v in np.asarray(
-      x, np.float64)]
+  return [None if not np.isfinite(v) else float(v) for v in np.asarray(x, np.float64)]
 
 
-def run_suite(methods: dict[str, Factory], *,
-              families: Sequence[str] = tuple(FAMILIES),
-              lrs: Sequence[float] = LRS, steps: int = STEPS,
-              instances: int = INSTANCES, seed: int = SEED,
-              baseline: str = BASELINE,
-              controls: Sequence[str] = (DEFAULT,),
-              progress: bool = True) -> dict[str, Any]:
+def run_suite(
+  methods: dict[str, Factory],
+  *,
+  families: Sequence[str] = tuple(FAMILIES),
+  lrs: Sequence[float] = LRS,
+  steps: int = STEPS,
+  instances: int = INSTANCES,
+  seed: int = SEED,
+  baseline: str = BASELINE,
+  controls: Sequence[str] = (DEFAULT,),
+  progress: bool = True,
+) -> dict[str, Any]:
   """Runs every method on every instance of every family at every lr.
 
   Args:
@@ -882,13 +990,32 @@ def run_suite(methods: dict[str, Factory], *,
     raise ValueError(f'Unknown families {unknown}; known: {list(FAMILIES)}.')
   lrs = [float(lr) for lr in lrs]
   out: dict[str, Any] = dict(
-      config=dict(families=list(families), lrs=lrs, steps=steps,
-                  instances=instances, seed=seed, methods=list(methods),
-                  baseline=baseline, controls=list(controls), window=WINDOW,
-                  tol=TOL, floor=FLOOR, converged_band=CONVERGED_BAND,
-                  plateau=PLATEAU, banded=BANDED, cell_share=CELL_SHARE,
-                  win_target=WIN_TARGET, ratio_target=RATIO_TARGET),
-      instances={}, runs={}, cells=[], verdicts={}, curves={}, timings={})
+    config=dict(
+      families=list(families),
+      lrs=lrs,
+      steps=steps,
+      instances=instances,
+      seed=seed,
+      methods=list(methods),
+      baseline=baseline,
+      controls=list(controls),
+      window=WINDOW,
+      tol=TOL,
+      floor=FLOOR,
+      converged_band=CONVERGED_BAND,
+      plateau=PLATEAU,
+      banded=BANDED,
+      cell_share=CELL_SHARE,
+      win_target=WIN_TARGET,
+      ratio_target=RATIO_TARGET,
+    ),
+    instances={},
+    runs={},
+    cells=[],
+    verdicts={},
+    curves={},
+    timings={},
+  )
   order = [baseline] + [m for m in methods if m != baseline]
   for family in families:
     t0 = time.time()
@@ -901,19 +1028,19 @@ def run_suite(methods: dict[str, Factory], *,
     while queue:
       name, factory, lr_grid = queue.pop(0)
       t1 = time.time()
-      runs[name], curves[name] = run_family(family, insts, factory, lr_grid,
-                                            steps=steps)
+      runs[name], curves[name] = run_family(family, insts, factory, lr_grid, steps=steps)
       out['timings'][f'{family}/{name}'] = round(time.time() - t1, 2)
       if progress:
-        print(f'  {family:16s} {name:28s} {time.time() - t1:6.1f} s',
-              file=sys.stderr, flush=True)
+        print(f'  {family:16s} {name:28s} {time.time() - t1:6.1f} s', file=sys.stderr, flush=True)
       if name in controls:
-        queue.insert(0, (CONTROL.format(name), methods[baseline],
-                         grid * runs[name]['mean_damping']))
+        queue.insert(
+          0, (CONTROL.format(name), methods[baseline], grid * runs[name]['mean_damping'])
+        )
     out['timings'][family] = round(time.time() - t0, 2)
     out['runs'][family] = {
-        name: {k: [_listed(v[:, j]) for j in range(len(lrs))]
-               for k, v in r.items()} for name, r in runs.items()}
+      name: {k: [_listed(v[:, j]) for j in range(len(lrs))] for k, v in r.items()}
+      for name, r in runs.items()
+    }
     out['curves'][family] = {name: c.tolist() for name, c in curves.items()}
   return summarize(out)
 
@@ -940,33 +1067,56 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
   for family, runs in results['runs'].items():
     get = lambda name, key, j: _array(runs[name][key][j])  # pylint: disable=g-long-lambda,cell-var-from-loop
     for j, lr in enumerate(cfg['lrs']):
-      conv = adam_converges({k: get(baseline, k, j)
-                             for k in ('band', 'm0', 'previous_band')})
+      conv = adam_converges({k: get(baseline, k, j) for k in ('band', 'm0', 'previous_band')})
       for name in runs:
         band, m0 = get(name, 'band', j), get(name, 'm0', j)
-        cells.append(dict(
-            family=family, lr=lr, method=name,
-            adam_converged=conv['converged'], adam_criterion=conv,
+        cells.append(
+          dict(
+            family=family,
+            lr=lr,
+            method=name,
+            adam_converged=conv['converged'],
+            adam_criterion=conv,
             **compare(get(baseline, 'band', j), band),
             mean_damping=float(np.mean(get(name, 'mean_damping', j))),
             median_band=float(np.median(band / m0)),
-            reached_tol=float(np.mean(get(name, 'steps_to_tol', j) > 0))))
+            reached_tol=float(np.mean(get(name, 'steps_to_tol', j) > 0)),
+          )
+        )
     verdicts[family] = {
-        name: 'baseline' if name == baseline else verdict([dict(converged=c['adam_converged'], **c)
-                       for c in cells
-                       if c['family'] == family and c['method'] == name])
-        for name in runs}
-  table = [away_toward(results, family=f, lr=lr, method=m)
-           for m in (DEFAULT, 'sadam-secant', 'sadam-step', 'sadam-compound')
-           for f in results['runs'] for lr in cfg['lrs']]
-  results.update(cells=cells, verdicts=verdicts,
-                 diagnostics=away_toward(results),
-                 away_toward=[row for row in table if row])
+      name: 'baseline'
+      if name == baseline
+      else verdict(
+        [
+          dict(converged=c['adam_converged'], **c)
+          for c in cells
+          if c['family'] == family and c['method'] == name
+        ]
+      )
+      for name in runs
+    }
+  table = [
+    away_toward(results, family=f, lr=lr, method=m)
+    for m in (DEFAULT, 'sadam-secant', 'sadam-step', 'sadam-compound')
+    for f in results['runs']
+    for lr in cfg['lrs']
+  ]
+  results.update(
+    cells=cells,
+    verdicts=verdicts,
+    diagnostics=away_toward(results),
+    away_toward=[row for row in table if row],
+  )
   return results
 
 
-def away_toward(results: dict[str, Any], *, family: str = 'relu_regression',
-                lr: float = 1e-2, method: str = DEFAULT) -> dict[str, Any]:
+def away_toward(
+  results: dict[str, Any],
+  *,
+  family: str = 'relu_regression',
+  lr: float = 1e-2,
+  method: str = DEFAULT,
+) -> dict[str, Any]:
   """Mean damping on steps away from / toward the minimiser (module doc).
 
   Args:
@@ -990,14 +1140,19 @@ def away_toward(results: dict[str, Any], *, family: str = 'relu_regression',
     values = values[np.isfinite(values)]
     return float(values.mean()) if values.size else float('nan')
 
-  return dict(family=family, lr=lr, method=method,
-              damping_away=mean('damping_away'),
-              damping_toward=mean('damping_toward'),
-              share_away=mean('share_away'),
-              mean_damping=mean('mean_damping'))
+  return dict(
+    family=family,
+    lr=lr,
+    method=method,
+    damping_away=mean('damping_away'),
+    damping_toward=mean('damping_toward'),
+    share_away=mean('share_away'),
+    mean_damping=mean('mean_damping'),
+  )
 
 
 # ------------------------------------------------------------------- reports
+
 
 def _fmt(x: Any) -> str:
   if x is None or (isinstance(x, float) and not np.isfinite(x)):
@@ -1009,99 +1164,131 @@ def markdown(payload: dict[str, Any]) -> str:
   """The readable report: headline, verdicts, every cell."""
   cfg = payload['config']
   lines = [
-      '# Non-smooth benchmark suite: methods against Adam, instance by '
-      'instance', '',
-      f'Command: `{payload["command"]}`  ',
-      f'Hardware: {payload["hardware"]}  ',
-      f'Core (sadam_optax) at: {payload.get("core", "-")}  ',
-      f'Date: {payload["date"]}; wall time {payload.get("wall_s", 0):.0f} s  ',
-      f'Families: {", ".join(cfg["families"])}; {cfg["instances"]} '
-      f'instances each (seed {cfg["seed"]}); constant lrs {cfg["lrs"]}; '
-      f'{cfg["steps"]} steps; same start per instance for every method.', '',
-      'Band: the distance to the minimiser (relu_net: the excess loss) '
-      f'averaged over the last {cfg["window"]:.0%} of the steps, floored at '
-      f'{cfg["floor"]:g} x its initial value. Win: band <= Adam\'s on the '
-      'same instance. Ratio: band / Adam\'s band (median over instances). '
-      'Adam converges (column "Adam conv."): on >= '
-      f'{cfg["cell_share"]:.0%} of the instances Adam is finite, its band is '
-      f'<= {cfg["converged_band"]} x the initial distance, and it has '
-      f'plateaued (band >= {cfg["plateau"]} x its mean over the previous '
-      f'window), and its band is >= {cfg.get("banded", BANDED):g} x the '
-      'floor (a band, not the point). Verdict per family: in every lr where Adam converges, win '
-      f'rate >= {cfg["win_target"]:.0%} and median ratio <= '
-      f'{cfg["ratio_target"]}; n/a where Adam converges at no lr.', '']
+    '# Non-smooth benchmark suite: methods against Adam, instance by instance',
+    '',
+    f'Command: `{payload["command"]}`  ',
+    f'Hardware: {payload["hardware"]}  ',
+    f'Core (sadam_optax) at: {payload.get("core", "-")}  ',
+    f'Date: {payload["date"]}; wall time {payload.get("wall_s", 0):.0f} s  ',
+    f'Families: {", ".join(cfg["families"])}; {cfg["instances"]} '
+    f'instances each (seed {cfg["seed"]}); constant lrs {cfg["lrs"]}; '
+    f'{cfg["steps"]} steps; same start per instance for every method.',
+    '',
+    'Band: the distance to the minimiser (relu_net: the excess loss) '
+    f'averaged over the last {cfg["window"]:.0%} of the steps, floored at '
+    f"{cfg['floor']:g} x its initial value. Win: band <= Adam's on the "
+    "same instance. Ratio: band / Adam's band (median over instances). "
+    'Adam converges (column "Adam conv."): on >= '
+    f'{cfg["cell_share"]:.0%} of the instances Adam is finite, its band is '
+    f'<= {cfg["converged_band"]} x the initial distance, and it has '
+    f'plateaued (band >= {cfg["plateau"]} x its mean over the previous '
+    f'window), and its band is >= {cfg.get("banded", BANDED):g} x the '
+    'floor (a band, not the point). Verdict per family: in every lr where Adam converges, win '
+    f'rate >= {cfg["win_target"]:.0%} and median ratio <= '
+    f'{cfg["ratio_target"]}; n/a where Adam converges at no lr.',
+    '',
+  ]
   for family in cfg['families']:
     lines.append(f'- `{family}`: {FAMILIES[family].summary}')
   lines.append('')
   cells = payload['cells']
-  headline = [m for m in ('sadam', 'sadam-secant', 'sadam-step',
-                          'sadam-compound')
-              if m in cfg['methods']]
+  headline = [
+    m for m in ('sadam', 'sadam-secant', 'sadam-step', 'sadam-compound') if m in cfg['methods']
+  ]
   if headline:
-    lines += ['## Headline: win rate / median ratio against Adam', '',
-              '| family | lr | Adam conv. | ' + ' | '.join(headline) + ' |',
-              '|---|---|---|' + '---|' * len(headline)]
+    lines += [
+      '## Headline: win rate / median ratio against Adam',
+      '',
+      '| family | lr | Adam conv. | ' + ' | '.join(headline) + ' |',
+      '|---|---|---|' + '---|' * len(headline),
+    ]
     for family in cfg['families']:
       for lr in cfg['lrs']:
-        row = {c['method']: c for c in cells
-               if c['family'] == family and c['lr'] == lr}
+        row = {c['method']: c for c in cells if c['family'] == family and c['lr'] == lr}
         conv = row[cfg['baseline']]['adam_converged']
-        lines.append(f'| {family} | {lr:g} | {"yes" if conv else "no"} | '
-                     + ' | '.join(f'{row[m]["win_rate"]:.0%} / '
-                                  f'{row[m]["median_ratio"]:.3g}'
-                                  for m in headline) + ' |')
+        lines.append(
+          f'| {family} | {lr:g} | {"yes" if conv else "no"} | '
+          + ' | '.join(f'{row[m]["win_rate"]:.0%} / {row[m]["median_ratio"]:.3g}' for m in headline)
+          + ' |'
+        )
     lines.append('')
   methods = list(payload['verdicts'][cfg['families'][0]])
-  lines += ['## Verdicts per family', '',
-            '| method | ' + ' | '.join(cfg['families']) + ' |',
-            '|---|' + '---|' * len(cfg['families'])]
+  lines += [
+    '## Verdicts per family',
+    '',
+    '| method | ' + ' | '.join(cfg['families']) + ' |',
+    '|---|' + '---|' * len(cfg['families']),
+  ]
   for m in methods:
-    lines.append(f'| {m} | ' + ' | '.join(
-        payload['verdicts'][f].get(m, '-') for f in cfg['families']) + ' |')
+    lines.append(
+      f'| {m} | ' + ' | '.join(payload['verdicts'][f].get(m, '-') for f in cfg['families']) + ' |'
+    )
   diag = payload.get('diagnostics') or {}
   if diag:
-    lines += ['', '## Damping on steps away from / toward the minimiser', '',
-              f'{diag["method"]} on {diag["family"]} at lr {diag["lr"]:g} '
-              '(means over instances of the per-run mean damping on each kind '
-              'of step): away '
-              f'{diag["damping_away"]:.3f}, toward '
-              f'{diag["damping_toward"]:.3f}; share of steps away '
-              f'{diag["share_away"]:.3f}; mean damping '
-              f'{diag["mean_damping"]:.3f}.']
+    lines += [
+      '',
+      '## Damping on steps away from / toward the minimiser',
+      '',
+      f'{diag["method"]} on {diag["family"]} at lr {diag["lr"]:g} '
+      '(means over instances of the per-run mean damping on each kind '
+      'of step): away '
+      f'{diag["damping_away"]:.3f}, toward '
+      f'{diag["damping_toward"]:.3f}; share of steps away '
+      f'{diag["share_away"]:.3f}; mean damping '
+      f'{diag["mean_damping"]:.3f}.',
+    ]
   rows = payload.get('away_toward') or []
   if rows:
-    lines += ['', 'Every family (mean damping on steps away / toward; share '
-              'of steps away; relu_net: steps that raise / lower the loss):',
-              '', '| method | family | lr | away | toward | share away |',
-              '|---|---|---|---|---|---|']
-    lines += [f'| {r["method"]} | {r["family"]} | {r["lr"]:g} | '
-              f'{_fmt(r["damping_away"])} | {_fmt(r["damping_toward"])} | '
-              f'{r["share_away"]:.3f} |' for r in rows]
-  lines += ['', '## Every cell', '',
-            '| family | lr | method | Adam conv. | win rate | median ratio '
-            '| median band / m0 | reached tol | mean damping |',
-            '|---|---|---|---|---|---|---|---|---|']
+    lines += [
+      '',
+      'Every family (mean damping on steps away / toward; share '
+      'of steps away; relu_net: steps that raise / lower the loss):',
+      '',
+      '| method | family | lr | away | toward | share away |',
+      '|---|---|---|---|---|---|',
+    ]
+    lines += [
+      f'| {r["method"]} | {r["family"]} | {r["lr"]:g} | '
+      f'{_fmt(r["damping_away"])} | {_fmt(r["damping_toward"])} | '
+      f'{r["share_away"]:.3f} |'
+      for r in rows
+    ]
+  lines += [
+    '',
+    '## Every cell',
+    '',
+    '| family | lr | method | Adam conv. | win rate | median ratio '
+    '| median band / m0 | reached tol | mean damping |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ]
   for c in cells:
     lines.append(
-        f'| {c["family"]} | {c["lr"]:g} | {c["method"]} | '
-        f'{"yes" if c["adam_converged"] else "no"} | {c["win_rate"]:.0%} | '
-        f'{_fmt(c["median_ratio"])} | {_fmt(c["median_band"])} | '
-        f'{c["reached_tol"]:.0%} | {c["mean_damping"]:.3f} |')
-  lines += ['', 'Adam\'s convergence criterion per cell (shares of '
-            'instances: finite / small band / plateaued / above the floor):',
-            '']
+      f'| {c["family"]} | {c["lr"]:g} | {c["method"]} | '
+      f'{"yes" if c["adam_converged"] else "no"} | {c["win_rate"]:.0%} | '
+      f'{_fmt(c["median_ratio"])} | {_fmt(c["median_band"])} | '
+      f'{c["reached_tol"]:.0%} | {c["mean_damping"]:.3f} |'
+    )
+  lines += [
+    '',
+    "Adam's convergence criterion per cell (shares of "
+    'instances: finite / small band / plateaued / above the floor):',
+    '',
+  ]
   for c in cells:
     if c['method'] == cfg['baseline']:
       a = c['adam_criterion']
-      lines.append(f'- {c["family"]} lr {c["lr"]:g}: {a["finite"]:.0%} / '
-                   f'{a["small"]:.0%} / {a["plateau"]:.0%} / '
-                   f'{a.get("banded", 1.0):.0%}')
+      lines.append(
+        f'- {c["family"]} lr {c["lr"]:g}: {a["finite"]:.0%} / '
+        f'{a["small"]:.0%} / {a["plateau"]:.0%} / '
+        f'{a.get("banded", 1.0):.0%}'
+      )
   return '\n'.join(lines) + '\n'
 
 
 def plot(payload: dict[str, Any], family: str, path: Path) -> None:
   """Median ``m_t / m_0`` against the step, one panel per lr."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
@@ -1110,17 +1297,19 @@ def plot(payload: dict[str, Any], family: str, path: Path) -> None:
   steps = cfg['steps']
   x = np.unique(np.linspace(0, steps - 1, CURVE_POINTS).astype(int)) + 1
   lrs = cfg['lrs']
-  fig, axes = plt.subplots(1, len(lrs), figsize=(5 * len(lrs), 4),
-                           squeeze=False)
+  fig, axes = plt.subplots(1, len(lrs), figsize=(5 * len(lrs), 4), squeeze=False)
   for j, (ax, lr) in enumerate(zip(axes[0], lrs)):
     for name, c in curves.items():
-      style = '--' if name.startswith('adam@') else (
-          ':' if 'compound' in name else '-')
+      style = '--' if name.startswith('adam@') else (':' if 'compound' in name else '-')
       width = 2.2 if name in (cfg['baseline'], DEFAULT) else 1.0
-      ax.plot(x, np.maximum(np.asarray(c[j], np.float64), 1e-9), style,
-              lw=width, label=name)
-    ax.set(xscale='log', yscale='log', xlabel='step', title=f'{family}, '
-           f'lr {lr:g}', ylabel='median m_t / m_0' if j == 0 else None)
+      ax.plot(x, np.maximum(np.asarray(c[j], np.float64), 1e-9), style, lw=width, label=name)
+    ax.set(
+      xscale='log',
+      yscale='log',
+      xlabel='step',
+      title=f'{family}, lr {lr:g}',
+      ylabel='median m_t / m_0' if j == 0 else None,
+    )
   axes[0][0].legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -1131,26 +1320,34 @@ def core_version() -> str:
   """The git commit of the checkout and whether ``sadam_optax/`` differs
   from it (the core may change between runs: record which one ran)."""
   root = Path(__file__).resolve().parent.parent
-  git = lambda *a: subprocess.run(  # pylint: disable=g-long-lambda
-      ['git', *a], cwd=root, capture_output=True, text=True,
-      check=False).stdout
+  git = lambda *a: (
+    subprocess.run(  # pylint: disable=g-long-lambda
+      ['git', *a], cwd=root, capture_output=True, text=True, check=False
+    ).stdout
+  )
   commit = git('rev-parse', '--short', 'HEAD').strip() or 'unknown'
   dirty = git('status', '--porcelain', '--', 'sadam_optax')
-  return commit + (' + uncommitted changes in sadam_optax/: ' + ', '.join(
-      line[3:] for line in dirty.splitlines() if line) if dirty else '')
+  return commit + (
+    ' + uncommitted changes in sadam_optax/: '
+    + ', '.join(line[3:] for line in dirty.splitlines() if line)
+    if dirty
+    else ''
+  )
 
 
 def dumps(payload: dict[str, Any]) -> str:
   """JSON with every list of numbers on one line; curves to 4 digits."""
   payload = dict(payload)
   payload['curves'] = {
-      f: {m: [[float(f'{v:.4g}') for v in row] for row in c]
-          for m, c in curves.items()}
-      for f, curves in payload.get('curves', {}).items()}
+    f: {m: [[float(f'{v:.4g}') for v in row] for row in c] for m, c in curves.items()}
+    for f, curves in payload.get('curves', {}).items()
+  }
   text = json.dumps(payload, indent=1)
-  return re.sub(r'\[[-0-9.eE,\s]*\]|\[[-0-9.eEnul,\s]*\]',
-                lambda m: re.sub(r'\s+', '', m.group(0)).replace(',', ', '),
-                text)
+  return re.sub(
+    r'\[[-0-9.eE,\s]*\]|\[[-0-9.eEnul,\s]*\]',
+    lambda m: re.sub(r'\s+', '', m.group(0)).replace(',', ', '),
+    text,
+  )
 
 
 def write(payload: dict[str, Any], stem: str | Path) -> Path:
@@ -1166,9 +1363,13 @@ def write(payload: dict[str, Any], stem: str | Path) -> Path:
   """
   stem = Path(stem)
   stem.parent.mkdir(parents=True, exist_ok=True)
-  payload = dict(command=common.command_line(), hardware=common.hardware(),
-                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(
-                     timespec='seconds'), core=core_version(), **payload)
+  payload = dict(
+    command=common.command_line(),
+    hardware=common.hardware(),
+    date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+    core=core_version(),
+    **payload,
+  )
   path = stem.with_name(stem.name + '.json')
   path.write_text(dumps(payload))
   stem.with_name(stem.name + '.md').write_text(markdown(payload))
@@ -1179,38 +1380,53 @@ def write(payload: dict[str, Any], stem: str | Path) -> Path:
 
 # ----------------------------------------------------------------------- CLI
 
+
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--methods', nargs='+', default=list(METHODS),
-                 choices=list(METHODS), metavar='NAME',
-                 help=f'from METHODS: {", ".join(METHODS)}')
-  p.add_argument('--families', nargs='+', default=list(FAMILIES),
-                 choices=list(FAMILIES))
+  p.add_argument(
+    '--methods',
+    nargs='+',
+    default=list(METHODS),
+    choices=list(METHODS),
+    metavar='NAME',
+    help=f'from METHODS: {", ".join(METHODS)}',
+  )
+  p.add_argument('--families', nargs='+', default=list(FAMILIES), choices=list(FAMILIES))
   p.add_argument('--lrs', type=float, nargs='+', default=list(LRS))
   p.add_argument('--steps', type=int, default=STEPS)
   p.add_argument('--instances', type=int, default=INSTANCES)
   p.add_argument('--seed', type=int, default=SEED)
-  p.add_argument('--controls', nargs='*', default=[DEFAULT],
-                 help='methods followed by Adam at their effective lr')
-  p.add_argument('--out', default=str(common.RESULTS_DIR / 'nonsmooth_suite'),
-                 help='results path without suffix')
-  p.add_argument('--smoke', action='store_true',
-                 help='tiny: 1 instance, 60 steps, lr 1e-2, adam and sadam')
+  p.add_argument(
+    '--controls',
+    nargs='*',
+    default=[DEFAULT],
+    help='methods followed by Adam at their effective lr',
+  )
+  p.add_argument(
+    '--out', default=str(common.RESULTS_DIR / 'nonsmooth_suite'), help='results path without suffix'
+  )
+  p.add_argument(
+    '--smoke', action='store_true', help='tiny: 1 instance, 60 steps, lr 1e-2, adam and sadam'
+  )
   return p
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parser().parse_args(argv)
   if args.smoke:
-    args.methods = [m for m in args.methods if m in (BASELINE, DEFAULT)] or [
-        BASELINE, DEFAULT]
+    args.methods = [m for m in args.methods if m in (BASELINE, DEFAULT)] or [BASELINE, DEFAULT]
     args.instances, args.steps, args.lrs = 1, 60, [1e-2]
   names = [BASELINE] + [m for m in args.methods if m != BASELINE]
   t0 = time.time()
-  payload = run_suite({m: METHODS[m] for m in names},
-                      families=args.families, lrs=args.lrs, steps=args.steps,
-                      instances=args.instances, seed=args.seed,
-                      controls=args.controls)
+  payload = run_suite(
+    {m: METHODS[m] for m in names},
+    families=args.families,
+    lrs=args.lrs,
+    steps=args.steps,
+    instances=args.instances,
+    seed=args.seed,
+    controls=args.controls,
+  )
   payload['wall_s'] = round(time.time() - t0, 1)
   path = write(payload, args.out)
   print(path.with_suffix('.md').read_text())

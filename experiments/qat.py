@@ -41,32 +41,74 @@ from typing import Any
 
 from experiments import common
 
-ALL = ('adamw', 'sadam', 'sadam-literal', 'sadam-trajectory', 'prox-sgd',
-       'sgd', 'sam')
+ALL = ('adamw', 'sadam', 'sadam-literal', 'sadam-trajectory', 'prox-sgd', 'sgd', 'sam')
 
 PRESETS: dict[str, dict[str, Any]] = {
-    'quick': dict(dataset='mnist1d', model='cnn1d', bits=['4'],
-                  optimizers=['adamw', 'sadam-literal', 'sadam'],
-                  seeds=3, epochs=10, batch_size=100),
-    'mnist1d': dict(dataset='mnist1d', model='cnn1d', bits=['4', '2'],
-                    optimizers=list(ALL), seeds=5, epochs=60, batch_size=100),
-    'float': dict(dataset='mnist1d', model='cnn1d', bits=['none'],
-                  optimizers=['adamw'], seeds=5, epochs=60, batch_size=100),
-    'cifar10': dict(dataset='cifar10', model='qatnet', bits=['4'],
-                    optimizers=list(ALL), seeds=3, epochs=2, batch_size=128,
-                    limit_train=10000, limit_test=5000),
-    'resnet18': dict(dataset='cifar10', model='resnet18', bits=['4'],
-                     optimizers=['adamw', 'sadam-literal', 'sadam'], seeds=3,
-                     epochs=2, batch_size=128, limit_train=20000,
-                     lrs=[3e-4, 1e-3]),
-    'smoke': dict(dataset='mnist1d', model='cnn1d', bits=['4'],
-                  optimizers=['adamw', 'sadam'], seeds=2, epochs=2,
-                  batch_size=100, lrs=[1e-2]),
+  'quick': dict(
+    dataset='mnist1d',
+    model='cnn1d',
+    bits=['4'],
+    optimizers=['adamw', 'sadam-literal', 'sadam'],
+    seeds=3,
+    epochs=10,
+    batch_size=100,
+  ),
+  'mnist1d': dict(
+    dataset='mnist1d',
+    model='cnn1d',
+    bits=['4', '2'],
+    optimizers=list(ALL),
+    seeds=5,
+    epochs=60,
+    batch_size=100,
+  ),
+  'float': dict(
+    dataset='mnist1d',
+    model='cnn1d',
+    bits=['none'],
+    optimizers=['adamw'],
+    seeds=5,
+    epochs=60,
+    batch_size=100,
+  ),
+  'cifar10': dict(
+    dataset='cifar10',
+    model='qatnet',
+    bits=['4'],
+    optimizers=list(ALL),
+    seeds=3,
+    epochs=2,
+    batch_size=128,
+    limit_train=10000,
+    limit_test=5000,
+  ),
+  'resnet18': dict(
+    dataset='cifar10',
+    model='resnet18',
+    bits=['4'],
+    optimizers=['adamw', 'sadam-literal', 'sadam'],
+    seeds=3,
+    epochs=2,
+    batch_size=128,
+    limit_train=20000,
+    lrs=[3e-4, 1e-3],
+  ),
+  'smoke': dict(
+    dataset='mnist1d',
+    model='cnn1d',
+    bits=['4'],
+    optimizers=['adamw', 'sadam'],
+    seeds=2,
+    epochs=2,
+    batch_size=100,
+    lrs=[1e-2],
+  ),
 }
 
 
-def load(dataset: str, *, limit_train: int | None = None,
-         limit_test: int | None = None) -> common.Split:
+def load(
+  dataset: str, *, limit_train: int | None = None, limit_test: int | None = None
+) -> common.Split:
   """The dataset's train/validation/test split (validation: 10% of train).
 
   Args:
@@ -86,8 +128,7 @@ def load(dataset: str, *, limit_train: int | None = None,
   elif dataset == 'digits':
     arrays = data.load_digits()
   elif dataset == 'cifar10':
-    arrays = data.load_cifar10(limit_train=limit_train, limit_test=limit_test,
-                               normalize=True)
+    arrays = data.load_cifar10(limit_train=limit_train, limit_test=limit_test, normalize=True)
   else:
     raise ValueError(f'Unknown dataset {dataset!r}.')
   if dataset != 'cifar10' and (limit_train or limit_test):
@@ -100,16 +141,16 @@ def load(dataset: str, *, limit_train: int | None = None,
 MODELS = ('cnn1d', 'qatnet', 'mlp', 'resnet18')
 
 
-def build_model(name: str, bits: int | None, *, width: int | None = None
-                ) -> Any:
+def build_model(name: str, bits: int | None, *, width: int | None = None) -> Any:
   """A classifier of :mod:`sadam_examples.models` at ``bits`` (None: float).
 
   ``width`` sets ResNet-18's first-stage channels (None: its default, 64).
   """
   from sadam_examples import models  # pylint: disable=g-import-not-at-top
 
-  factories = dict(cnn1d=models.CNN1D, qatnet=models.QATNet, mlp=models.MLP,
-                   resnet18=models.ResNet18)
+  factories = dict(
+    cnn1d=models.CNN1D, qatnet=models.QATNet, mlp=models.MLP, resnet18=models.ResNet18
+  )
   if name not in factories:
     raise ValueError(f'Unknown model {name!r}; choose from {MODELS}.')
   if width is None:
@@ -124,14 +165,17 @@ def parse_bits(value: str) -> int | None:
 
 
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument('--preset', choices=sorted(PRESETS), default='quick')
   p.add_argument('--dataset', choices=['mnist1d', 'digits', 'cifar10'])
   p.add_argument('--model', choices=MODELS)
-  p.add_argument('--width', type=int,
-                 help='channels of resnet18\'s first stage (default 64; 16 '
-                      'trains on 2 CPU cores)')
+  p.add_argument(
+    '--width',
+    type=int,
+    help="channels of resnet18's first stage (default 64; 16 trains on 2 CPU cores)",
+  )
   p.add_argument('--bits', nargs='+', help="bit widths; 'none' for float")
   p.add_argument('--optimizers', nargs='+', choices=common.OPTIMIZERS)
   p.add_argument('--seeds', type=int, help='seeds per learning rate')
@@ -139,25 +183,33 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--batch-size', type=int)
   p.add_argument('--limit-train', type=int)
   p.add_argument('--limit-test', type=int)
-  p.add_argument('--lrs', type=float, nargs='+',
-                 help='one learning-rate grid for every optimizer '
-                      '(default: Adam family {1e-3,3e-3,1e-2}, SGD family '
-                      '{0.01,0.03,0.1})')
+  p.add_argument(
+    '--lrs',
+    type=float,
+    nargs='+',
+    help='one learning-rate grid for every optimizer '
+    '(default: Adam family {1e-3,3e-3,1e-2}, SGD family '
+    '{0.01,0.03,0.1})',
+  )
   p.add_argument('--schedule', choices=['constant', 'cosine'], default='constant')
-  p.add_argument('--no-controls', action='store_true',
-                 help='skip AdamW at S-Adam\'s effective learning rate')
+  p.add_argument(
+    '--no-controls', action='store_true', help="skip AdamW at S-Adam's effective learning rate"
+  )
   p.add_argument('--out', help='results file stem (default qat_<preset>)')
   p.add_argument('--out-dir', default=str(common.RESULTS_DIR))
-  p.add_argument('--render', metavar='JSON',
-                 help='only rewrite the .md beside this results file')
+  p.add_argument('--render', metavar='JSON', help='only rewrite the .md beside this results file')
   return p
 
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
   """The preset, overridden by every option given on the command line."""
-  config = {'limit_train': None, 'limit_test': None, 'lrs': None,
-            'width': None,
-            **PRESETS[args.preset]}
+  config = {
+    'limit_train': None,
+    'limit_test': None,
+    'lrs': None,
+    'width': None,
+    **PRESETS[args.preset],
+  }
   for key, value in vars(args).items():
     if value is not None and key not in ('preset', 'out', 'out_dir', 'render'):
       config[key] = value
@@ -176,42 +228,52 @@ def run(config: dict[str, Any], out_dir: Path | str) -> dict[str, Any]:
     The JSON payload.
   """
   start = time.perf_counter()
-  split = load(config['dataset'], limit_train=config['limit_train'],
-               limit_test=config['limit_test'])
-  budget = common.Budget(config['batch_size'], config['epochs'],
-                         schedule=config['schedule'])
+  split = load(
+    config['dataset'], limit_train=config['limit_train'], limit_test=config['limit_test']
+  )
+  budget = common.Budget(config['batch_size'], config['epochs'], schedule=config['schedule'])
   seeds = list(range(config['seeds']))
-  grids = ({o: config['lrs'] for o in config['optimizers']}
-           if config['lrs'] else None)
+  grids = {o: config['lrs'] for o in config['optimizers']} if config['lrs'] else None
   payload: dict[str, Any] = dict(
-      config={k: v for k, v in config.items()},
-      data=dict(train=len(split.y_train), val=len(split.y_val),
-                test=len(split.y_test)),
-      results={})
+    config={k: v for k, v in config.items()},
+    data=dict(train=len(split.y_train), val=len(split.y_val), test=len(split.y_test)),
+    results={},
+  )
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
 
   def save(label: str, results: dict[str, Any]) -> None:
     payload['results'][label] = results
     payload['seconds'] = time.perf_counter() - start
-    common.write_results(config['out'], payload, markdown(payload),
-                         out_dir=out_dir)
+    common.write_results(config['out'], payload, markdown(payload), out_dir=out_dir)
 
   for bits_str in config['bits']:
     bits = parse_bits(bits_str)
     label = 'float' if bits is None else f'{bits}-bit'
     model = build_model(config['model'], bits, width=config.get('width'))
     results = common.compare(
-        model, split, budget, optimizers=config['optimizers'], seeds=seeds,
-        grids=grids, controls=not config['no_controls'],
-        desc=f'{config["dataset"]} {label}',
-        on_result=lambda r, label=label: save(label, r))
-    common.plot_curves(results, out_dir / f'{config["out"]}_{label}.png',
-                       title=f'{config["dataset"]} {config["model"]} {label}')
+      model,
+      split,
+      budget,
+      optimizers=config['optimizers'],
+      seeds=seeds,
+      grids=grids,
+      controls=not config['no_controls'],
+      desc=f'{config["dataset"]} {label}',
+      on_result=lambda r, label=label: save(label, r),
+    )
+    common.plot_curves(
+      results,
+      out_dir / f'{config["out"]}_{label}.png',
+      title=f'{config["dataset"]} {config["model"]} {label}',
+    )
     save(label, results)
-    print(f'\n{config["dataset"]} {config["model"]} {label}: test accuracy, '
-          f'mean +- std over {len(seeds)} seeds\n{common.table(results)}\n'
-          + '\n'.join(common.verdict(results)), flush=True)
+    print(
+      f'\n{config["dataset"]} {config["model"]} {label}: test accuracy, '
+      f'mean +- std over {len(seeds)} seeds\n{common.table(results)}\n'
+      + '\n'.join(common.verdict(results)),
+      flush=True,
+    )
   return payload
 
 
@@ -226,27 +288,36 @@ def markdown(payload: dict[str, Any]) -> str:
   """
   config, data = payload['config'], payload['data']
   lines = [
-      f'# QAT comparison: {config["dataset"]}, {config["model"]}'
-      + (f' (width {config["width"]})' if config.get('width') else ''), '',
-      f'Command: `{payload.get("command", common.command_line())}`  ',
-      f'Hardware: {payload.get("hardware", common.hardware())}  ',
-      f'Wall time: {payload["seconds"]:.0f} s (all bit widths, tuning grids '
-      'and controls included)', '',
-      f'Data: {data["train"]} training, {data["val"]} validation (held out of '
-      f'the training set, used to select the learning rate), {data["test"]} '
-      f'test examples. Batch {config["batch_size"]}, {config["epochs"]} '
-      f'epochs, {config["schedule"]} learning rate, weight decay 1e-2 '
-      '(Adam family). Each optimizer is trained at every learning rate of '
-      'its grid with every seed; the learning rate with the best mean '
-      'validation accuracy is selected and the test accuracy of its seeds is '
-      'reported (mean +- sample std). `<sadam>@eff-lr` is AdamW at the '
-      'effective learning rate lr x mean damping of the same seed\'s S-Adam '
-      'run (the control the paper lacks). SAM takes two gradients per step.',
-      '']
+    f'# QAT comparison: {config["dataset"]}, {config["model"]}'
+    + (f' (width {config["width"]})' if config.get('width') else ''),
+    '',
+    f'Command: `{payload.get("command", common.command_line())}`  ',
+    f'Hardware: {payload.get("hardware", common.hardware())}  ',
+    f'Wall time: {payload["seconds"]:.0f} s (all bit widths, tuning grids and controls included)',
+    '',
+    f'Data: {data["train"]} training, {data["val"]} validation (held out of '
+    f'the training set, used to select the learning rate), {data["test"]} '
+    f'test examples. Batch {config["batch_size"]}, {config["epochs"]} '
+    f'epochs, {config["schedule"]} learning rate, weight decay 1e-2 '
+    '(Adam family). Each optimizer is trained at every learning rate of '
+    'its grid with every seed; the learning rate with the best mean '
+    'validation accuracy is selected and the test accuracy of its seeds is '
+    'reported (mean +- sample std). `<sadam>@eff-lr` is AdamW at the '
+    "effective learning rate lr x mean damping of the same seed's S-Adam "
+    'run (the control the paper lacks). SAM takes two gradients per step.',
+    '',
+  ]
   for label, results in payload['results'].items():
-    lines += [f'## {label}', '', common.table(results), '',
-              *common.verdict(results), '',
-              f'![curves]({config["out"]}_{label}.png)', '']
+    lines += [
+      f'## {label}',
+      '',
+      common.table(results),
+      '',
+      *common.verdict(results),
+      '',
+      f'![curves]({config["out"]}_{label}.png)',
+      '',
+    ]
   return '\n'.join(lines)
 
 

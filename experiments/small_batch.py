@@ -35,8 +35,12 @@ GRID = common.ADAM_GRID
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--batch-sizes', type=int, nargs='+', default=[2, 4, 16, 64])
-  p.add_argument('--optimizers', nargs='+', choices=common.OPTIMIZERS,
-                 default=['adamw', 'sadam', 'sadam-literal'])
+  p.add_argument(
+    '--optimizers',
+    nargs='+',
+    choices=common.OPTIMIZERS,
+    default=['adamw', 'sadam', 'sadam-literal'],
+  )
   p.add_argument('--bits', default='4', help="bit width; 'none' for float")
   p.add_argument('--seeds', type=int, default=3)
   p.add_argument('--epochs', type=int, default=10)
@@ -65,41 +69,62 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   for batch_size in args.batch_sizes:
     budget = common.Budget(batch_size, args.epochs)
     results = common.compare(
-        model, split, budget, optimizers=args.optimizers,
-        seeds=list(range(args.seeds)), grids=grids,
-        desc=f'batch {batch_size}')
+      model,
+      split,
+      budget,
+      optimizers=args.optimizers,
+      seeds=list(range(args.seeds)),
+      grids=grids,
+      desc=f'batch {batch_size}',
+    )
     payload['results'][str(batch_size)] = results
     payload['seconds'] = time.perf_counter() - start
-    common.write_results(args.out, payload, _markdown(args, payload),
-                         out_dir=out_dir)
-    print(f'\nbatch {batch_size}\n{common.table(results)}\n'
-          + '\n'.join(common.verdict(results)), flush=True)
+    common.write_results(args.out, payload, _markdown(args, payload), out_dir=out_dir)
+    print(
+      f'\nbatch {batch_size}\n{common.table(results)}\n' + '\n'.join(common.verdict(results)),
+      flush=True,
+    )
   _plot(payload['results'], out_dir / f'{args.out}.png')
   return payload
 
 
 def _markdown(args: argparse.Namespace, payload: dict[str, Any]) -> str:
   names = list(next(iter(payload['results'].values())))
-  header = ('| batch | ' + ' | '.join(names) + ' |\n|---|'
-            + '---|' * len(names))
+  header = '| batch | ' + ' | '.join(names) + ' |\n|---|' + '---|' * len(names)
   rows = []
   for batch, results in payload['results'].items():
-    cells = [f'{100 * results[n]["mean"]:.1f} +- {100 * results[n]["std"]:.1f}'
-             f' (lr {_lr(results[n]["lr"])})' for n in names]
+    cells = [
+      f'{100 * results[n]["mean"]:.1f} +- {100 * results[n]["std"]:.1f}'
+      f' (lr {_lr(results[n]["lr"])})'
+      for n in names
+    ]
     rows.append(f'| {batch} | ' + ' | '.join(cells) + ' |')
-  verdicts = [f'- batch {b}: ' + v[2:] for b, r in payload['results'].items()
-              for v in common.verdict(r)]
-  return '\n'.join([
+  verdicts = [
+    f'- batch {b}: ' + v[2:] for b, r in payload['results'].items() for v in common.verdict(r)
+  ]
+  return '\n'.join(
+    [
       '# Small batches: MNIST-1D, 1-D CNN, '
       f'{"float" if qat.parse_bits(args.bits) is None else args.bits + "-bit"}',
-      '', f'Command: `{common.command_line()}`  ',
+      '',
+      f'Command: `{common.command_line()}`  ',
       f'Hardware: {common.hardware()}  ',
-      f'Wall time: {payload["seconds"]:.0f} s', '',
+      f'Wall time: {payload["seconds"]:.0f} s',
+      '',
       f'Test accuracy %, mean +- std over {args.seeds} seeds, {args.epochs} '
       'epochs at every batch size, constant learning rate selected on a '
       f'validation split from {args.lrs}; `@eff-lr` is AdamW at lr x mean '
-      'damping of the same seed\'s S-Adam run.', '', header, *rows, '',
-      *verdicts, '', f'![curves]({args.out}.png)', ''])
+      "damping of the same seed's S-Adam run.",
+      '',
+      header,
+      *rows,
+      '',
+      *verdicts,
+      '',
+      f'![curves]({args.out}.png)',
+      '',
+    ]
+  )
 
 
 def _lr(lr: Any) -> str:
@@ -109,6 +134,7 @@ def _lr(lr: Any) -> str:
 def _plot(results: dict[str, Any], path: Path) -> None:
   """Final test accuracy against batch size, one line per optimizer."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
@@ -119,8 +145,9 @@ def _plot(results: dict[str, Any], path: Path) -> None:
     std = [100 * results[str(b)][name]['std'] for b in batches]
     style = '--' if common.CONTROL_SUFFIX in name else '-'
     ax.errorbar(batches, mean, yerr=std, fmt=style + 'o', capsize=3, label=name)
-  ax.set(xscale='log', xlabel='batch size', ylabel='test accuracy %',
-         title='MNIST-1D, small batches')
+  ax.set(
+    xscale='log', xlabel='batch size', ylabel='test accuracy %', title='MNIST-1D, small batches'
+  )
   ax.set_xticks(batches, [str(b) for b in batches])
   ax.minorticks_off()
   ax.legend(fontsize=7)

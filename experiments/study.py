@@ -122,16 +122,16 @@ CKPT_ROOT = Path(__file__).resolve().parent / '.study_ckpt'
 OPTIMIZERS = ('adamw', 'sadamw', 'paper_sadamw')
 SADAM_OPTIMIZERS = ('sadamw', 'paper_sadamw')
 # Per-epoch curves, in this order in the checkpoint's ``curves`` array.
-CURVES = ('train_loss', 'val_acc', 'val_loss', 'test_acc', 'test_loss',
-          'mean_damping', 'seconds')
+CURVES = ('train_loss', 'val_acc', 'val_loss', 'test_acc', 'test_loss', 'mean_damping', 'seconds')
 TINY_SIZE = 8  # Side of the synthetic images of ``--tiny``.
 # What earlier measurements say, shown above a study's table.
 ANCHORS = {
-    'cifar10_qatnet_cpu': (
-        'Anchor (brief, section 6: an independent prototype of this protocol '
-        'on one H100, 8 epochs, 3 seeds, test accuracy): AdamW 1e-3 51.4 +- '
-        '1.2, the paper\'s S-Adam 61.8 +- 0.6, AdamW at its effective lr '
-        '61.4 +- 0.6, AdamW 3e-4 61.5 +- 0.8. Compare the epoch-8 column.'),
+  'cifar10_qatnet_cpu': (
+    'Anchor (brief, section 6: an independent prototype of this protocol '
+    'on one H100, 8 epochs, 3 seeds, test accuracy): AdamW 1e-3 51.4 +- '
+    "1.2, the paper's S-Adam 61.8 +- 0.6, AdamW at its effective lr "
+    '61.4 +- 0.6, AdamW 3e-4 61.5 +- 0.8. Compare the epoch-8 column.'
+  ),
 }
 
 
@@ -149,21 +149,25 @@ def source_fingerprint() -> dict[str, Any]:
 
   def git(*args):
     try:
-      return subprocess.run(['git', *args], cwd=package, capture_output=True,
-                            text=True, timeout=10, check=True).stdout.strip()
+      return subprocess.run(
+        ['git', *args], cwd=package, capture_output=True, text=True, timeout=10, check=True
+      ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
       return None
 
   status = git('status', '--porcelain', '--', '.')
-  return dict(sadam_optax_sha256=digest.hexdigest()[:16],
-              commit=git('rev-parse', 'HEAD'),
-              sadam_optax_dirty=None if status is None else bool(status))
+  return dict(
+    sadam_optax_sha256=digest.hexdigest()[:16],
+    commit=git('rev-parse', 'HEAD'),
+    sadam_optax_dirty=None if status is None else bool(status),
+  )
 
 
 _SOURCE = source_fingerprint()  # At import: the code the runs really use.
 
 
 # -------------------------------------------------------------- configuration
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -188,6 +192,7 @@ class RunConfig:
     loop: the step loop (:func:`experiments.common.step_loop`); the two
       round differently, so they are different runs.
   """
+
   model: str
   bits: int | None
   width: int | None
@@ -206,8 +211,11 @@ class RunConfig:
 
 
 def _defaults(fn: Callable[..., Any]) -> dict[str, str]:
-  return {k: repr(p.default) for k, p in inspect.signature(fn).parameters.items()
-          if p.default is not inspect.Parameter.empty}
+  return {
+    k: repr(p.default)
+    for k, p in inspect.signature(fn).parameters.items()
+    if p.default is not inspect.Parameter.empty
+  }
 
 
 def code_version(optimizer: str) -> dict[str, Any]:
@@ -223,16 +231,17 @@ def code_version(optimizer: str) -> dict[str, Any]:
   """
   version = dict(study=STUDY_VERSION, optax=optax.__version__)
   if optimizer in SADAM_OPTIMIZERS:
-    version.update(sadam_optax=sadam_optax.__version__,
-                   sadamw_defaults=_defaults(sadam_optax.sadamw),
-                   paper_sadamw_defaults=_defaults(sadam_optax.paper_sadamw))
+    version.update(
+      sadam_optax=sadam_optax.__version__,
+      sadamw_defaults=_defaults(sadam_optax.sadamw),
+      paper_sadamw_defaults=_defaults(sadam_optax.paper_sadamw),
+    )
   return version
 
 
 def key_payload(config: RunConfig) -> dict[str, Any]:
   """Everything the key hashes: the configuration and the code version."""
-  return dict(config=dataclasses.asdict(config),
-              code=code_version(config.optimizer))
+  return dict(config=dataclasses.asdict(config), code=code_version(config.optimizer))
 
 
 def run_key(config: RunConfig) -> str:
@@ -255,6 +264,7 @@ class Run:
     primary: drawn in the report's figure whether selected or not (other
       grid points are drawn only when selected).
   """
+
   cell: str
   seed: int
   config: RunConfig | None
@@ -265,6 +275,7 @@ class Run:
 
 # ----------------------------------------------------------------- the runner
 
+
 @dataclasses.dataclass
 class Study:
   """Where a study's results and checkpoints live, and what has finished.
@@ -274,6 +285,7 @@ class Study:
     results_root: parent of the study's results folder.
     ckpt_root: parent of the per-run checkpoint folders.
   """
+
   name: str
   results_root: Path = RESULTS_ROOT
   ckpt_root: Path = CKPT_ROOT
@@ -314,13 +326,14 @@ def load_split(config: RunConfig) -> common.Split:
   standardised per channel; ``'synthetic'`` is a tiny learnable problem
   (8x8 RGB images, 10 classes set by a fixed random linear map).
   """
-  spec = (config.dataset, config.limit_train, config.limit_test,
-          config.val_fraction)
+  spec = (config.dataset, config.limit_train, config.limit_test, config.val_fraction)
   if spec not in _DATA:
     if config.dataset == 'cifar10':
       from sadam_examples import data  # pylint: disable=g-import-not-at-top
-      arrays = data.load_cifar10(limit_train=config.limit_train,
-                                 limit_test=config.limit_test, normalize=True)
+
+      arrays = data.load_cifar10(
+        limit_train=config.limit_train, limit_test=config.limit_test, normalize=True
+      )
     elif config.dataset == 'synthetic':
       rng = np.random.default_rng(0)
       n = (config.limit_train or 512) + (config.limit_test or 128)
@@ -341,8 +354,8 @@ def build_model(config: RunConfig) -> Any:
   stages (the same module and code path, a fraction of the compile time)."""
   if config.model == 'resnet-tiny':
     from sadam_examples import models  # pylint: disable=g-import-not-at-top
-    return models.ResNet18(bits=config.bits, width=config.width or 4,
-                           stage_sizes=(1, 1))
+
+    return models.ResNet18(bits=config.bits, width=config.width or 4, stage_sizes=(1, 1))
   return qat.build_model(config.model, config.bits, width=config.width)
 
 
@@ -352,16 +365,12 @@ def _register(optimizer: str, weight_decay: float) -> str:
   if optimizer == 'adamw':
     make = lambda lr, seed: optax.adamw(lr, weight_decay=weight_decay)
   elif optimizer == 'sadamw':  # The library's defaults, the study's decay.
-    make = lambda lr, seed: sadam_optax.sadamw(
-        lr, weight_decay=weight_decay, seed=seed)
+    make = lambda lr, seed: sadam_optax.sadamw(lr, weight_decay=weight_decay, seed=seed)
   elif optimizer == 'paper_sadamw':
-    make = lambda lr, seed: sadam_optax.paper_sadamw(
-        lr, weight_decay=weight_decay, seed=seed)
+    make = lambda lr, seed: sadam_optax.paper_sadamw(lr, weight_decay=weight_decay, seed=seed)
   else:
-    raise ValueError(f'Unknown optimizer {optimizer!r}; choose from '
-                     f'{OPTIMIZERS}.')
-  common.register_optimizer(
-      name, lambda lr, *, seed, weight_decay: make(lr, seed))
+    raise ValueError(f'Unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}.')
+  common.register_optimizer(name, lambda lr, *, seed, weight_decay: make(lr, seed))
   return name
 
 
@@ -371,25 +380,39 @@ def trainer(config: RunConfig) -> tuple:
   Cached per process: runs differing only by lr or seed share the compiled
   functions.
   """
-  spec = (config.model, config.bits, config.width, config.dataset,
-          config.limit_train, config.limit_test, config.val_fraction,
-          config.optimizer, config.weight_decay, config.schedule,
-          config.batch_size, config.epochs)
+  spec = (
+    config.model,
+    config.bits,
+    config.width,
+    config.dataset,
+    config.limit_train,
+    config.limit_test,
+    config.val_fraction,
+    config.optimizer,
+    config.weight_decay,
+    config.schedule,
+    config.batch_size,
+    config.epochs,
+  )
   if spec not in _TRAINERS:
     model = build_model(config)
-    budget = common.Budget(config.batch_size, config.epochs,
-                           schedule=config.schedule)
+    budget = common.Budget(config.batch_size, config.epochs, schedule=config.schedule)
     name = _register(config.optimizer, config.weight_decay)
     _TRAINERS[spec] = common._trainer(  # pylint: disable=protected-access
-        model, name, load_split(config), budget)
+      model, name, load_split(config), budget
+    )
   return _TRAINERS[spec]
 
 
-def train_run(study: Study, config: RunConfig, *,
-              deadline: float | None = None,
-              stop_after: int | None = None,
-              timing: dict[str, float] | None = None,
-              log: Callable[[str], None] = print) -> bool:
+def train_run(
+  study: Study,
+  config: RunConfig,
+  *,
+  deadline: float | None = None,
+  stop_after: int | None = None,
+  timing: dict[str, float] | None = None,
+  log: Callable[[str], None] = print,
+) -> bool:
   """Trains ``config`` from its last checkpoint to the end, or until stopped.
 
   Args:
@@ -410,17 +433,22 @@ def train_run(study: Study, config: RunConfig, *,
   """
   # pylint: disable=g-import-not-at-top
   from sadam_examples import checkpoint
+
   if study.finished(config) is not None:
     return True
   if config.loop != common.step_loop():
-    raise ValueError(f'Run {run_key(config)} is keyed for the {config.loop!r} '
-                     f'step loop, this process uses {common.step_loop()!r}.')
+    raise ValueError(
+      f'Run {run_key(config)} is keyed for the {config.loop!r} '
+      f'step loop, this process uses {common.step_loop()!r}.'
+    )
   init, epoch, evaluate, steps = trainer(config)
   lrs = jnp.asarray([config.lr], jnp.float32)
   seeds = jnp.asarray([config.seed], jnp.uint32)
-  state = dict(carry=init(lrs, seeds),
-               curves=jnp.full((config.epochs, len(CURVES)), jnp.nan),
-               epoch=jnp.zeros([], jnp.int32))
+  state = dict(
+    carry=init(lrs, seeds),
+    curves=jnp.full((config.epochs, len(CURVES)), jnp.nan),
+    epoch=jnp.zeros([], jnp.int32),
+  )
   directory = study.ckpt_dir(config)
   key = run_key(config)
   if checkpoint.latest_step(directory) is not None:
@@ -432,8 +460,7 @@ def train_run(study: Study, config: RunConfig, *,
     if stop_after is not None and e >= stop_after:
       return False
     longest = timing.get('epoch_seconds')
-    if (deadline is not None and longest is not None and
-        time.time() + longest > deadline):
+    if deadline is not None and longest is not None and time.time() + longest > deadline:
       return False
     start = time.perf_counter()
     damping_before = float(state['carry']['damping'][0])
@@ -441,35 +468,45 @@ def train_run(study: Study, config: RunConfig, *,
     metrics = jax.tree.map(lambda a: float(a[0]), evaluate(carry))
     last = time.perf_counter() - start
     timing['epoch_seconds'] = max(last, timing.get('epoch_seconds', 0.0))
-    row = dict(train_loss=float(loss[0]), **metrics,
-               mean_damping=(float(carry['damping'][0]) - damping_before) / steps,
-               seconds=last)
+    row = dict(
+      train_loss=float(loss[0]),
+      **metrics,
+      mean_damping=(float(carry['damping'][0]) - damping_before) / steps,
+      seconds=last,
+    )
     curves[e] = [row[k] for k in CURVES]
-    state = dict(carry=carry, curves=jnp.asarray(curves, jnp.float32),
-                 epoch=jnp.asarray(e + 1, jnp.int32))
+    state = dict(
+      carry=carry, curves=jnp.asarray(curves, jnp.float32), epoch=jnp.asarray(e + 1, jnp.int32)
+    )
     checkpoint.save(directory, e + 1, state, max_to_keep=2)
-    log(f'[{key}] {config.optimizer} lr {config.lr:g} {config.schedule} seed '
-        f'{config.seed}: epoch {e + 1}/{config.epochs} test '
-        f'{100 * row["test_acc"]:.2f} val {100 * row["val_acc"]:.2f} damping '
-        f'{row["mean_damping"]:.3f} ({last:.0f} s)')
+    log(
+      f'[{key}] {config.optimizer} lr {config.lr:g} {config.schedule} seed '
+      f'{config.seed}: epoch {e + 1}/{config.epochs} test '
+      f'{100 * row["test_acc"]:.2f} val {100 * row["val_acc"]:.2f} damping '
+      f'{row["mean_damping"]:.3f} ({last:.0f} s)'
+    )
   curves = np.asarray(state['curves'], np.float64)  # As checkpointed.
-  _write_result(study, config, curves,
-                float(state['carry']['damping'][0]) / (steps * config.epochs))
+  _write_result(
+    study, config, curves, float(state['carry']['damping'][0]) / (steps * config.epochs)
+  )
   shutil.rmtree(directory, ignore_errors=True)
   return True
 
 
-def _write_result(study: Study, config: RunConfig, curves: np.ndarray,
-                  mean_damping: float) -> None:
+def _write_result(study: Study, config: RunConfig, curves: np.ndarray, mean_damping: float) -> None:
   """Writes the run's JSON (atomically)."""
   result = {k: curves[:, i].tolist() for i, k in enumerate(CURVES)}
   payload = dict(
-      key=run_key(config), **key_payload(config),
-      final={k: result[k][-1] for k in CURVES if k not in ('seconds',)},
-      mean_damping=mean_damping, wall_seconds=float(np.sum(curves[:, -1])),
-      curves=result, hardware=common.hardware(), source=_SOURCE,
-      date=datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec='seconds'))
+    key=run_key(config),
+    **key_payload(config),
+    final={k: result[k][-1] for k in CURVES if k not in ('seconds',)},
+    mean_damping=mean_damping,
+    wall_seconds=float(np.sum(curves[:, -1])),
+    curves=result,
+    hardware=common.hardware(),
+    source=_SOURCE,
+    date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+  )
   path = study.result_path(config)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
@@ -483,17 +520,21 @@ def control_lr(parent_result: dict[str, Any]) -> float:
   return float(f'{lr:.3g}')
 
 
-def queue(study_fn: Callable[..., list[Run]], study: Study, **options: Any
-          ) -> list[Run]:
+def queue(study_fn: Callable[..., list[Run]], study: Study, **options: Any) -> list[Run]:
   """The study's runs in queue order, controls resolved where possible."""
   return study_fn(finished=study.finished, **options)
 
 
-def run_study(study_fn: Callable[..., list[Run]], study: Study, *,
-              max_minutes: float | None = None,
-              stop_after: int | None = None,
-              on_finish: Callable[[], None] | None = None,
-              log: Callable[[str], None] = print, **options: Any) -> int:
+def run_study(
+  study_fn: Callable[..., list[Run]],
+  study: Study,
+  *,
+  max_minutes: float | None = None,
+  stop_after: int | None = None,
+  on_finish: Callable[[], None] | None = None,
+  log: Callable[[str], None] = print,
+  **options: Any,
+) -> int:
   """Runs every unfinished run of the study in queue order.
 
   The queue is rebuilt after each run, so controls become runnable as soon
@@ -514,22 +555,30 @@ def run_study(study_fn: Callable[..., list[Run]], study: Study, *,
   deadline = None if max_minutes is None else time.time() + 60 * max_minutes
   done, timing = 0, {}
   while True:
-    pending = [r for r in queue(study_fn, study, **options)
-               if r.config is not None and study.finished(r.config) is None]
+    pending = [
+      r
+      for r in queue(study_fn, study, **options)
+      if r.config is not None and study.finished(r.config) is None
+    ]
     if not pending:
-      log('study complete' if all(
-          r.config is not None for r in queue(study_fn, study, **options))
-          else 'nothing runnable')
+      log(
+        'study complete'
+        if all(r.config is not None for r in queue(study_fn, study, **options))
+        else 'nothing runnable'
+      )
       return done
     if deadline is not None and time.time() > deadline:
       log('stopped: --max-minutes reached')
       return done
     run = pending[0]
     log(f'[{run_key(run.config)}] start {run.cell} seed {run.seed}')
-    if not train_run(study, run.config, deadline=deadline,
-                     stop_after=stop_after, timing=timing, log=log):
-      log(f'[{run_key(run.config)}] stopped after epoch '
-          f'{study.epochs_done(run.config)}; rerun the command to resume')
+    if not train_run(
+      study, run.config, deadline=deadline, stop_after=stop_after, timing=timing, log=log
+    ):
+      log(
+        f'[{run_key(run.config)}] stopped after epoch '
+        f'{study.epochs_done(run.config)}; rerun the command to resume'
+      )
       return done
     done += 1
     if on_finish is not None:
@@ -538,11 +587,22 @@ def run_study(study_fn: Callable[..., list[Run]], study: Study, *,
 
 # -------------------------------------------------------------------- studies
 
+
 def _base(**overrides: Any) -> dict[str, Any]:
-  base = dict(model='qatnet', bits=4, width=None, dataset='cifar10',
-              limit_train=None, limit_test=None, val_fraction=0.1,
-              weight_decay=1e-2, schedule='constant', batch_size=128,
-              epochs=10, loop=common.step_loop())
+  base = dict(
+    model='qatnet',
+    bits=4,
+    width=None,
+    dataset='cifar10',
+    limit_train=None,
+    limit_test=None,
+    val_fraction=0.1,
+    weight_decay=1e-2,
+    schedule='constant',
+    batch_size=128,
+    epochs=10,
+    loop=common.step_loop(),
+  )
   base.update(overrides)
   return base
 
@@ -552,17 +612,14 @@ def _control(parent: Run, finished: Callable[[RunConfig], Any]) -> Run:
   cell = f'adamw at the effective lr of [{parent.cell}]'
   result = finished(parent.config)
   if result is None:
-    return Run(cell, parent.seed, None, parent=parent.config,
-               primary=parent.primary)
-  config = dataclasses.replace(parent.config, optimizer='adamw',
-                               lr=control_lr(result))
-  return Run(cell, parent.seed, config, parent=parent.config,
-             primary=parent.primary)
+    return Run(cell, parent.seed, None, parent=parent.config, primary=parent.primary)
+  config = dataclasses.replace(parent.config, optimizer='adamw', lr=control_lr(result))
+  return Run(cell, parent.seed, config, parent=parent.config, primary=parent.primary)
 
 
-def cifar10_qatnet_cpu(*, finished: Callable[[RunConfig], Any],
-                       tiny: bool = False, epochs: int | None = None
-                       ) -> list[Run]:
+def cifar10_qatnet_cpu(
+  *, finished: Callable[[RunConfig], Any], tiny: bool = False, epochs: int | None = None
+) -> list[Run]:
   """The authors' QAT protocol at full size, on the CPU (module docstring).
 
   Args:
@@ -576,8 +633,7 @@ def cifar10_qatnet_cpu(*, finished: Callable[[RunConfig], Any],
   base = _base()
   seeds = (0, 1, 2)
   if tiny:
-    base.update(dataset='synthetic', limit_train=320, limit_test=64,
-                batch_size=32, epochs=2)
+    base.update(dataset='synthetic', limit_train=320, limit_test=64, batch_size=32, epochs=2)
   if epochs is not None:
     base['epochs'] = epochs
 
@@ -586,34 +642,39 @@ def cifar10_qatnet_cpu(*, finished: Callable[[RunConfig], Any],
     return Run(cell, seed, config, family=family, primary=primary)
 
   def first(seed):  # The most informative runs of one seed.
-    return [arm('adamw lr 0.001', 'adamw', 1e-3, seed, 'adamw', True),
-            arm('adamw lr 0.0003', 'adamw', 3e-4, seed, 'adamw', True),
-            arm('paper_sadamw lr 0.001', 'paper_sadamw', 1e-3, seed,
-                primary=True),
-            arm('sadamw lr 0.001', 'sadamw', 1e-3, seed, 'sadamw', True)]
+    return [
+      arm('adamw lr 0.001', 'adamw', 1e-3, seed, 'adamw', True),
+      arm('adamw lr 0.0003', 'adamw', 3e-4, seed, 'adamw', True),
+      arm('paper_sadamw lr 0.001', 'paper_sadamw', 1e-3, seed, primary=True),
+      arm('sadamw lr 0.001', 'sadamw', 1e-3, seed, 'sadamw', True),
+    ]
 
   def with_controls(runs):
-    return runs + [_control(r, finished) for r in runs
-                   if r.config.optimizer in SADAM_OPTIMIZERS]
+    return runs + [_control(r, finished) for r in runs if r.config.optimizer in SADAM_OPTIMIZERS]
 
   runs = []
   for seed in seeds:
     runs += with_controls(first(seed))
   for seed in seeds:
     for lr in (1e-3, 3e-4):
-      runs.append(arm(f'adamw-cosine lr {lr:g}', 'adamw', lr, seed,
-                      'adamw-cosine', schedule='cosine'))
+      runs.append(
+        arm(f'adamw-cosine lr {lr:g}', 'adamw', lr, seed, 'adamw-cosine', schedule='cosine')
+      )
   for seed in seeds:
-    runs += with_controls([
+    runs += with_controls(
+      [
         arm('adamw lr 0.0001', 'adamw', 1e-4, seed, 'adamw'),
         arm('adamw lr 0.003', 'adamw', 3e-3, seed, 'adamw'),
         arm('sadamw lr 0.0003', 'sadamw', 3e-4, seed, 'sadamw'),
-        arm('sadamw lr 0.003', 'sadamw', 3e-3, seed, 'sadamw')])
+        arm('sadamw lr 0.003', 'sadamw', 3e-3, seed, 'sadamw'),
+      ]
+    )
   return runs
 
 
-def gpu_resnet18(*, finished: Callable[[RunConfig], Any], tiny: bool = False,
-                 epochs: int | None = None) -> list[Run]:
+def gpu_resnet18(
+  *, finished: Callable[[RunConfig], Any], tiny: bool = False, epochs: int | None = None
+) -> list[Run]:
   """ResNet-18 4-bit on full CIFAR-10 for one accelerator (module docstring).
 
   Args:
@@ -628,26 +689,34 @@ def gpu_resnet18(*, finished: Callable[[RunConfig], Any], tiny: bool = False,
   """
   base = _base(model='resnet18', epochs=10)
   if tiny:
-    base.update(model='resnet-tiny', dataset='synthetic', limit_train=320,
-                limit_test=64, width=4, batch_size=32, epochs=2)
+    base.update(
+      model='resnet-tiny',
+      dataset='synthetic',
+      limit_train=320,
+      limit_test=64,
+      width=4,
+      batch_size=32,
+      epochs=2,
+    )
   if epochs is not None:
     base['epochs'] = epochs
   runs = []
   for seed in (0, 1):
-    arms = [Run(f'{o} lr 0.001', seed,
-                RunConfig(**base, optimizer=o, lr=1e-3, seed=seed),
-                primary=True)
-            for o in OPTIMIZERS]
-    runs += arms + [_control(r, finished) for r in arms
-                    if r.config.optimizer in SADAM_OPTIMIZERS]
+    arms = [
+      Run(f'{o} lr 0.001', seed, RunConfig(**base, optimizer=o, lr=1e-3, seed=seed), primary=True)
+      for o in OPTIMIZERS
+    ]
+    runs += arms + [_control(r, finished) for r in arms if r.config.optimizer in SADAM_OPTIMIZERS]
   return runs
 
 
 STUDIES: dict[str, Callable[..., list[Run]]] = dict(
-    cifar10_qatnet_cpu=cifar10_qatnet_cpu, gpu_resnet18=gpu_resnet18)
+  cifar10_qatnet_cpu=cifar10_qatnet_cpu, gpu_resnet18=gpu_resnet18
+)
 
 
 # -------------------------------------------------------------------- reports
+
 
 def status_table(runs: Sequence[Run], study: Study) -> str:
   """A plain-text table: each run's key, cell, seed and state."""
@@ -677,9 +746,9 @@ def _cells(runs: Sequence[Run], study: Study) -> dict[str, dict[str, Any]]:
   """Per report row: its family, seeds planned and results finished."""
   cells: dict[str, dict[str, Any]] = {}
   for r in runs:
-    cell = cells.setdefault(r.cell, dict(family=r.family, planned=0,
-                                         results=[], partial=0,
-                                         primary=r.primary))
+    cell = cells.setdefault(
+      r.cell, dict(family=r.family, planned=0, results=[], partial=0, primary=r.primary)
+    )
     cell['planned'] += 1
     result = None if r.config is None else study.finished(r.config)
     if result is not None:
@@ -698,8 +767,9 @@ def _fmt(values: Sequence[float]) -> str:
   return f'{100 * mean:.1f} +- {100 * std:.1f}'
 
 
-def report(name: str, runs: Sequence[Run], study: Study, *,
-           out_dir: Path | str | None = None) -> Path:
+def report(
+  name: str, runs: Sequence[Run], study: Study, *, out_dir: Path | str | None = None
+) -> Path:
   """Writes ``<name>.md`` (table, mean +- std over finished seeds) and
   ``<name>_curves.png`` (test accuracy and loss per epoch, mean and min-max
   over finished seeds, of the primary cells and the selected grid points).
@@ -724,68 +794,86 @@ def report(name: str, runs: Sequence[Run], study: Study, *,
         best[c['family']] = (cell_name, val)
   selected = {v[0] for v in best.values()}
   example = next((r.config for r in runs if r.config is not None), None)
-  hardware = sorted({r['hardware'] for c in cells.values()
-                     for r in c['results']})
-  lines = [f'# Study `{name}`', '',
-           f'Command: `python -m experiments.study {name}` (resumable; '
-           f'`--status` lists every run). Results: `{name}/runs/<key>.json`.',
-           '']
+  hardware = sorted({r['hardware'] for c in cells.values() for r in c['results']})
+  lines = [
+    f'# Study `{name}`',
+    '',
+    f'Command: `python -m experiments.study {name}` (resumable; '
+    f'`--status` lists every run). Results: `{name}/runs/<key>.json`.',
+    '',
+  ]
   if example is not None:
     lines += [
-        f'Protocol: {example.model} {example.bits}-bit'
-        + (f' (width {example.width})' if example.width else '')
-        + f', {example.dataset} (training set less a {example.val_fraction:.0%} '
-        'validation split, which alone chooses learning rates; the full test '
-        f'set), batch {example.batch_size}, {example.epochs} epochs, weight '
-        f'decay {example.weight_decay:g}, step loop {example.loop}. Cells: '
-        'mean +- sample std of the final test accuracy over the finished '
-        'seeds; a cell with fewer seeds than planned is marked incomplete '
-        'and is not yet a result. "selected" marks the grid point with the '
-        'best mean validation accuracy among the finished ones of its '
-        'family. Effective-lr controls: AdamW at lr x mean damping of the '
-        'same seed\'s S-Adam run.', '']
+      f'Protocol: {example.model} {example.bits}-bit'
+      + (f' (width {example.width})' if example.width else '')
+      + f', {example.dataset} (training set less a {example.val_fraction:.0%} '
+      'validation split, which alone chooses learning rates; the full test '
+      f'set), batch {example.batch_size}, {example.epochs} epochs, weight '
+      f'decay {example.weight_decay:g}, step loop {example.loop}. Cells: '
+      'mean +- sample std of the final test accuracy over the finished '
+      'seeds; a cell with fewer seeds than planned is marked incomplete '
+      'and is not yet a result. "selected" marks the grid point with the '
+      'best mean validation accuracy among the finished ones of its '
+      'family. Effective-lr controls: AdamW at lr x mean damping of the '
+      "same seed's S-Adam run.",
+      '',
+    ]
   if name.removesuffix('_tiny') in ANCHORS:
     lines += [ANCHORS[name.removesuffix('_tiny')], '']
-  lines += [f'Hardware: {"; ".join(hardware) or "-"}', '',
-            '| cell | seeds finished | test acc % (final) | test acc % at '
-            'epoch 8 | val acc % | test loss | mean damping | lr | note |',
-            '|---|---|---|---|---|---|---|---|---|']
+  lines += [
+    f'Hardware: {"; ".join(hardware) or "-"}',
+    '',
+    '| cell | seeds finished | test acc % (final) | test acc % at '
+    'epoch 8 | val acc % | test loss | mean damping | lr | note |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ]
   for cell_name, c in cells.items():
     res = c['results']
     n = len(res)
     note = []
     if n < c['planned']:
-      note.append(f'INCOMPLETE ({n} of {c["planned"]} seeds'
-                  + (f', {c["partial"]} partial' if c['partial'] else '') + ')')
+      note.append(
+        f'INCOMPLETE ({n} of {c["planned"]} seeds'
+        + (f', {c["partial"]} partial' if c['partial'] else '')
+        + ')'
+      )
     if cell_name in selected:
       note.append(f'selected ({c["family"]})')
-    at8 = [r['curves']['test_acc'][7] for r in res
-           if len(r['curves']['test_acc']) >= 8]
+    at8 = [r['curves']['test_acc'][7] for r in res if len(r['curves']['test_acc']) >= 8]
     lrs = sorted({r['config']['lr'] for r in res})
-    lr = ('-' if not lrs else f'{lrs[0]:.3g}' if len(lrs) == 1 else
-          ', '.join(f'{v:.3g}' for v in lrs))
-    damping = ([r['mean_damping'] for r in res]
-               if res and res[0]['config']['optimizer'] in SADAM_OPTIMIZERS
-               else [])
+    lr = (
+      '-' if not lrs else f'{lrs[0]:.3g}' if len(lrs) == 1 else ', '.join(f'{v:.3g}' for v in lrs)
+    )
+    damping = (
+      [r['mean_damping'] for r in res]
+      if res and res[0]['config']['optimizer'] in SADAM_OPTIMIZERS
+      else []
+    )
     loss = [r['final']['test_loss'] for r in res]
     lines.append(
-        f'| {cell_name} | {n}/{c["planned"]} | '
-        f'{_fmt([r["final"]["test_acc"] for r in res])} | {_fmt(at8)} | '
-        f'{_fmt([r["final"]["val_acc"] for r in res])} | '
-        + (f'{np.mean(loss):.3f}' if loss else '-') + ' | '
-        + (f'{np.mean(damping):.3f}' if damping else '-')
-        + f' | {lr} | {"; ".join(note)} |')
+      f'| {cell_name} | {n}/{c["planned"]} | '
+      f'{_fmt([r["final"]["test_acc"] for r in res])} | {_fmt(at8)} | '
+      f'{_fmt([r["final"]["val_acc"] for r in res])} | '
+      + (f'{np.mean(loss):.3f}' if loss else '-')
+      + ' | '
+      + (f'{np.mean(damping):.3f}' if damping else '-')
+      + f' | {lr} | {"; ".join(note)} |'
+    )
   lines += ['', f'![learning curves]({name}_curves.png)', '']
   path = out_dir / f'{name}.md'
   path.write_text('\n'.join(lines))
-  _plot({k: c for k, c in cells.items() if c['primary'] or k in selected},
-        out_dir / f'{name}_curves.png', title=name)
+  _plot(
+    {k: c for k, c in cells.items() if c['primary'] or k in selected},
+    out_dir / f'{name}_curves.png',
+    title=name,
+  )
   return path
 
 
 def _plot(cells: dict[str, dict[str, Any]], path: Path, *, title: str) -> None:
   """Test accuracy and loss per epoch: mean line, min-max band over seeds."""
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
@@ -799,8 +887,7 @@ def _plot(cells: dict[str, dict[str, Any]], path: Path, *, title: str) -> None:
       x = np.arange(1, curves.shape[1] + 1)
       style = '--' if cell_name.startswith('adamw at') else '-'
       color = colors[i % len(colors)]
-      ax.plot(x, curves.mean(0), style, color=color,
-              label=f'{cell_name} ({len(curves)})')
+      ax.plot(x, curves.mean(0), style, color=color, label=f'{cell_name} ({len(curves)})')
       ax.fill_between(x, curves.min(0), curves.max(0), color=color, alpha=0.15)
   axes[0].set(xlabel='epoch', ylabel='test accuracy', title=title)
   axes[1].set(xlabel='epoch', ylabel='test loss')
@@ -813,19 +900,21 @@ def _plot(cells: dict[str, dict[str, Any]], path: Path, *, title: str) -> None:
 
 # ----------------------------------------------------------------------- main
 
+
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument('study', choices=sorted(STUDIES))
-  p.add_argument('--status', action='store_true',
-                 help='print done/partial/pending runs and exit')
-  p.add_argument('--report', action='store_true',
-                 help='write the .md table and PNG curves and exit')
-  p.add_argument('--max-minutes', type=float,
-                 help='stop cleanly between epochs after this long')
-  p.add_argument('--tiny', action='store_true',
-                 help='synthetic data, tiny model, 2 epochs (seconds; CPU)')
-  p.add_argument('--epochs', type=int, help='override the study\'s epochs')
+  p.add_argument('--status', action='store_true', help='print done/partial/pending runs and exit')
+  p.add_argument(
+    '--report', action='store_true', help='write the .md table and PNG curves and exit'
+  )
+  p.add_argument('--max-minutes', type=float, help='stop cleanly between epochs after this long')
+  p.add_argument(
+    '--tiny', action='store_true', help='synthetic data, tiny model, 2 epochs (seconds; CPU)'
+  )
+  p.add_argument('--epochs', type=int, help="override the study's epochs")
   p.add_argument('--results-root', default=str(RESULTS_ROOT))
   p.add_argument('--ckpt-root', default=str(CKPT_ROOT))
   return p
@@ -838,8 +927,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   study_fn = STUDIES[args.study]
   options = dict(tiny=args.tiny, epochs=args.epochs)
   log = lambda line: print(
-      f'{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S} {line}',
-      flush=True)
+    f'{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S} {line}', flush=True
+  )
   if args.status:
     print(status_table(queue(study_fn, study, **options), study))
     return
@@ -848,8 +937,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(write())
     return
   log(f'{name}: {common.hardware()}')
-  done = run_study(study_fn, study, max_minutes=args.max_minutes,
-                   on_finish=write, log=log, **options)
+  done = run_study(
+    study_fn, study, max_minutes=args.max_minutes, on_finish=write, log=log, **options
+  )
   log(f'{done} runs finished in this call')
   print(status_table(queue(study_fn, study, **options), study), flush=True)
 

@@ -53,8 +53,7 @@ def keys_to_data(tree: Any) -> Any:
   Returns:
     The same tree with ``jax.random.key_data(k)`` in place of each key ``k``.
   """
-  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x,
-                      tree)
+  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
 def data_to_keys(tree: Any, like: Any) -> Any:
@@ -69,8 +68,10 @@ def data_to_keys(tree: Any, like: Any) -> Any:
     ``tree`` with the leaves that are keys in ``like`` wrapped as keys.
   """
   return jax.tree.map(
-      lambda x, ref: (jax.random.wrap_key_data(x, impl=_key_impl(ref))
-                      if _is_key(ref) else x), tree, like)
+    lambda x, ref: jax.random.wrap_key_data(x, impl=_key_impl(ref)) if _is_key(ref) else x,
+    tree,
+    like,
+  )
 
 
 def _abstract(like: Any) -> Any:
@@ -83,10 +84,8 @@ def _abstract(like: Any) -> Any:
       # A key's data has one more (trailing, unsharded) axis than the key.
       if isinstance(sharding, jax.sharding.NamedSharding):
         spec = tuple(sharding.spec) + (None,) * (data.ndim - len(sharding.spec))
-        sharding = jax.sharding.NamedSharding(
-            sharding.mesh, jax.sharding.PartitionSpec(*spec))
-      elif sharding is not None and not isinstance(
-          sharding, jax.sharding.SingleDeviceSharding):
+        sharding = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec))
+      elif sharding is not None and not isinstance(sharding, jax.sharding.SingleDeviceSharding):
         sharding = None  # Other shardings: let Orbax place it.
       return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=sharding)
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
@@ -94,14 +93,12 @@ def _abstract(like: Any) -> Any:
   return jax.tree.map(leaf, like)
 
 
-def _manager(directory: PathLike,
-             max_to_keep: Optional[int] = None) -> ocp.CheckpointManager:
+def _manager(directory: PathLike, max_to_keep: Optional[int] = None) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
-def save(directory: PathLike, step: int, state: Any, *,
-         max_to_keep: Optional[int] = None) -> None:
+def save(directory: PathLike, step: int, state: Any, *, max_to_keep: Optional[int] = None) -> None:
   """Writes ``state`` as checkpoint ``step`` under ``directory`` and waits.
 
   Args:
@@ -116,8 +113,7 @@ def save(directory: PathLike, step: int, state: Any, *,
     manager.wait_until_finished()
 
 
-def restore(directory: PathLike, like: Any, *,
-            step: Optional[int] = None) -> Any:
+def restore(directory: PathLike, like: Any, *, step: Optional[int] = None) -> Any:
   """Reads a checkpoint written by :func:`save` into the layout of ``like``.
 
   Args:
@@ -138,8 +134,9 @@ def restore(directory: PathLike, like: Any, *,
     step = manager.latest_step() if step is None else step
     if step is None or step not in manager.all_steps():
       raise FileNotFoundError(
-          f'no checkpoint {"" if step is None else step} in {directory}; '
-          f'found steps {list(manager.all_steps())}.')
+        f'no checkpoint {"" if step is None else step} in {directory}; '
+        f'found steps {list(manager.all_steps())}.'
+      )
     data = manager.restore(step, args=ocp.args.StandardRestore(_abstract(like)))
   return data_to_keys(data, like)
 

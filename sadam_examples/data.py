@@ -55,7 +55,7 @@ def _load_npz(path: Path) -> Arrays:
 
 
 def _subsample(
-    x: np.ndarray, y: np.ndarray, limit: int | None, *, seed: int
+  x: np.ndarray, y: np.ndarray, limit: int | None, *, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
   """A fixed random subset of ``limit`` examples, in their original order."""
   if limit is None or limit >= len(y):
@@ -75,7 +75,7 @@ def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _to_float(
-    data: Arrays, *, limit_train: int | None, limit_test: int | None, normalize: bool
+  data: Arrays, *, limit_train: int | None, limit_test: int | None, normalize: bool
 ) -> Arrays:
   """Subsamples uint8 images and maps them to float32 in ``[0, 1]`` or, with
   ``normalize``, standardises each channel with the (returned) training set's
@@ -149,7 +149,7 @@ def load_digits(*, test_fraction: float = 0.2) -> Arrays:
   x = (digits.images / 16.0).astype(np.float32)[..., None]
   y = digits.target.astype(np.int32)
   x_train, x_test, y_train, y_test = model_selection.train_test_split(
-      x, y, test_size=test_fraction, random_state=0, stratify=y
+    x, y, test_size=test_fraction, random_state=0, stratify=y
   )
   return x_train, y_train, x_test, y_test
 
@@ -244,14 +244,14 @@ def _decode_folder(path: Path, *, mode: str, workers: int) -> dict[str, np.ndarr
 
 
 def load_image_folder(
-    path: str | os.PathLike,
-    *,
-    limit_train: int | None = None,
-    limit_test: int | None = None,
-    normalize: bool = False,
-    mode: str = 'RGB',
-    workers: int | None = None,
-    cache: bool = True,
+  path: str | os.PathLike,
+  *,
+  limit_train: int | None = None,
+  limit_test: int | None = None,
+  normalize: bool = False,
+  mode: str = 'RGB',
+  workers: int | None = None,
+  cache: bool = True,
 ) -> Arrays:
   """An ImageFolder tree, as a directory or a (compressed) tar archive of one.
 
@@ -312,9 +312,9 @@ def load_cifar10(path: str | os.PathLike | None = None, **kwargs) -> Arrays:
   path = Path(path) if path is not None else cifar10_path()
   if not path.exists():
     raise FileNotFoundError(
-        f'CIFAR-10 not found at {path}. Set SADAM_CIFAR10 to a CIFAR-10 ImageFolder '
-        '(train/<class>/*.jpg, test/<class>/*.jpg) directory or tar archive, or, '
-        "online, use load_tfds('cifar10')."
+      f'CIFAR-10 not found at {path}. Set SADAM_CIFAR10 to a CIFAR-10 ImageFolder '
+      '(train/<class>/*.jpg, test/<class>/*.jpg) directory or tar archive, or, '
+      "online, use load_tfds('cifar10')."
     )
   return load_image_folder(path, **kwargs)
 
@@ -334,15 +334,15 @@ def _square(image: np.ndarray, size: int | None) -> np.ndarray:
 
 
 def load_tfds(
-    name: str,
-    *,
-    data_dir: str | None = None,
-    train_split: str = 'train',
-    test_split: str | None = None,
-    image_size: int | None = None,
-    limit_train: int | None = None,
-    limit_test: int | None = None,
-    normalize: bool = False,
+  name: str,
+  *,
+  data_dir: str | None = None,
+  train_split: str = 'train',
+  test_split: str | None = None,
+  image_size: int | None = None,
+  limit_train: int | None = None,
+  limit_test: int | None = None,
+  normalize: bool = False,
 ) -> Arrays:
   """An image-classification dataset from TensorFlow Datasets (downloads it).
 
@@ -369,9 +369,7 @@ def load_tfds(
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError(
-        'load_tfds needs TensorFlow Datasets: pip install tensorflow-datasets'
-    ) from e
+    raise ImportError('load_tfds needs TensorFlow Datasets: pip install tensorflow-datasets') from e
   builder = tfds.builder(name, data_dir=data_dir)
   builder.download_and_prepare()
   if test_split is None:
@@ -387,13 +385,13 @@ def load_tfds(
 
 
 def batches(
-    x: np.ndarray,
-    y: np.ndarray,
-    batch_size: int,
-    *,
-    seed: int | np.random.Generator | None = None,
-    shuffle: bool = True,
-    drop_last: bool = True,
+  x: np.ndarray,
+  y: np.ndarray,
+  batch_size: int,
+  *,
+  seed: int | np.random.Generator | None = None,
+  shuffle: bool = True,
+  drop_last: bool = True,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """One epoch of ``(x, y)`` minibatches.
 

@@ -107,7 +107,7 @@ def test_image_folder_process_pool(tmp_path, monkeypatch):
 def test_image_folder_options(tmp_path):
   path = _make_folder(tmp_path, per_class=(4, 3))
   x_train, y_train, x_test, y_test = data.load_image_folder(
-      path, limit_train=5, limit_test=2, normalize=True, workers=1
+    path, limit_train=5, limit_test=2, normalize=True, workers=1
   )
   assert len(y_train) == len(x_train) == 5 and len(x_test) == len(y_test) == 2
   np.testing.assert_allclose(x_train.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
@@ -142,7 +142,7 @@ def test_cifar10_default_path(monkeypatch):
 
 @pytest.mark.slow  # The first run decodes 60,000 JPEGs (~25 s).
 @pytest.mark.skipif(
-    not data.cifar10_path().exists(), reason=f'CIFAR-10 copy absent at {data.cifar10_path()}'
+  not data.cifar10_path().exists(), reason=f'CIFAR-10 copy absent at {data.cifar10_path()}'
 )
 def test_cifar10(monkeypatch):
   monkeypatch.delenv('SADAM_CACHE')  # Share the decoded arrays with real runs.
@@ -164,9 +164,9 @@ def _fake_tfds(splits):
     return [(rng.integers(0, 256, (8 + i, 10, 3), np.uint8), np.int64(i % 3)) for i in range(n)]
 
   builder = types.SimpleNamespace(
-      info=types.SimpleNamespace(splits=dict.fromkeys(splits)),
-      download_and_prepare=lambda: None,
-      as_dataset=as_dataset,
+    info=types.SimpleNamespace(splits=dict.fromkeys(splits)),
+    download_and_prepare=lambda: None,
+    as_dataset=as_dataset,
   )
   return types.SimpleNamespace(builder=lambda name, data_dir: builder, as_numpy=iter)
 

@@ -34,9 +34,7 @@ from sadam_examples.quant import QuantDense
 Array = jax.Array
 
 
-def _quant_kwargs(
-    bits: int | None, quantize_activations: bool, *, first: bool
-) -> dict[str, Any]:
+def _quant_kwargs(bits: int | None, quantize_activations: bool, *, first: bool) -> dict[str, Any]:
   """Quantization options of a layer for :class:`QuantConv`/:class:`QuantDense`.
 
   Args:
@@ -214,7 +212,7 @@ class ResNet18(nn.Module):
     q = functools.partial(_quant_kwargs, self.bits, self.quantize_activations)
     conv = functools.partial(QuantConv, use_bias=False, **q(first=False))
     norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5
+      nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-5
     )
     stem = QuantConv(self.width, (3, 3), use_bias=False, **q(first=True))
     x = nn.relu(norm()(stem(x)))

@@ -9,11 +9,11 @@ from sadam_examples import models
 
 # Narrow variants keep compilation fast; the architectures are unchanged.
 CASES = {
-    'qatnet': (models.QATNet(features=(8, 16)), (2, 16, 16, 3)),
-    'qatnet_64': (models.QATNet(bits=2, features=(4, 4, 4)), (1, 64, 64, 1)),
-    'cnn1d': (models.CNN1D(bits=4), (3, 40, 1)),
-    'mlp': (models.MLP(hidden=(32, 16), bits=8), (3, 8, 8, 1)),
-    'resnet18': (models.ResNet18(bits=4, width=4), (2, 8, 8, 3)),
+  'qatnet': (models.QATNet(features=(8, 16)), (2, 16, 16, 3)),
+  'qatnet_64': (models.QATNet(bits=2, features=(4, 4, 4)), (1, 64, 64, 1)),
+  'cnn1d': (models.CNN1D(bits=4), (3, 40, 1)),
+  'mlp': (models.MLP(hidden=(32, 16), bits=8), (3, 8, 8, 1)),
+  'resnet18': (models.ResNet18(bits=4, width=4), (2, 8, 8, 3)),
 }
 
 
@@ -54,9 +54,7 @@ def run(request):
   model, shape = CASES[request.param]
   x = jnp.asarray(np.random.default_rng(1).standard_normal(shape), jnp.float32)
   variables = _variables(model, x)
-  logits, state = jax.jit(
-      lambda v, x: model.apply(v, x, capture_intermediates=True)
-  )(variables, x)
+  logits, state = jax.jit(lambda v, x: model.apply(v, x, capture_intermediates=True))(variables, x)
   return model, x, variables, logits, state['intermediates']
 
 
@@ -71,8 +69,9 @@ def test_weights_used_are_on_the_grid(run):
   model, _, variables, _, intermediates = run
   used = _collect(intermediates, 'weight_quant')
   kernels = [
-      p for path, p in jax.tree_util.tree_leaves_with_path(variables['params'])
-      if path[-1].key == 'kernel'
+    p
+    for path, p in jax.tree_util.tree_leaves_with_path(variables['params'])
+    if path[-1].key == 'kernel'
   ]
   assert len(used) == len(kernels) > 0  # Every layer is quantized.
   for w in map(np.asarray, used):
@@ -145,13 +144,14 @@ def test_float_model_is_plain_flax():
   assert _collect(quantized['intermediates'], 'weight_quant')
 
   class Plain(models.nn.Module):
-
     @models.nn.compact
     def __call__(self, x):
       for i, k in enumerate((5, 3, 3)):
-        x = models.nn.relu(models.nn.Conv(25, (k,), strides=(2,), padding=((1, 1),),
-                                          name=f'QuantConv_{i}')(x))
+        x = models.nn.relu(
+          models.nn.Conv(25, (k,), strides=(2,), padding=((1, 1),), name=f'QuantConv_{i}')(x)
+        )
       return models.nn.Dense(10, name='QuantDense_0')(x.reshape(x.shape[0], -1))
 
-  np.testing.assert_allclose(model.apply(variables, x), Plain().apply(variables, x),
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    model.apply(variables, x), Plain().apply(variables, x), rtol=1e-6, atol=1e-6
+  )

@@ -54,16 +54,20 @@ def replica_divergence(tree: Any, axis_name: str) -> jax.Array:
     values, NaN when some entry is NaN.
   """
   spreads = [
-      jnp.max(jax.lax.pmax(_as_float(x), axis_name)
-              - jax.lax.pmin(_as_float(x), axis_name), initial=0.0)
-      for x in jax.tree.leaves(tree)
+    jnp.max(
+      jax.lax.pmax(_as_float(x), axis_name) - jax.lax.pmin(_as_float(x), axis_name), initial=0.0
+    )
+    for x in jax.tree.leaves(tree)
   ]
   return jnp.max(jnp.stack(spreads)) if spreads else jnp.float32(0.0)
 
 
-def state_shardings(opt: optax.GradientTransformation, params: Any,
-                    param_shardings: Any,
-                    replicated: jax.sharding.Sharding) -> Any:
+def state_shardings(
+  opt: optax.GradientTransformation,
+  params: Any,
+  param_shardings: Any,
+  replicated: jax.sharding.Sharding,
+) -> Any:
   """Shardings of ``opt``'s state: each copy of the params laid out like them.
 
   Adam's moments (and ``'trajectory'``'s previous step) take the parameters'
@@ -87,6 +91,10 @@ def state_shardings(opt: optax.GradientTransformation, params: Any,
   """
   abstract_state = jax.eval_shape(opt.init, params)
   return optax.tree_map_params(
-      opt, lambda _, sharding: sharding, abstract_state, param_shardings,
-      transform_non_params=lambda _: replicated,
-      is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    opt,
+    lambda _, sharding: sharding,
+    abstract_state,
+    param_shardings,
+    transform_non_params=lambda _: replicated,
+    is_leaf=lambda x: isinstance(x, jax.sharding.Sharding),
+  )

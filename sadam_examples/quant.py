@@ -97,9 +97,7 @@ def _reduce_axes(ndim: int, axis: int | None) -> tuple[int, ...] | None:
   return tuple(a for a in range(ndim) if a != axis)
 
 
-def absmax_scale(
-    x: Array, bits: int, *, axis: int | None = None, signed: bool = True
-) -> Array:
+def absmax_scale(x: Array, bits: int, *, axis: int | None = None, signed: bool = True) -> Array:
   """Step size that maps ``max|x|`` onto the largest code of the grid.
 
   Args:
@@ -119,7 +117,7 @@ def absmax_scale(
 
 
 def quantize(
-    x: Array, bits: int, *, axis: int | None = None, signed: bool = True
+  x: Array, bits: int, *, axis: int | None = None, signed: bool = True
 ) -> tuple[Array, Array]:
   """Absmax quantization to integer codes (no gradient trick).
 
@@ -156,7 +154,7 @@ def binarize(x: Array, *, axis: int | None = None) -> Array:
 
 
 def fake_quant(
-    x: Array, bits: int | None, *, axis: int | None = None, signed: bool = True
+  x: Array, bits: int | None, *, axis: int | None = None, signed: bool = True
 ) -> Array:
   """Absmax fake quantization with the identity straight-through estimator.
 
@@ -179,9 +177,7 @@ def fake_quant(
   return ste(x, codes * scale)
 
 
-def lsq_init_step(
-    x: Array, bits: int, *, axis: int | None = None, signed: bool = True
-) -> Array:
+def lsq_init_step(x: Array, bits: int, *, axis: int | None = None, signed: bool = True) -> Array:
   """LSQ step initialisation ``2 mean(|x|) / sqrt(qmax)`` (Esser et al., 2020).
 
   Args:
@@ -200,12 +196,12 @@ def lsq_init_step(
 
 
 def lsq_fake_quant(
-    x: Array,
-    step: Array,
-    bits: int,
-    *,
-    signed: bool = True,
-    grad_scale: float | None = None,
+  x: Array,
+  step: Array,
+  bits: int,
+  *,
+  signed: bool = True,
+  grad_scale: float | None = None,
 ) -> Array:
   """Learned Step Size Quantization ``round(clip(x / s, qmin, qmax)) * s``.
 
@@ -279,7 +275,7 @@ class _QuantOp(nn.Module):
   def __call__(self, lhs: Array, rhs: Array, *args: Any, **kwargs: Any) -> Array:
     if self.act_bits is not None:
       lhs = FakeQuant(
-          self.act_bits, signed=self.act_signed, method=self.method, name='input_quant'
+        self.act_bits, signed=self.act_signed, method=self.method, name='input_quant'
       )(lhs)
     if self.bits is not None:
       # Both flax kernel layouts, (in, out) and (*window, in, out), end in the
@@ -300,14 +296,14 @@ def _quant_op_cls(module: Any, op: Callable[..., Array]) -> Callable[[], nn.Modu
   if module.bits is None and module.act_bits is None:
     return None
   return functools.partial(
-      _QuantOp,
-      op=op,
-      bits=module.bits,
-      per_channel=module.per_channel,
-      act_bits=module.act_bits,
-      act_signed=module.act_signed,
-      method=module.method,
-      name='quant',
+    _QuantOp,
+    op=op,
+    bits=module.bits,
+    per_channel=module.per_channel,
+    act_bits=module.act_bits,
+    act_signed=module.act_signed,
+    method=module.method,
+    name='quant',
   )
 
 
@@ -365,18 +361,18 @@ class QuantConv(nn.Conv):
 
   def __post_init__(self) -> None:
     object.__setattr__(
-        self, 'conv_general_dilated_cls', _quant_op_cls(self, lax.conv_general_dilated)
+      self, 'conv_general_dilated_cls', _quant_op_cls(self, lax.conv_general_dilated)
     )
     super().__post_init__()
 
 
 def quantized_op(
-    op: Callable[..., Array],
-    *,
-    bits: int | None,
-    per_channel: bool = False,
-    act_bits: int | None = None,
-    act_signed: bool = True,
+  op: Callable[..., Array],
+  *,
+  bits: int | None,
+  per_channel: bool = False,
+  act_bits: int | None = None,
+  act_signed: bool = True,
 ) -> Callable[..., Array]:
   """Wraps a lax contraction so it absmax-fake-quantizes its input and kernel.
 

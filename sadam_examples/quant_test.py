@@ -56,7 +56,7 @@ def test_fake_quant_levels(bits, axis):
     np.testing.assert_array_equal(codes, jnp.round(codes))
     # absmax: the largest magnitude lands exactly on the top code.
     np.testing.assert_array_equal(
-        jnp.max(jnp.abs(codes), axis=0 if axis is not None else None), 2 ** (bits - 1) - 1
+      jnp.max(jnp.abs(codes), axis=0 if axis is not None else None), 2 ** (bits - 1) - 1
     )
 
 
@@ -152,11 +152,11 @@ def test_quant_dense(per_channel):
   p = variables['params']
   axis = -1 if per_channel else None
   np.testing.assert_allclose(
-      y, x @ quant.fake_quant(p['kernel'], 4, axis=axis) + p['bias'], rtol=1e-5, atol=1e-6
+    y, x @ quant.fake_quant(p['kernel'], 4, axis=axis) + p['bias'], rtol=1e-5, atol=1e-6
   )
   # bits=None is exactly nn.Dense.
   np.testing.assert_array_equal(
-      quant.QuantDense(3).apply(variables, x), nn.Dense(3).apply(variables, x)
+    quant.QuantDense(3).apply(variables, x), nn.Dense(3).apply(variables, x)
   )
 
 
@@ -176,9 +176,15 @@ def test_quant_conv(per_channel):
   variables, y = _kernel_grid_check(module, x, 2, per_channel)
   assert y.shape == (2, 8, 8, 5)
   reference = nn.Conv(5, (3, 3)).apply(
-      {'params': {**variables['params'], 'kernel': quant.fake_quant(
-          variables['params']['kernel'], 2, axis=-1 if per_channel else None)}},
-      quant.fake_quant(x, 4),
+    {
+      'params': {
+        **variables['params'],
+        'kernel': quant.fake_quant(
+          variables['params']['kernel'], 2, axis=-1 if per_channel else None
+        ),
+      }
+    },
+    quant.fake_quant(x, 4),
   )
   np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-5)
 
@@ -202,7 +208,10 @@ def test_quantized_op_with_nnx():
   expected = x @ quant.fake_quant(layer.kernel[...], 4) + layer.bias[...]
   np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-6)
   conv = nnx.Conv(
-      3, 2, (3,), conv_general_dilated=quant.quantized_op(lax.conv_general_dilated, bits=2),
-      rngs=nnx.Rngs(0),
+    3,
+    2,
+    (3,),
+    conv_general_dilated=quant.quantized_op(lax.conv_general_dilated, bits=2),
+    rngs=nnx.Rngs(0),
   )
   assert conv(_x((1, 10, 3))).shape == (1, 10, 2)

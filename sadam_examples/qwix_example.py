@@ -100,8 +100,10 @@ def rules(bits: int = 4, act_bits: int | None = None) -> list[Any]:
 
   weight = f'int{bits}'
   act = None if act_bits is None else f'int{act_bits}'
-  return [qwix.QtRule(module_path=FIRST_LAYER, weight_qtype=weight),
-          qwix.QtRule(module_path='.*', weight_qtype=weight, act_qtype=act)]
+  return [
+    qwix.QtRule(module_path=FIRST_LAYER, weight_qtype=weight),
+    qwix.QtRule(module_path='.*', weight_qtype=weight, act_qtype=act),
+  ]
 
 
 class CNN1D(nnx.Module):
@@ -116,12 +118,16 @@ class CNN1D(nnx.Module):
     head: the classifier.
   """
 
-  def __init__(self, *, rngs: nnx.Rngs, length: int = 40, channels: int = 25,
-               num_classes: int = 10):
+  def __init__(
+    self, *, rngs: nnx.Rngs, length: int = 40, channels: int = 25, num_classes: int = 10
+  ):
     kernels, in_ch = (5, 3, 3), 1
     for i, k in enumerate(kernels):
-      setattr(self, f'conv{i}', nnx.Conv(in_ch, channels, (k,), strides=(2,),
-                                         padding=((1, 1),), rngs=rngs))
+      setattr(
+        self,
+        f'conv{i}',
+        nnx.Conv(in_ch, channels, (k,), strides=(2,), padding=((1, 1),), rngs=rngs),
+      )
       in_ch, length = channels, (length + 2 - k) // 2 + 1
     self.head = nnx.Linear(channels * length, num_classes, rngs=rngs)
 
@@ -132,8 +138,9 @@ class CNN1D(nnx.Module):
     return self.head(x.reshape(x.shape[0], -1))
 
 
-def quantized_nnx(seed: int, x: Array, *, bits: int | None = 4,
-                  act_bits: int | None = None, **kwargs: Any) -> CNN1D:
+def quantized_nnx(
+  seed: int, x: Array, *, bits: int | None = 4, act_bits: int | None = None, **kwargs: Any
+) -> CNN1D:
   """A Qwix-quantized :class:`CNN1D` (``bits=None``: the float model).
 
   Args:
@@ -150,11 +157,13 @@ def quantized_nnx(seed: int, x: Array, *, bits: int | None = 4,
   if bits is None:
     return model
   import qwix  # pylint: disable=g-import-not-at-top
+
   return qwix.quantize_model(model, qwix.QtProvider(rules(bits, act_bits)), x)
 
 
-def quantized_linen(*, bits: int | None = 4, act_bits: int | None = None,
-                    **kwargs: Any) -> nn.Module:
+def quantized_linen(
+  *, bits: int | None = 4, act_bits: int | None = None, **kwargs: Any
+) -> nn.Module:
   """``sadam_examples.models.CNN1D`` in float, quantized by Qwix.
 
   Args:
@@ -172,15 +181,16 @@ def quantized_linen(*, bits: int | None = 4, act_bits: int | None = None,
   if bits is None:
     return model
   import qwix  # pylint: disable=g-import-not-at-top
+
   return qwix.quantize_model(model, qwix.QtProvider(rules(bits, act_bits)))
 
 
-def make_optimizer(name: str, learning_rate: float, *, weight_decay: float = 1e-2,
-                   seed: int = 0) -> optax.GradientTransformationExtraArgs:
+def make_optimizer(
+  name: str, learning_rate: float, *, weight_decay: float = 1e-2, seed: int = 0
+) -> optax.GradientTransformationExtraArgs:
   """``'adamw'`` (accepting S-Adam's keywords) or ``'sadamw'`` (the default)."""
   if name == 'adamw':
-    return optax.with_extra_args_support(
-        optax.adamw(learning_rate, weight_decay=weight_decay))
+    return optax.with_extra_args_support(optax.adamw(learning_rate, weight_decay=weight_decay))
   if name == 'sadamw':
     return sadam_optax.sadamw(learning_rate, weight_decay=weight_decay, seed=seed)
   raise ValueError(f'Unknown optimizer {name!r}.')
@@ -200,9 +210,15 @@ def xent(logits: Array, y: Array) -> Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def train_nnx(model: nnx.Module, tx: optax.GradientTransformationExtraArgs,
-              data: Sequence[np.ndarray], *, steps: int, batch_size: int = 100,
-              seed: int = 0) -> dict[str, Any]:
+def train_nnx(
+  model: nnx.Module,
+  tx: optax.GradientTransformationExtraArgs,
+  data: Sequence[np.ndarray],
+  *,
+  steps: int,
+  batch_size: int = 100,
+  seed: int = 0,
+) -> dict[str, Any]:
   """Trains an nnx classifier in place with ``nnx.Optimizer``.
 
   The S-Adam pattern for nnx: ``optimizer.update(model, grads,
@@ -230,9 +246,9 @@ def train_nnx(model: nnx.Module, tx: optax.GradientTransformationExtraArgs,
   def step(model, optimizer, idx):
     x, y = x_train[idx], y_train[idx]
     loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
-    optimizer.update(model, grads,
-                     value_fn=flax_utils.nnx_value_fn(model, loss_fn, x, y),
-                     value=loss)
+    optimizer.update(
+      model, grads, value_fn=flax_utils.nnx_value_fn(model, loss_fn, x, y), value=loss
+    )
     damping = optax.tree.get(optimizer.opt_state, 'damping', default=1.0)
     return loss, damping
 
@@ -241,13 +257,22 @@ def train_nnx(model: nnx.Module, tx: optax.GradientTransformationExtraArgs,
     loss, d = step(model, optimizer, jnp.asarray(idx))
     losses.append(float(loss))
     damping.append(float(d))
-  return dict(losses=losses, damping=damping,
-              test_acc=_accuracy(nnx.jit(lambda m, x: m(x))(model, x_test), y_test))
+  return dict(
+    losses=losses,
+    damping=damping,
+    test_acc=_accuracy(nnx.jit(lambda m, x: m(x))(model, x_test), y_test),
+  )
 
 
-def train_linen(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
-                data: Sequence[np.ndarray], *, steps: int, batch_size: int = 100,
-                seed: int = 0) -> dict[str, Any]:
+def train_linen(
+  model: nn.Module,
+  tx: optax.GradientTransformationExtraArgs,
+  data: Sequence[np.ndarray],
+  *,
+  steps: int,
+  batch_size: int = 100,
+  seed: int = 0,
+) -> dict[str, Any]:
   """Trains a linen classifier with ``flax_utils.TrainState``.
 
   The S-Adam pattern for linen: ``flax_utils.apply_gradients(state,
@@ -274,8 +299,7 @@ def train_linen(model: nn.Module, tx: optax.GradientTransformationExtraArgs,
     x, y = x_train[idx], y_train[idx]
     loss_of = lambda p: xent(state.apply_fn({'params': p}, x), y)
     loss, grads = jax.value_and_grad(loss_of)(state.params)
-    state = flax_utils.apply_gradients(state, grads=grads, value_fn=loss_of,
-                                       value=loss)
+    state = flax_utils.apply_gradients(state, grads=grads, value_fn=loss_of, value=loss)
     return state, loss, optax.tree.get(state.opt_state, 'damping', default=1.0)
 
   losses, damping = [], []
@@ -301,8 +325,9 @@ class NnxClassifier:
     quantize: ``quantize(model) -> nnx.Module`` (e.g. Qwix); applied once.
   """
 
-  def __init__(self, make: Callable[[Array], nnx.Module],
-               quantize: Callable[[nnx.Module], nnx.Module]):
+  def __init__(
+    self, make: Callable[[Array], nnx.Module], quantize: Callable[[nnx.Module], nnx.Module]
+  ):
     self._make = make
     model = quantize(make(jax.random.key(0)))
     self._graphdef, params, self._rest = nnx.split(model, nnx.Param, ...)
@@ -335,45 +360,56 @@ def table(args: argparse.Namespace) -> dict[str, Any]:
   split = common.split_validation(data.load_mnist1d())
   x0 = jnp.asarray(split.x_train[:2])
   provider = qwix.QtProvider(rules(args.bits, args.act_bits))
-  model = NnxClassifier(lambda key: CNN1D(rngs=nnx.Rngs(params=key)),
-                        lambda m: qwix.quantize_model(m, provider, x0))
+  model = NnxClassifier(
+    lambda key: CNN1D(rngs=nnx.Rngs(params=key)), lambda m: qwix.quantize_model(m, provider, x0)
+  )
   budget = common.Budget(batch_size=args.batch_size, epochs=args.epochs)
   start = time.perf_counter()
-  results = common.compare(model, split, budget, optimizers=['adamw', 'sadam'],
-                           seeds=list(range(args.seeds)),
-                           grids={k: args.lrs for k in ('adamw', 'sadam')},
-                           desc='qwix')
+  results = common.compare(
+    model,
+    split,
+    budget,
+    optimizers=['adamw', 'sadam'],
+    seeds=list(range(args.seeds)),
+    grids={k: args.lrs for k in ('adamw', 'sadam')},
+    desc='qwix',
+  )
   seconds = time.perf_counter() - start
   command = ' '.join(['python -m sadam_examples.qwix_example', *sys.argv[1:]])
   act = 'float' if args.act_bits is None else f'int{args.act_bits}'
-  names = {'adamw': 'AdamW', 'sadam': f"S-AdamW, default (`'{sadam_optax.lgi.DEFAULT_ESTIMATOR}'`)",
-           'sadam@eff-lr': "AdamW at S-AdamW's effective lr"}
+  names = {
+    'adamw': 'AdamW',
+    'sadam': f"S-AdamW, default (`'{sadam_optax.lgi.DEFAULT_ESTIMATOR}'`)",
+    'sadam@eff-lr': "AdamW at S-AdamW's effective lr",
+  }
   lines = [
-      '# S-AdamW on a Qwix-quantized nnx CNN, MNIST-1D',
-      '',
-      f'Command: `{command}`',
-      '',
-      f'Hardware: {common.hardware()}; qwix {qwix.__version__}, flax '
-      f'{_flax_version()}. Wall time {seconds:.0f} s.',
-      '',
-      f'Model: the MNIST-1D CNN (`sadam_examples.qwix_example.CNN1D`, flax.nnx) '
-      f'quantized by `qwix.quantize_model` with `qwix.QtProvider`: weights '
-      f'int{args.bits} (absmax, Qwix\'s default channelwise scales), activations {act} (the first '
-      f'layer\'s input stays float). {args.seeds} seeds, {args.epochs} epochs '
-      f'at batch {args.batch_size}; each optimizer\'s learning rate chosen on a '
-      f'validation split (10% of the training set) from {list(args.lrs)}; '
-      'the control is AdamW at lr x the mean damping of the same seed\'s '
-      'S-AdamW run. Weight decay 1e-2 for both.',
-      '',
-      '| optimizer | lr | test accuracy % (mean +- std) | val accuracy % | mean damping |',
-      '|---|---|---|---|---|',
+    '# S-AdamW on a Qwix-quantized nnx CNN, MNIST-1D',
+    '',
+    f'Command: `{command}`',
+    '',
+    f'Hardware: {common.hardware()}; qwix {qwix.__version__}, flax '
+    f'{_flax_version()}. Wall time {seconds:.0f} s.',
+    '',
+    f'Model: the MNIST-1D CNN (`sadam_examples.qwix_example.CNN1D`, flax.nnx) '
+    f'quantized by `qwix.quantize_model` with `qwix.QtProvider`: weights '
+    f"int{args.bits} (absmax, Qwix's default channelwise scales), activations {act} (the first "
+    f"layer's input stays float). {args.seeds} seeds, {args.epochs} epochs "
+    f"at batch {args.batch_size}; each optimizer's learning rate chosen on a "
+    f'validation split (10% of the training set) from {list(args.lrs)}; '
+    "the control is AdamW at lr x the mean damping of the same seed's "
+    'S-AdamW run. Weight decay 1e-2 for both.',
+    '',
+    '| optimizer | lr | test accuracy % (mean +- std) | val accuracy % | mean damping |',
+    '|---|---|---|---|---|',
   ]
   for key, e in results.items():
     lr = e['lr']
     lr = f'{np.mean(lr):.2g} (mean)' if isinstance(lr, list) else f'{lr:g}'
     damping = f'{np.mean(e["mean_damping"]):.2f}' if key == 'sadam' else '-'
-    lines.append(f'| {names.get(key, key)} | {lr} | {100 * e["mean"]:.1f} +- '
-                 f'{100 * e["std"]:.1f} | {100 * np.mean(e["val_acc"]):.1f} | {damping} |')
+    lines.append(
+      f'| {names.get(key, key)} | {lr} | {100 * e["mean"]:.1f} +- '
+      f'{100 * e["std"]:.1f} | {100 * np.mean(e["val_acc"]):.1f} | {damping} |'
+    )
   for key in ('adamw', 'sadam'):
     if results[key]['lr'] in (min(args.lrs), max(args.lrs)):
       lines.append(f'\n{names[key]} selected the edge of the grid ({results[key]["lr"]:g}).')
@@ -381,8 +417,9 @@ def table(args: argparse.Namespace) -> dict[str, Any]:
   markdown = '\n'.join(lines)
   print(markdown)
   if args.out:
-    path = common.write_results(args.out, dict(config=vars(args), seconds=seconds,
-                                               results=results), markdown)
+    path = common.write_results(
+      args.out, dict(config=vars(args), seconds=seconds, results=results), markdown
+    )
     # common.command_line() names experiments.<script>; this one lives here.
     payload = json.loads(path.read_text())
     payload['command'] = command
@@ -392,6 +429,7 @@ def table(args: argparse.Namespace) -> dict[str, Any]:
 
 def _flax_version() -> str:
   import flax  # pylint: disable=g-import-not-at-top
+
   return flax.__version__
 
 
@@ -409,36 +447,49 @@ def demo(args: argparse.Namespace) -> dict[str, Any]:
         tx = make_optimizer(name, args.lr, seed=seed)
         if api == 'nnx':
           model = quantized_nnx(seed, x0, bits=args.bits, act_bits=args.act_bits)
-          run = train_nnx(model, tx, dataset, steps=args.steps,
-                          batch_size=args.batch_size, seed=seed)
+          run = train_nnx(
+            model, tx, dataset, steps=args.steps, batch_size=args.batch_size, seed=seed
+          )
         else:
           model = quantized_linen(bits=args.bits, act_bits=args.act_bits)
-          run = train_linen(model, tx, dataset, steps=args.steps,
-                            batch_size=args.batch_size, seed=seed)
+          run = train_linen(
+            model, tx, dataset, steps=args.steps, batch_size=args.batch_size, seed=seed
+          )
         accs.append(run['test_acc'])
       out[f'{api}/{name}'] = accs
-      print(f'{api:5s} {name:7s} test accuracy {100 * np.mean(accs):.1f} +- '
-            f'{100 * np.std(accs, ddof=1) if len(accs) > 1 else 0.0:.1f} '
-            f'(lr {args.lr}, {args.steps} steps, seeds {args.seeds})')
+      print(
+        f'{api:5s} {name:7s} test accuracy {100 * np.mean(accs):.1f} +- '
+        f'{100 * np.std(accs, ddof=1) if len(accs) > 1 else 0.0:.1f} '
+        f'(lr {args.lr}, {args.steps} steps, seeds {args.seeds})'
+      )
   return out
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--table', action='store_true',
-                 help='the measured comparison (lr on validation, control)')
+  p.add_argument(
+    '--table', action='store_true', help='the measured comparison (lr on validation, control)'
+  )
   p.add_argument('--bits', type=int, default=4)
-  p.add_argument('--act-bits', type=int, default=default_act_bits(),
-                 help='activation bits; default none on the CPU, 4 elsewhere')
+  p.add_argument(
+    '--act-bits',
+    type=int,
+    default=default_act_bits(),
+    help='activation bits; default none on the CPU, 4 elsewhere',
+  )
   p.add_argument('--steps', type=int, default=1000, help='demo only')
   p.add_argument('--lr', type=float, default=3e-3, help='demo only')
   p.add_argument('--epochs', type=int, default=20, help='table only')
-  p.add_argument('--lrs', type=float, nargs='+', default=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
-                 help='table only: the learning-rate grid')
+  p.add_argument(
+    '--lrs',
+    type=float,
+    nargs='+',
+    default=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+    help='table only: the learning-rate grid',
+  )
   p.add_argument('--batch-size', type=int, default=100)
   p.add_argument('--seeds', type=int, default=3)
-  p.add_argument('--out', default=None,
-                 help='table only: results stem under experiments/results')
+  p.add_argument('--out', default=None, help='table only: results stem under experiments/results')
   args = p.parse_args(argv)
   return table(args) if args.table else demo(args)
 

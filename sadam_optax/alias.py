@@ -22,25 +22,25 @@ def _check_unit_interval(name: str, value: Any) -> None:
 
 
 def sadam(
-    learning_rate: ScalarOrSchedule = 1e-3,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    *,
-    lam: ScalarOrSchedule = 2.0,
-    num_probes: Optional[int] = None,
-    probe_radius: Optional[float] = None,
-    estimator: lgi.Estimator = lgi.DEFAULT_ESTIMATOR,
-    probe_every: int = 1,
-    seed: int = 0,
-    rule: transform.BrakeRule = 'exp',
-    recovery: float = 0.1,
-    min_damping: float = 0.03,
-    chunk_size: Optional[int] = None,
-    axis_name: Optional[str] = None,
-    eps_root: float = 0.0,
-    mu_dtype: Optional[Any] = None,
-    nesterov: bool = False,
+  learning_rate: ScalarOrSchedule = 1e-3,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  *,
+  lam: ScalarOrSchedule = 2.0,
+  num_probes: Optional[int] = None,
+  probe_radius: Optional[float] = None,
+  estimator: lgi.Estimator = lgi.DEFAULT_ESTIMATOR,
+  probe_every: int = 1,
+  seed: int = 0,
+  rule: transform.BrakeRule = 'exp',
+  recovery: float = 0.1,
+  min_damping: float = 0.03,
+  chunk_size: Optional[int] = None,
+  axis_name: Optional[str] = None,
+  eps_root: float = 0.0,
+  mu_dtype: Optional[Any] = None,
+  nesterov: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""S-Adam: Adam whose step is braked by ``exp(-lam * rho)``.
 
@@ -112,36 +112,51 @@ def sadam(
     Kingma, Ba, `Adam: A Method for Stochastic Optimization
     <https://arxiv.org/abs/1412.6980>`_, 2014.
   """
-  return sadamw(learning_rate, b1, b2, eps, weight_decay=None, lam=lam,
-                num_probes=num_probes, probe_radius=probe_radius,
-                estimator=estimator, probe_every=probe_every, seed=seed,
-                rule=rule, recovery=recovery, min_damping=min_damping,
-                chunk_size=chunk_size, axis_name=axis_name,
-                eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov)
+  return sadamw(
+    learning_rate,
+    b1,
+    b2,
+    eps,
+    weight_decay=None,
+    lam=lam,
+    num_probes=num_probes,
+    probe_radius=probe_radius,
+    estimator=estimator,
+    probe_every=probe_every,
+    seed=seed,
+    rule=rule,
+    recovery=recovery,
+    min_damping=min_damping,
+    chunk_size=chunk_size,
+    axis_name=axis_name,
+    eps_root=eps_root,
+    mu_dtype=mu_dtype,
+    nesterov=nesterov,
+  )
 
 
 def sadamw(
-    learning_rate: ScalarOrSchedule = 1e-3,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: Optional[float] = 1e-4,
-    mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
-    *,
-    lam: ScalarOrSchedule = 2.0,
-    num_probes: Optional[int] = None,
-    probe_radius: Optional[float] = None,
-    estimator: lgi.Estimator = lgi.DEFAULT_ESTIMATOR,
-    probe_every: int = 1,
-    seed: int = 0,
-    rule: transform.BrakeRule = 'exp',
-    recovery: float = 0.1,
-    min_damping: float = 0.03,
-    chunk_size: Optional[int] = None,
-    axis_name: Optional[str] = None,
-    eps_root: float = 0.0,
-    mu_dtype: Optional[Any] = None,
-    nesterov: bool = False,
+  learning_rate: ScalarOrSchedule = 1e-3,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  weight_decay: Optional[float] = 1e-4,
+  mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
+  *,
+  lam: ScalarOrSchedule = 2.0,
+  num_probes: Optional[int] = None,
+  probe_radius: Optional[float] = None,
+  estimator: lgi.Estimator = lgi.DEFAULT_ESTIMATOR,
+  probe_every: int = 1,
+  seed: int = 0,
+  rule: transform.BrakeRule = 'exp',
+  recovery: float = 0.1,
+  min_damping: float = 0.03,
+  chunk_size: Optional[int] = None,
+  axis_name: Optional[str] = None,
+  eps_root: float = 0.0,
+  mu_dtype: Optional[Any] = None,
+  nesterov: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   """S-AdamW: S-Adam with decoupled weight decay, which is not braked.
 
@@ -184,36 +199,54 @@ def sadamw(
   _check_unit_interval('b1', b1)
   _check_unit_interval('b2', b2)
   probe = transform.lgi_probe(
-      estimator=estimator, num_probes=num_probes, probe_radius=probe_radius,
-      probe_every=probe_every, chunk_size=chunk_size, axis_name=axis_name,
-      seed=seed)
-  brake = transform.damping_scale(lam, probe=probe, rule=rule,
-                                  recovery=recovery, min_damping=min_damping)
+    estimator=estimator,
+    num_probes=num_probes,
+    probe_radius=probe_radius,
+    probe_every=probe_every,
+    chunk_size=chunk_size,
+    axis_name=axis_name,
+    seed=seed,
+  )
+  brake = transform.damping_scale(
+    lam, probe=probe, rule=rule, recovery=recovery, min_damping=min_damping
+  )
   return _braked_adamw(
-      learning_rate, brake, weight_decay=weight_decay, mask=mask,
-      adam=optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root,
-                               mu_dtype=mu_dtype, nesterov=nesterov))
+    learning_rate,
+    brake,
+    weight_decay=weight_decay,
+    mask=mask,
+    adam=optax.scale_by_adam(
+      b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype, nesterov=nesterov
+    ),
+  )
 
 
-def _braked_adamw(learning_rate: ScalarOrSchedule,
-                  brake: transform.DampingScale, *,
-                  weight_decay: Optional[float], mask: Any,
-                  adam: optax.GradientTransformation
-                  ) -> optax.GradientTransformationExtraArgs:
+def _braked_adamw(
+  learning_rate: ScalarOrSchedule,
+  brake: transform.DampingScale,
+  *,
+  weight_decay: Optional[float],
+  mask: Any,
+  adam: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
   """``adam``, braked, then decoupled weight decay and the learning rate."""
   braked_adam = transform.singularity_aware(
-      adam, probe=brake.probe, brake=brake, step_size=learning_rate)
-  decay = ([] if weight_decay is None else
-           [optax.add_decayed_weights(weight_decay, mask)])
-  return optax.chain(braked_adam, *decay,
-                     optax.scale_by_learning_rate(learning_rate))
+    adam, probe=brake.probe, brake=brake, step_size=learning_rate
+  )
+  decay = [] if weight_decay is None else [optax.add_decayed_weights(weight_decay, mask)]
+  return optax.chain(braked_adam, *decay, optax.scale_by_learning_rate(learning_rate))
 
 
-def paper_sadamw(learning_rate: ScalarOrSchedule = 1e-3, *,
-                 weight_decay: float = 1e-2, lam: float = 2.0,
-                 num_probes: Optional[int] = None, probe_radius: float = 0.01,
-                 lazy: bool = False,
-                 seed: int = 0) -> optax.GradientTransformationExtraArgs:
+def paper_sadamw(
+  learning_rate: ScalarOrSchedule = 1e-3,
+  *,
+  weight_decay: float = 1e-2,
+  lam: float = 2.0,
+  num_probes: Optional[int] = None,
+  probe_radius: float = 0.01,
+  lazy: bool = False,
+  seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
   """The paper's preset, as its authors' scripts run it.
 
   The literal estimator (one-sided finite differences along 8 per-tensor
@@ -246,8 +279,17 @@ def paper_sadamw(learning_rate: ScalarOrSchedule = 1e-3, *,
   if num_probes is None:
     num_probes = 2 if lazy else 8
   probe = transform.lgi_probe(
-      estimator='literal', num_probes=num_probes, probe_radius=probe_radius,
-      probe_every=10 if lazy else 1, probe_offset=9 if lazy else 0, seed=seed)
+    estimator='literal',
+    num_probes=num_probes,
+    probe_radius=probe_radius,
+    probe_every=10 if lazy else 1,
+    probe_offset=9 if lazy else 0,
+    seed=seed,
+  )
   return _braked_adamw(
-      learning_rate, transform.damping_scale(lam, probe=probe),
-      weight_decay=weight_decay, mask=None, adam=optax.scale_by_adam())
+    learning_rate,
+    transform.damping_scale(lam, probe=probe),
+    weight_decay=weight_decay,
+    mask=None,
+    adam=optax.scale_by_adam(),
+  )

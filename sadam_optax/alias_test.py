@@ -41,10 +41,12 @@ def test_lam_zero_equals_adamw_exactly_with_schedule_and_mask(mlp_problem):
   params, loss_fn, batches = mlp_problem
   sched = optax.cosine_decay_schedule(1e-2, 100)
   mask = lambda p: {k: k.startswith('w') for k in p}
-  ours, _ = run(sadam_optax.sadamw(sched, weight_decay=1e-2, mask=mask,
-                                   lam=0.0), params, loss_fn, batches)
-  ref, _ = run(optax.adamw(sched, weight_decay=1e-2, mask=mask), params,
-               loss_fn, batches, with_value_fn=False)
+  ours, _ = run(
+    sadam_optax.sadamw(sched, weight_decay=1e-2, mask=mask, lam=0.0), params, loss_fn, batches
+  )
+  ref, _ = run(
+    optax.adamw(sched, weight_decay=1e-2, mask=mask), params, loss_fn, batches, with_value_fn=False
+  )
   jax.tree.map(np.testing.assert_array_equal, ours, ref)
 
 
@@ -52,17 +54,15 @@ def test_constant_rho_equals_adam_at_braked_learning_rate(mlp_problem):
   params, loss_fn, batches = mlp_problem
   c, lam, lr = 0.3, 2.0, 1e-2
   constant = lambda samples: jnp.float32(c)
-  with mock.patch.object(lgi, 'instability_ratio', constant), \
-       mock.patch.object(lgi, 'secant_ratio', constant), \
-       mock.patch.object(lgi, 'uphill_share', constant):
-    ours, states = run(sadam_optax.sadam(lr, lam=lam), params, loss_fn,
-                       batches)
-  ref, _ = run(optax.adam(lr * np.exp(-lam * c)), params, loss_fn, batches,
-               with_value_fn=False)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4,
-                                 atol=1e-6), ours, ref)
-  np.testing.assert_allclose(optax.tree.get(states[-1], 'damping'),
-                             np.exp(-lam * c), rtol=1e-6)
+  with (
+    mock.patch.object(lgi, 'instability_ratio', constant),
+    mock.patch.object(lgi, 'secant_ratio', constant),
+    mock.patch.object(lgi, 'uphill_share', constant),
+  ):
+    ours, states = run(sadam_optax.sadam(lr, lam=lam), params, loss_fn, batches)
+  ref, _ = run(optax.adam(lr * np.exp(-lam * c)), params, loss_fn, batches, with_value_fn=False)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), ours, ref)
+  np.testing.assert_allclose(optax.tree.get(states[-1], 'damping'), np.exp(-lam * c), rtol=1e-6)
 
 
 def _converge(opt, loss, w0, steps):
@@ -73,15 +73,13 @@ def _converge(opt, loss, w0, steps):
     u, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
     return (optax.apply_updates(w, u), state), None
 
-  (w, state), _ = jax.jit(lambda c: jax.lax.scan(body, c, length=steps))(
-      (w0, state))
+  (w, state), _ = jax.jit(lambda c: jax.lax.scan(body, c, length=steps))((w0, state))
   return w, state
 
 
 def test_converges_on_rosenbrock():
   loss = lambda w: (1 - w[0]) ** 2 + 100 * (w[1] - w[0] ** 2) ** 2
-  w, _ = _converge(sadam_optax.sadam(1e-2), loss, jnp.array([-1.0, 1.0]),
-                   5000)
+  w, _ = _converge(sadam_optax.sadam(1e-2), loss, jnp.array([-1.0, 1.0]), 5000)
   np.testing.assert_allclose(w, jnp.ones(2), atol=5e-2)
 
 
@@ -93,30 +91,26 @@ def test_explicit_moment_dtype():
 
 def test_inject_hyperparams_over_learning_rate_and_lam(mlp_problem):
   params, loss_fn, batches = mlp_problem
-  opt = optax.inject_hyperparams(sadam_optax.sadam)(learning_rate=1e-2,
-                                                    lam=1.0)
+  opt = optax.inject_hyperparams(sadam_optax.sadam)(learning_rate=1e-2, lam=1.0)
   ours, states = run(opt, params, loss_fn, batches)
   assert float(states[-1].hyperparams['lam']) == 1.0
   assert jax.tree.all(jax.tree.map(lambda p: jnp.all(jnp.isfinite(p)), ours))
   # lam injected as 0 reproduces Adam. A traced lam keeps the multiply by
   # 1.0 in the graph, which XLA may fuse differently: equal to float32 ulps.
-  opt0 = optax.inject_hyperparams(sadam_optax.sadam)(learning_rate=1e-2,
-                                                     lam=0.0)
+  opt0 = optax.inject_hyperparams(sadam_optax.sadam)(learning_rate=1e-2, lam=0.0)
   zero, _ = run(opt0, params, loss_fn, batches)
-  ref, _ = run(optax.adam(1e-2), params, loss_fn, batches,
-               with_value_fn=False)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
-                                 atol=1e-5), zero, ref)
+  ref, _ = run(optax.adam(1e-2), params, loss_fn, batches, with_value_fn=False)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-5), zero, ref)
 
 
 def test_inject_hyperparams_needs_static_num_probes():
-  opt = optax.inject_hyperparams(sadam_optax.sadam)(learning_rate=1e-2,
-                                                    num_probes=4)
+  opt = optax.inject_hyperparams(sadam_optax.sadam)(learning_rate=1e-2, num_probes=4)
   w = jnp.ones(3)
   with pytest.raises(ValueError, match="static_args=\\('num_probes',\\)"):
     opt.init(w)
-  opt = optax.inject_hyperparams(sadam_optax.sadam, static_args=(
-      'num_probes',))(learning_rate=1e-2, num_probes=4)
+  opt = optax.inject_hyperparams(sadam_optax.sadam, static_args=('num_probes',))(
+    learning_rate=1e-2, num_probes=4
+  )
   opt.update(w, opt.init(w), w, value_fn=jnp.sum)
 
 
@@ -167,7 +161,9 @@ def test_nonfinite_loss_at_probes_never_reaches_params(estimator):
     assert int(optax.tree.get(state, 'nonfinite_probes')) > 0
 
 
-@pytest.mark.parametrize('kwargs, name', [
+@pytest.mark.parametrize(
+  'kwargs, name',
+  [
     (dict(lam=-1.0), 'lam'),
     (dict(num_probes=1), 'num_probes'),
     (dict(num_probes=2.5), 'num_probes'),
@@ -178,7 +174,8 @@ def test_nonfinite_loss_at_probes_never_reaches_params(estimator):
     (dict(probe_every=0), 'probe_every'),
     (dict(estimator='random'), 'estimator'),
     (dict(rule='linear'), 'rule'),
-])
+  ],
+)
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
   with pytest.raises(ValueError, match=name):
     sadam_optax.sadam(1e-3, **kwargs)

@@ -56,6 +56,7 @@ class Config:
     has_key: the state holds a typed PRNG key.
     static_args: for ``optax.inject_hyperparams``.
   """
+
   name: str
   factory: Callable[..., optax.GradientTransformation]
   kwargs: dict = dataclasses.field(default_factory=dict)
@@ -83,9 +84,10 @@ class Config:
 
 def _around(inner, learning_rate, lam, rule='exp', estimator='secant'):
   return sadam_optax.singularity_aware(
-      inner(learning_rate),
-      probe=sadam_optax.lgi_probe(estimator=estimator),
-      brake=sadam_optax.damping_scale(lam, rule=rule))
+    inner(learning_rate),
+    probe=sadam_optax.lgi_probe(estimator=estimator),
+    brake=sadam_optax.damping_scale(lam, rule=rule),
+  )
 
 
 def around_sgd(learning_rate, lam, rule='exp', estimator='secant'):
@@ -101,92 +103,128 @@ def around_adam(learning_rate, lam, rule='exp', estimator='secant'):
 def braked_chain(learning_rate, lam, estimator='secant'):
   """``damping_scale`` chained after ``scale_by_adam`` (reads ``grad=``)."""
   return optax.chain(
-      optax.scale_by_adam(),
-      sadam_optax.damping_scale(
-          lam, probe=sadam_optax.lgi_probe(estimator=estimator),
-          step_size=learning_rate),
-      optax.scale_by_learning_rate(learning_rate))
+    optax.scale_by_adam(),
+    sadam_optax.damping_scale(
+      lam, probe=sadam_optax.lgi_probe(estimator=estimator), step_size=learning_rate
+    ),
+    optax.scale_by_learning_rate(learning_rate),
+  )
 
 
-def brake_after_adam(learning_rate, lam, rule='exp', per_tensor=False,
-                     grid='fixed'):
+def brake_after_adam(learning_rate, lam, rule='exp', per_tensor=False, grid='fixed'):
   """``chain(adam, scale_by_oscillation)``, lam the brake strength."""
   scale_fn = FIXED_GRID if grid == 'fixed' else quant_aware.absmax_scale_fn(4)
   brake = sadam_optax.damping_scale(lam, rule=rule)
   return optax.chain(
-      optax.adam(learning_rate),
-      quant_aware.scale_by_oscillation(scale_fn, brake=brake,
-                                       per_tensor=per_tensor))
+    optax.adam(learning_rate),
+    quant_aware.scale_by_oscillation(scale_fn, brake=brake, per_tensor=per_tensor),
+  )
 
 
 def freeze_after_adam(learning_rate):
-  return optax.chain(optax.adam(learning_rate),
-                     quant_aware.freeze_oscillating(FIXED_GRID))
+  return optax.chain(optax.adam(learning_rate), quant_aware.freeze_oscillating(FIXED_GRID))
 
 
 def dampen_in_adam(learning_rate):
-  return optax.chain(optax.scale_by_adam(),
-                     quant_aware.dampen_oscillations(FIXED_GRID),
-                     optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(
+    optax.scale_by_adam(),
+    quant_aware.dampen_oscillations(FIXED_GRID),
+    optax.scale_by_learning_rate(learning_rate),
+  )
 
 
 def _sadam(estimator='secant', **kwargs):
   return Config(
-      f'sadam_{estimator}' + ''.join(f'_{k}{v}' for k, v in kwargs.items()),
-      sadam_optax.sadam, dict(estimator=estimator, **kwargs),
-      reference=optax.adam,
-      static_args=('num_probes', 'probe_every') if estimator == 'literal' or (
-          'probe_every' in kwargs) else ())
+    f'sadam_{estimator}' + ''.join(f'_{k}{v}' for k, v in kwargs.items()),
+    sadam_optax.sadam,
+    dict(estimator=estimator, **kwargs),
+    reference=optax.adam,
+    static_args=('num_probes', 'probe_every')
+    if estimator == 'literal' or ('probe_every' in kwargs)
+    else (),
+  )
 
 
 CONFIGS = (
-    *[_sadam(e) for e in lgi.ESTIMATORS],
-    _sadam(rule='compound'),
-    _sadam(probe_every=3),
-    _sadam('step', probe_every=3),
-    Config('sadamw', sadam_optax.sadamw, dict(weight_decay=1e-4),
-           reference=lambda lr: optax.adamw(lr, weight_decay=1e-4)),
-    Config('sadamw_trajectory_compound', sadam_optax.sadamw,
-           dict(estimator='trajectory', rule='compound', weight_decay=1e-4),
-           reference=lambda lr: optax.adamw(lr, weight_decay=1e-4)),
-    Config('paper_sadamw', sadam_optax.paper_sadamw,
-           reference=lambda lr: optax.adamw(lr, weight_decay=1e-2),
-           static_args=('num_probes',)),
-    Config('paper_sadamw_lazy', sadam_optax.paper_sadamw, dict(lazy=True),
-           reference=lambda lr: optax.adamw(lr, weight_decay=1e-2),
-           static_args=('num_probes', 'lazy')),
-    Config('around_sgd', around_sgd, learning_rate=0.1, reference=optax.sgd),
-    Config('around_sgd_step_compound', around_sgd,
-           dict(estimator='step', rule='compound'), learning_rate=0.1,
-           reference=optax.sgd),
-    Config('around_adam', around_adam, reference=optax.adam),
-    Config('around_adam_literal', around_adam, dict(estimator='literal'),
-           reference=optax.adam),
-    Config('damping_scale_chain', braked_chain, reference=optax.adam),
-    Config('damping_scale_chain_trajectory', braked_chain,
-           dict(estimator='trajectory'), reference=optax.adam),
-    Config('oscillation_brake', brake_after_adam, lam=25.0,
-           reference=optax.adam, needs_loss=False, has_key=False),
-    Config('oscillation_brake_per_tensor_compound_absmax', brake_after_adam,
-           dict(rule='compound', per_tensor=True, grid='absmax'), lam=1.0,
-           needs_loss=False, has_key=False),
-    Config('freeze_oscillating', freeze_after_adam, lam=None,
-           needs_loss=False, has_key=False),
-    Config('dampen_oscillations', dampen_in_adam, lam=None,
-           needs_loss=False, has_key=False),
+  *[_sadam(e) for e in lgi.ESTIMATORS],
+  _sadam(rule='compound'),
+  _sadam(probe_every=3),
+  _sadam('step', probe_every=3),
+  Config(
+    'sadamw',
+    sadam_optax.sadamw,
+    dict(weight_decay=1e-4),
+    reference=lambda lr: optax.adamw(lr, weight_decay=1e-4),
+  ),
+  Config(
+    'sadamw_trajectory_compound',
+    sadam_optax.sadamw,
+    dict(estimator='trajectory', rule='compound', weight_decay=1e-4),
+    reference=lambda lr: optax.adamw(lr, weight_decay=1e-4),
+  ),
+  Config(
+    'paper_sadamw',
+    sadam_optax.paper_sadamw,
+    reference=lambda lr: optax.adamw(lr, weight_decay=1e-2),
+    static_args=('num_probes',),
+  ),
+  Config(
+    'paper_sadamw_lazy',
+    sadam_optax.paper_sadamw,
+    dict(lazy=True),
+    reference=lambda lr: optax.adamw(lr, weight_decay=1e-2),
+    static_args=('num_probes', 'lazy'),
+  ),
+  Config('around_sgd', around_sgd, learning_rate=0.1, reference=optax.sgd),
+  Config(
+    'around_sgd_step_compound',
+    around_sgd,
+    dict(estimator='step', rule='compound'),
+    learning_rate=0.1,
+    reference=optax.sgd,
+  ),
+  Config('around_adam', around_adam, reference=optax.adam),
+  Config('around_adam_literal', around_adam, dict(estimator='literal'), reference=optax.adam),
+  Config('damping_scale_chain', braked_chain, reference=optax.adam),
+  Config(
+    'damping_scale_chain_trajectory',
+    braked_chain,
+    dict(estimator='trajectory'),
+    reference=optax.adam,
+  ),
+  Config(
+    'oscillation_brake',
+    brake_after_adam,
+    lam=25.0,
+    reference=optax.adam,
+    needs_loss=False,
+    has_key=False,
+  ),
+  Config(
+    'oscillation_brake_per_tensor_compound_absmax',
+    brake_after_adam,
+    dict(rule='compound', per_tensor=True, grid='absmax'),
+    lam=1.0,
+    needs_loss=False,
+    has_key=False,
+  ),
+  Config('freeze_oscillating', freeze_after_adam, lam=None, needs_loss=False, has_key=False),
+  Config('dampen_oscillations', dampen_in_adam, lam=None, needs_loss=False, has_key=False),
 )
 IDS = [c.name for c in CONFIGS]
 BRAKED = [c for c in CONFIGS if c.lam is not None]
-ALIASES = [c for c in CONFIGS if c.factory in (
-    sadam_optax.sadam, sadam_optax.sadamw, sadam_optax.paper_sadamw)]
+ALIASES = [
+  c
+  for c in CONFIGS
+  if c.factory in (sadam_optax.sadam, sadam_optax.sadamw, sadam_optax.paper_sadamw)
+]
 
 
 # --------------------------------------------------------------------------
 # The problems and the train step.
 # --------------------------------------------------------------------------
 
-TARGET = {'w': np.array([[1.0, -1.0], [0.5, 2.0]]),
-          'b': np.array([1.0, -1.0, 0.5])}
+TARGET = {'w': np.array([[1.0, -1.0], [0.5, 2.0]]), 'b': np.array([1.0, -1.0, 0.5])}
 
 
 def parabola(dtype=jnp.float32):
@@ -198,8 +236,7 @@ def parabola(dtype=jnp.float32):
   out = jnp.promote_types(dtype, jnp.float32)
 
   def loss(params):
-    sq = jax.tree.map(lambda p, t: jnp.sum(((p - t) ** 2).astype(out)),
-                      params, target)
+    sq = jax.tree.map(lambda p, t: jnp.sum(((p - t) ** 2).astype(out)), params, target)
     return sum(jax.tree.leaves(sq))
 
   return init, target, loss
@@ -210,8 +247,9 @@ def train_step(opt, loss, **extra):
 
   def step(params, state):
     value, grads = jax.value_and_grad(loss)(params)
-    updates, state = opt.update(grads, state, params, value_fn=loss,
-                                value=value, grad=grads, **extra)
+    updates, state = opt.update(
+      grads, state, params, value_fn=loss, value=value, grad=grads, **extra
+    )
     return optax.apply_updates(params, updates), state, updates
 
   return step
@@ -225,8 +263,9 @@ def run(opt, params, loss, steps, **extra):
     params, state, _ = step(*carry)
     return (params, state), None
 
-  (params, state), _ = jax.jit(
-      lambda c: jax.lax.scan(body, c, length=steps))((params, opt.init(params)))
+  (params, state), _ = jax.jit(lambda c: jax.lax.scan(body, c, length=steps))(
+    (params, opt.init(params))
+  )
   return params, state
 
 
@@ -236,8 +275,7 @@ def types_of(tree):
 
 def _data(x):
   x = jnp.asarray(x)
-  return jax.random.key_data(x) if jnp.issubdtype(
-      x.dtype, jax.dtypes.prng_key) else x
+  return jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
 
 
 def assert_trees_equal(a, b):
@@ -277,8 +315,15 @@ def test_extra_args_one_compilation_fixed_structure(config):
     traces.append(1)
     value, grads = jax.value_and_grad(value_fn)(params, scale)
     updates, state = opt.update(
-        grads, state, params, value_fn=value_fn, value=value, grad=grads,
-        batch_scale=scale, unexpected_extra_args_your_optimizer_doesnt_expect=1)
+      grads,
+      state,
+      params,
+      value_fn=value_fn,
+      value=value,
+      grad=grads,
+      batch_scale=scale,
+      unexpected_extra_args_your_optimizer_doesnt_expect=1,
+    )
     return optax.apply_updates(params, updates), state
 
   params, state = init, opt.init(init)
@@ -301,8 +346,9 @@ def test_tree_map_params(config):
   same = optax.tree.map_params(opt, lambda v: v, state)
   assert_trees_equal(same, state)
   # Every copy of the params (moments, statistics) gets f; nothing else.
-  marked = optax.tree.map_params(opt, lambda _: 'param', state,
-                                 transform_non_params=lambda _: 'other')
+  marked = optax.tree.map_params(
+    opt, lambda _: 'param', state, transform_non_params=lambda _: 'other'
+  )
   labels = jax.tree.leaves(marked)
   assert set(labels) <= {'param', 'other'} and 'other' in labels
   if config.factory is not around_sgd:  # sgd keeps no copy of the params.
@@ -328,15 +374,16 @@ def test_dtypes_stable_under_cond_and_scan(config, dtype):
       value, grads = jax.value_and_grad(loss)(params)
       # Confuse the loss's dtype on purpose, as optax's tests do.
       updates, state = jax.lax.cond(
-          i % 2 == 0,
-          lambda: opt.update(grads, state, params, value_fn=loss,
-                             value=value.astype(other), grad=grads),
-          lambda: (jax.tree.map(jnp.zeros_like, params), state))
+        i % 2 == 0,
+        lambda: opt.update(
+          grads, state, params, value_fn=loss, value=value.astype(other), grad=grads
+        ),
+        lambda: (jax.tree.map(jnp.zeros_like, params), state),
+      )
       return (optax.apply_updates(params, updates), state), None
 
     state = opt.init(init)
-    (params, new_state), _ = jax.jit(
-        lambda c: jax.lax.scan(body, c, jnp.arange(3)))((init, state))
+    (params, new_state), _ = jax.jit(lambda c: jax.lax.scan(body, c, jnp.arange(3)))((init, state))
     assert types_of(params) == types_of(init)
     assert types_of(new_state) == types_of(state)
 
@@ -344,12 +391,10 @@ def test_dtypes_stable_under_cond_and_scan(config, dtype):
 @pytest.mark.parametrize('estimator', lgi.ESTIMATORS)
 def test_state_types_stable_with_float32_moments_of_bf16_params(estimator):
   params = jax.tree.map(lambda t: jnp.asarray(t, jnp.bfloat16), TARGET)
-  loss = lambda p: sum(jnp.sum(jnp.abs(x.astype(jnp.float32) - 0.3))
-                       for x in jax.tree.leaves(p))
+  loss = lambda p: sum(jnp.sum(jnp.abs(x.astype(jnp.float32) - 0.3)) for x in jax.tree.leaves(p))
   opt = sadam_optax.sadam(1e-2, mu_dtype=jnp.float32, estimator=estimator)
   state = opt.init(params)
-  step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p,
-                                         value_fn=loss))
+  step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p, value_fn=loss))
   _, new_state = step(params, state)
   assert types_of(new_state) == types_of(state)
   assert optax.tree.get(state, 'mu')['w'].dtype == jnp.float32
@@ -374,9 +419,11 @@ def test_multisteps(config):
 def _inject_cases():
   """CONFIGS, the core's known failures marked."""
   compound = pytest.mark.xfail(
-      strict=True, reason="core: inject_hyperparams(sadam, rule='compound') "
-      'injects min_damping, of which brake_factor takes math.log '
-      '(ConcretizationTypeError)')
+    strict=True,
+    reason="core: inject_hyperparams(sadam, rule='compound') "
+    'injects min_damping, of which brake_factor takes math.log '
+    '(ConcretizationTypeError)',
+  )
   del compound  # Fixed in the core: brake_factor takes jnp.log.
   return [pytest.param(c, id=c.name) for c in CONFIGS]
 
@@ -386,11 +433,11 @@ def test_inject_hyperparams(config):
   """Injected numeric hyperparameters give the plain optimizer's step."""
   init, _, loss = parabola()
   opt = config.make()
-  injected = optax.inject_hyperparams(
-      config.factory, static_args=config.static_args)(**config.hyperparams())
+  injected = optax.inject_hyperparams(config.factory, static_args=config.static_args)(
+    **config.hyperparams()
+  )
   grads = jax.grad(loss)(init)
-  update = lambda o: jax.jit(functools.partial(o.update, value_fn=loss,
-                                               grad=grads))
+  update = lambda o: jax.jit(functools.partial(o.update, value_fn=loss, grad=grads))
   updates, state = update(opt)(grads, opt.init(init), init)
   updates_i, state_i = update(injected)(grads, injected.init(init), init)
   assert_trees_close(updates_i, updates)
@@ -429,8 +476,7 @@ def _round_trip_then_step(config, save_restore):
 @pytest.mark.parametrize('config', CONFIGS, ids=IDS)
 def test_flax_serialization_round_trip(config):
   serialization = pytest.importorskip('flax.serialization')
-  _round_trip_then_step(config, lambda s: serialization.from_bytes(
-      s, serialization.to_bytes(s)))
+  _round_trip_then_step(config, lambda s: serialization.from_bytes(s, serialization.to_bytes(s)))
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=IDS)
@@ -461,8 +507,8 @@ def test_vmap_over_seeds(config):
 
   def run_seed(seed):
     params = jax.tree.map(
-        lambda t: jax.random.normal(jax.random.fold_in(
-            jax.random.key(seed), t.size), t.shape), target)
+      lambda t: jax.random.normal(jax.random.fold_in(jax.random.key(seed), t.size), t.shape), target
+    )
     state = opt.init(params)
     for _ in range(3):
       params, state, _ = step(params, state)
@@ -472,12 +518,12 @@ def test_vmap_over_seeds(config):
   batched = jax.jit(jax.vmap(run_seed))(seeds)
   one = jax.jit(run_seed)
   for i in range(len(seeds)):
-    assert_trees_close(jax.tree.map(lambda b: b[i], batched), one(seeds[i]),
-                       atol=1e-6)
+    assert_trees_close(jax.tree.map(lambda b: b[i], batched), one(seeds[i]), atol=1e-6)
 
 
-@pytest.mark.parametrize('config', [c for c in BRAKED if c.reference],
-                         ids=[c.name for c in BRAKED if c.reference])
+@pytest.mark.parametrize(
+  'config', [c for c in BRAKED if c.reference], ids=[c.name for c in BRAKED if c.reference]
+)
 def test_lam_zero_equals_optax_bit_for_bit(config):
   """The brake off (lam=0) leaves exactly the wrapped optax optimizer."""
   init, _, loss = parabola()
@@ -492,16 +538,14 @@ def test_lam_zero_equals_optax_bit_for_bit(config):
   kink = lambda p: sum(jnp.sum(jnp.abs(x - at)) for x in jax.tree.leaves(p))
   on, _ = run(config.make(lam=50.0), init, kink, 30)
   off, _ = run(config.make(lam=0.0), init, kink, 30)
-  assert any(not np.array_equal(a, b) for a, b in zip(
-      jax.tree.leaves(on), jax.tree.leaves(off)))
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(on), jax.tree.leaves(off)))
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=IDS)
 def test_converges_on_parabola(config):
   init, target, loss = parabola()
   params, state = run(config.make(), init, loss, 2000)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=5e-2),
-               params, target)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, atol=5e-2), params, target)
   if config.has_key:
     assert int(optax.tree.get(state, 'nonfinite_probes')) == 0
 
@@ -511,14 +555,17 @@ def test_converges_on_parabola(config):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('lam', [
+@pytest.mark.parametrize(
+  'lam',
+  [
     pytest.param(-1.0, id='float'),
     pytest.param(jnp.float32(-1.0), id='jax_array'),
     pytest.param(np.float32(-1.0), id='numpy_scalar'),
     pytest.param(float('nan'), id='nan'),
     pytest.param(jnp.float32(np.nan), id='nan_array'),
     pytest.param(optax.linear_schedule(-1.0, 1.0, 10), id='schedule'),
-])
+  ],
+)
 @pytest.mark.parametrize('factory', [sadam_optax.sadam, sadam_optax.sadamw])
 def test_bad_lam_raises_value_error_naming_it(factory, lam):
   with pytest.raises(ValueError, match='lam'):
@@ -544,8 +591,7 @@ def test_float64_params_keep_their_precision(estimator):
     loss = lambda w: 0.5 * jnp.sum((w - centre - 0.5) ** 2)
     w = centre
     opt = sadam_optax.sadam(1e-6, estimator=estimator)
-    _, state = jax.jit(lambda w: opt.update(
-        jax.grad(loss)(w), opt.init(w), w, value_fn=loss))(w)
+    _, state = jax.jit(lambda w: opt.update(jax.grad(loss)(w), opt.init(w), w, value_fn=loss))(w)
     assert float(optax.tree.get(state, 'rho')) < 0.1
 
 
@@ -555,20 +601,24 @@ def test_complex_params_are_handled_or_refused_clearly():
   w = jnp.zeros(2, jnp.complex64)
   opt = sadam_optax.sadam(1e-2)
   try:
-    _, state = opt.update(jnp.conj(jax.grad(loss)(w)), opt.init(w), w,
-                          value_fn=loss)
+    _, state = opt.update(jnp.conj(jax.grad(loss)(w)), opt.init(w), w, value_fn=loss)
   except (TypeError, ValueError) as e:
     assert 'complex' in str(e)
     return
   assert float(optax.tree.get(state, 'rho')) < 0.1  # A smooth loss.
-  updates, _ = opt.update(jnp.conj(jax.grad(loss)(w)), state, w,
-                          value_fn=loss)
+  updates, _ = opt.update(jnp.conj(jax.grad(loss)(w)), state, w, value_fn=loss)
   assert updates.dtype == jnp.complex64 and np.all(np.imag(updates) != 0)
 
 
-@pytest.mark.parametrize('estimator, scale', [
-    ('secant', 1e18), ('step', 1e18), ('literal', 1e20), ('trajectory', 1e18),
-])
+@pytest.mark.parametrize(
+  'estimator, scale',
+  [
+    ('secant', 1e18),
+    ('step', 1e18),
+    ('literal', 1e20),
+    ('trajectory', 1e18),
+  ],
+)
 def test_huge_finite_losses_give_finite_updates(estimator, scale):
   """Finite loss and gradient where optax.adam is finite: so are we."""
   loss = lambda w: scale * jnp.sum(jnp.abs(w - 1.0))
@@ -590,9 +640,17 @@ def test_table_covers_every_public_configuration():
   names = ' '.join(IDS)
   for estimator in lgi.ESTIMATORS:
     assert f'sadam_{estimator}' in names
-  for needle in ('compound', 'probe_every3', 'sadamw', 'paper_sadamw',
-                 'around_sgd', 'around_adam', 'damping_scale_chain',
-                 'oscillation_brake',
-                 'freeze_oscillating', 'dampen_oscillations'):
+  for needle in (
+    'compound',
+    'probe_every3',
+    'sadamw',
+    'paper_sadamw',
+    'around_sgd',
+    'around_adam',
+    'damping_scale_chain',
+    'oscillation_brake',
+    'freeze_oscillating',
+    'dampen_oscillations',
+  ):
     assert needle in names
   assert len(set(IDS)) == len(IDS)

@@ -65,15 +65,13 @@ def apply_gradients(state: Any, *, grads: Any, **update_kwargs: Any) -> Any:
   Returns:
     The state with ``step`` incremented and ``params``, ``opt_state`` updated.
   """
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
-                                       **update_kwargs)
-  return state.replace(step=state.step + 1,
-                       params=optax.apply_updates(state.params, updates),
-                       opt_state=opt_state)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params, **update_kwargs)
+  return state.replace(
+    step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+  )
 
 
-def split_state_kwargs(state: Any,
-                       kwargs: Mapping[str, Any]) -> tuple[dict, dict]:
+def split_state_kwargs(state: Any, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:
   """Splits keywords into the state's fields and the rest.
 
   Args:
@@ -154,13 +152,13 @@ def _leaf_fingerprint(x: jax.Array) -> jax.Array:
     x = x.astype(jnp.uint8)
   size = jnp.dtype(x.dtype).itemsize
   if size < 4:
-    bits = jax.lax.bitcast_convert_type(
-        x, jnp.dtype(f'uint{8 * size}')).astype(jnp.uint32)
+    bits = jax.lax.bitcast_convert_type(x, jnp.dtype(f'uint{8 * size}')).astype(jnp.uint32)
   else:  # 8-byte words split into two uint32.
     bits = jax.lax.bitcast_convert_type(x, jnp.uint32)
   bits = bits.reshape(-1)
-  weights = (jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2)
-             + jnp.uint32(1)) * jnp.uint32(_HASH_MULTIPLIER)
+  weights = (jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2) + jnp.uint32(1)) * jnp.uint32(
+    _HASH_MULTIPLIER
+  )
   return jnp.sum(bits * weights, dtype=jnp.uint32)
 
 
@@ -179,14 +177,12 @@ def fingerprint(tree: Any) -> jax.Array:
   """
   h = jnp.uint32(0)
   for i, leaf in enumerate(jax.tree.leaves(tree)):
-    h = h * jnp.uint32(_HASH_MULTIPLIER) + _leaf_fingerprint(leaf) + jnp.uint32(
-        i)
+    h = h * jnp.uint32(_HASH_MULTIPLIER) + _leaf_fingerprint(leaf) + jnp.uint32(i)
   return h
 
 
 def _is_key(x: Any) -> bool:
-  return (isinstance(x, jax.Array)
-          and jnp.issubdtype(x.dtype, jax.dtypes.prng_key))
+  return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def fold_keys(tree: Any, data: jax.Array) -> Any:
@@ -200,8 +196,7 @@ def fold_keys(tree: Any, data: jax.Array) -> Any:
   Returns:
     ``tree`` with each key replaced by ``jax.random.fold_in(key, data)``.
   """
-  return jax.tree.map(
-      lambda x: jax.random.fold_in(x, data) if _is_key(x) else x, tree)
+  return jax.tree.map(lambda x: jax.random.fold_in(x, data) if _is_key(x) else x, tree)
 
 
 # --------------------------------------------------------------------------
@@ -210,24 +205,32 @@ def fold_keys(tree: Any, data: jax.Array) -> Any:
 
 
 def _paths(state: Any) -> list[str]:
-  return ['/'.join(str(getattr(k, 'key', k)) for k in path)
-          for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+  return [
+    '/'.join(str(getattr(k, 'key', k)) for k in path)
+    for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]
+  ]
 
 
 def _wrt_mismatch(wrt: Any, expected: Any, got: Any) -> ValueError:
   want, have = set(_paths(expected)), set(_paths(got))
   missing, extra = sorted(want - have), sorted(have - want)
   return ValueError(
-      f'nnx_value_fn(..., wrt={wrt!r}) split the model into other variables '
-      'than the params S-Adam received: the optimizer\'s wrt differs. Pass '
-      'the same filter to both, e.g. nnx_value_fn(model, loss_fn, x, '
-      'wrt=optimizer.wrt). Received but not in wrt: '
-      f'{extra[:8]}; in wrt but not received: {missing[:8]}.')
+    f'nnx_value_fn(..., wrt={wrt!r}) split the model into other variables '
+    "than the params S-Adam received: the optimizer's wrt differs. Pass "
+    'the same filter to both, e.g. nnx_value_fn(model, loss_fn, x, '
+    'wrt=optimizer.wrt). Received but not in wrt: '
+    f'{extra[:8]}; in wrt but not received: {missing[:8]}.'
+  )
 
 
-def nnx_value_fn(model: Any, loss_fn: Callable[..., Any], *args: Any,
-                 wrt: Any = None, fresh_dropout: bool = False,
-                 **kwargs: Any) -> Callable[[Any], Any]:
+def nnx_value_fn(
+  model: Any,
+  loss_fn: Callable[..., Any],
+  *args: Any,
+  wrt: Any = None,
+  fresh_dropout: bool = False,
+  **kwargs: Any,
+) -> Callable[[Any], Any]:
   """A pure ``value_fn`` for ``nnx.Optimizer.update`` from a model and a loss.
 
   ``nnx.Optimizer`` hands S-Adam the parameters as a pure ``nnx.State``; the
@@ -287,9 +290,14 @@ def nnx_value_fn(model: Any, loss_fn: Callable[..., Any], *args: Any,
   return value_fn
 
 
-def nnx_value_and_grad(loss_fn: Callable[..., Any], model: Any, *args: Any,
-                       wrt: Any = None, fresh_dropout: bool = False,
-                       **kwargs: Any) -> tuple[Any, Any, Callable[[Any], Any]]:
+def nnx_value_and_grad(
+  loss_fn: Callable[..., Any],
+  model: Any,
+  *args: Any,
+  wrt: Any = None,
+  fresh_dropout: bool = False,
+  **kwargs: Any,
+) -> tuple[Any, Any, Callable[[Any], Any]]:
   """``(loss, grads, value_fn)`` for ``nnx.Optimizer.update``, consistently.
 
   Builds :func:`nnx_value_fn` first, then runs ``nnx.value_and_grad``: the
@@ -324,11 +332,10 @@ def nnx_value_and_grad(loss_fn: Callable[..., Any], model: Any, *args: Any,
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
   wrt = nnx.Param if wrt is None else wrt
-  value_fn = nnx_value_fn(model, loss_fn, *args, wrt=wrt,
-                          fresh_dropout=fresh_dropout, **kwargs)
+  value_fn = nnx_value_fn(model, loss_fn, *args, wrt=wrt, fresh_dropout=fresh_dropout, **kwargs)
   loss, grads = nnx.value_and_grad(
-      lambda m: loss_fn(m, *args, **kwargs),
-      argnums=nnx.DiffState(0, wrt))(model)
+    lambda m: loss_fn(m, *args, **kwargs), argnums=nnx.DiffState(0, wrt)
+  )(model)
   return loss, grads, value_fn
 
 
@@ -343,19 +350,21 @@ def _linen_apply(apply_fn, params, args, variables, rngs, apply_kwargs):
   mutable = apply_kwargs.pop('mutable', list(variables) or False)
   if rngs is not None:
     apply_kwargs['rngs'] = rngs
-  out = apply_fn({'params': params, **variables}, *args, mutable=mutable,
-                 **apply_kwargs)
+  out = apply_fn({'params': params, **variables}, *args, mutable=mutable, **apply_kwargs)
   if mutable is False:
     return out, {}
   return out
 
 
-def linen_value_fn(apply_fn: Callable[..., Any],
-                   loss_fn: Callable[[Any], Any], *args: Any,
-                   variables: Optional[Mapping[str, Any]] = None,
-                   rngs: Optional[Mapping[str, Any]] = None,
-                   fresh_dropout: bool = False,
-                   **apply_kwargs: Any) -> Callable[[Any], Any]:
+def linen_value_fn(
+  apply_fn: Callable[..., Any],
+  loss_fn: Callable[[Any], Any],
+  *args: Any,
+  variables: Optional[Mapping[str, Any]] = None,
+  rngs: Optional[Mapping[str, Any]] = None,
+  fresh_dropout: bool = False,
+  **apply_kwargs: Any,
+) -> Callable[[Any], Any]:
   """A pure ``value_fn`` for a linen model from its ``apply_fn``.
 
   ``value_fn(params) = loss_fn(apply_fn({'params': params, **variables},
@@ -399,21 +408,22 @@ def linen_value_fn(apply_fn: Callable[..., Any],
     if fresh_dropout and rngs is not None:
       h = fingerprint(params)
       keys = {k: jax.random.fold_in(v, h) for k, v in rngs.items()}
-    out, _ = _linen_apply(apply_fn, params, args, variables, keys,
-                          apply_kwargs)
+    out, _ = _linen_apply(apply_fn, params, args, variables, keys, apply_kwargs)
     return loss_fn(out)
 
   return value_fn
 
 
-def linen_value_and_grad(apply_fn: Callable[..., Any],
-                         loss_fn: Callable[[Any], Any], params: Any,
-                         *args: Any,
-                         variables: Optional[Mapping[str, Any]] = None,
-                         rngs: Optional[Mapping[str, Any]] = None,
-                         fresh_dropout: bool = False,
-                         **apply_kwargs: Any
-                         ) -> tuple[Any, Any, Callable[[Any], Any], dict]:
+def linen_value_and_grad(
+  apply_fn: Callable[..., Any],
+  loss_fn: Callable[[Any], Any],
+  params: Any,
+  *args: Any,
+  variables: Optional[Mapping[str, Any]] = None,
+  rngs: Optional[Mapping[str, Any]] = None,
+  fresh_dropout: bool = False,
+  **apply_kwargs: Any,
+) -> tuple[Any, Any, Callable[[Any], Any], dict]:
   """``(loss, grads, value_fn, new_variables)`` of a linen model, consistently.
 
   One forward and backward pass at ``params`` with ``rngs`` and
@@ -446,15 +456,19 @@ def linen_value_and_grad(apply_fn: Callable[..., Any],
     pass left them (``{'batch_stats': ...}``, ``{}`` if none).
   """
   variables = dict(variables or {})
-  value_fn = linen_value_fn(apply_fn, loss_fn, *args, variables=variables,
-                            rngs=rngs, fresh_dropout=fresh_dropout,
-                            **apply_kwargs)
+  value_fn = linen_value_fn(
+    apply_fn,
+    loss_fn,
+    *args,
+    variables=variables,
+    rngs=rngs,
+    fresh_dropout=fresh_dropout,
+    **apply_kwargs,
+  )
 
   def with_updates(p):
-    out, updates = _linen_apply(apply_fn, p, args, variables, rngs,
-                                apply_kwargs)
+    out, updates = _linen_apply(apply_fn, p, args, variables, rngs, apply_kwargs)
     return loss_fn(out), dict(updates)
 
-  (loss, new_variables), grads = jax.value_and_grad(
-      with_updates, has_aux=True)(params)
+  (loss, new_variables), grads = jax.value_and_grad(with_updates, has_aux=True)(params)
   return loss, grads, value_fn, new_variables

@@ -49,10 +49,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Estimator = Literal['uphill', 'secant', 'step', 'literal', 'trajectory',
-                    'random-jvp']
-ESTIMATORS = ('uphill', 'secant', 'step', 'literal', 'trajectory',
-              'random-jvp')
+Estimator = Literal['uphill', 'secant', 'step', 'literal', 'trajectory', 'random-jvp']
+ESTIMATORS = ('uphill', 'secant', 'step', 'literal', 'trajectory', 'random-jvp')
 DEFAULT_ESTIMATOR = 'uphill'
 # Estimators whose reading needs the loss's gradient at ``params``.
 NEEDS_GRAD = ('uphill', 'secant', 'trajectory')
@@ -63,11 +61,22 @@ SECANT_READINGS = ('uphill', 'secant')
 # (k = 8, sigma = 0.01). 'step': the two ends of the step, with noise of 1% of its length, ranked
 # chattering steps best in the validation (experiments/lgi_validation.py).
 # 'uphill', 'secant' and 'trajectory' always read two slopes, no radius.
-DEFAULT_NUM_PROBES = {'uphill': 2, 'secant': 2, 'step': 2, 'literal': 8,
-                      'trajectory': 2,
-                      'random-jvp': 8}
-DEFAULT_PROBE_RADIUS = {'uphill': 0.01, 'secant': 0.01, 'step': 0.01, 'literal': 0.01,
-                        'trajectory': 0.01, 'random-jvp': 0.01}
+DEFAULT_NUM_PROBES = {
+  'uphill': 2,
+  'secant': 2,
+  'step': 2,
+  'literal': 8,
+  'trajectory': 2,
+  'random-jvp': 8,
+}
+DEFAULT_PROBE_RADIUS = {
+  'uphill': 0.01,
+  'secant': 0.01,
+  'step': 0.01,
+  'literal': 0.01,
+  'trajectory': 0.01,
+  'random-jvp': 0.01,
+}
 # The authors' absolute epsilon and clip for the literal ratio.
 LITERAL_EPS = 1e-6
 LITERAL_CLIP = 10.0
@@ -212,14 +221,12 @@ def _real_dot(x: jax.Array, y: jax.Array) -> jax.Array:
   ``jax.grad`` returns (so that ``-grad`` descends), and the directional
   derivative along ``u`` is then ``Re(sum(conj(grad) * u))``.
   """
-  return jnp.real(jnp.conj(x) * y) if (
-      jnp.iscomplexobj(x) or jnp.iscomplexobj(y)) else x * y
+  return jnp.real(jnp.conj(x) * y) if (jnp.iscomplexobj(x) or jnp.iscomplexobj(y)) else x * y
 
 
 def optax_grad(tree: Any) -> Any:
   """``jax.grad``'s output in optax's convention: conjugated where complex."""
-  return jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g,
-                      tree)
+  return jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, tree)
 
 
 def _sq(y: jax.Array) -> jax.Array:
@@ -229,8 +236,8 @@ def _sq(y: jax.Array) -> jax.Array:
 def _accumulator(leaves: Sequence[jax.Array]) -> Any:
   """float32, or float64 where a leaf is float64 / complex128."""
   return functools.reduce(
-      jnp.promote_types,
-      [jnp.finfo(_wide(x.dtype)).dtype for x in leaves], jnp.float32)
+    jnp.promote_types, [jnp.finfo(_wide(x.dtype)).dtype for x in leaves], jnp.float32
+  )
 
 
 def tree_dot(a: Any, b: Any) -> jax.Array:
@@ -239,9 +246,13 @@ def tree_dot(a: Any, b: Any) -> jax.Array:
   # refuses (jax.make_mesh's default axis type).
   leaves = jax.tree.leaves(a)
   acc = _accumulator(leaves)
-  return sum((jnp.sum(_real_dot(x.astype(_wide(x.dtype)),
-                                y.astype(_wide(y.dtype)))).astype(acc)
-              for x, y in zip(leaves, jax.tree.leaves(b))), jnp.zeros([], acc))
+  return sum(
+    (
+      jnp.sum(_real_dot(x.astype(_wide(x.dtype)), y.astype(_wide(y.dtype)))).astype(acc)
+      for x, y in zip(leaves, jax.tree.leaves(b))
+    ),
+    jnp.zeros([], acc),
+  )
 
 
 def _dot_and_sq_norm(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
@@ -259,8 +270,11 @@ def _dot_and_sq_norm(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
   for x, y in zip(jax.tree.leaves(a), leaves_b):
     x, y = x.astype(_wide(x.dtype)), y.astype(_wide(y.dtype))
     d, q = jax.lax.reduce(
-        (_real_dot(x, y).astype(acc), _sq(y).astype(acc)), (zero, zero),
-        lambda p, r: (p[0] + r[0], p[1] + r[1]), tuple(range(y.ndim)))
+      (_real_dot(x, y).astype(acc), _sq(y).astype(acc)),
+      (zero, zero),
+      lambda p, r: (p[0] + r[0], p[1] + r[1]),
+      tuple(range(y.ndim)),
+    )
     dot, sq = dot + d, sq + q
   return dot, sq
 
@@ -274,17 +288,19 @@ def _safe_sqrt(sq: jax.Array) -> jax.Array:
 def _global_norm(tree: Any) -> jax.Array:
   leaves = jax.tree.leaves(tree)
   acc = _accumulator(leaves)
-  sq = sum((jnp.sum(_sq(x.astype(_wide(x.dtype)))).astype(acc)
-            for x in leaves), jnp.zeros([], acc))
+  sq = sum((jnp.sum(_sq(x.astype(_wide(x.dtype)))).astype(acc) for x in leaves), jnp.zeros([], acc))
   return _safe_sqrt(sq)
 
 
 def _axpy(params: Any, a: jax.Array, x: Any) -> Any:
   """``params + a * x`` computed at each leaf's probe precision, cast back."""
+
   def leaf(p, v):
     wide = _wide(p.dtype)
-    return (p.astype(wide) + jnp.asarray(a).astype(jnp.finfo(wide).dtype)
-            * v.astype(wide)).astype(p.dtype)
+    return (p.astype(wide) + jnp.asarray(a).astype(jnp.finfo(wide).dtype) * v.astype(wide)).astype(
+      p.dtype
+    )
+
   return jax.tree.map(leaf, params, x)
 
 
@@ -314,14 +330,13 @@ def _rademacher_like(key: jax.Array, tree: Any) -> Any:
   size = sum(x.size for x in leaves)
   scale = 1.0 / jnp.sqrt(jnp.float32(max(size, 1)))
   signs = [
-      (jax.random.rademacher(k, x.shape, jnp.float32) * scale).astype(x.dtype)
-      for k, x in zip(keys, leaves)
+    (jax.random.rademacher(k, x.shape, jnp.float32) * scale).astype(x.dtype)
+    for k, x in zip(keys, leaves)
   ]
   return jax.tree.unflatten(treedef, signs)
 
 
-def _map_probes(fn: Callable[[Any], jax.Array], xs: Any,
-                chunk_size: Optional[int]) -> jax.Array:
+def _map_probes(fn: Callable[[Any], jax.Array], xs: Any, chunk_size: Optional[int]) -> jax.Array:
   """Probes in chunks (``lax.map``); None: one at a time.
 
   One probe at a time was faster than vmapping them on every model
@@ -352,8 +367,7 @@ def varying_axes(x: Any) -> frozenset:
   return frozenset(vma)
 
 
-def replica_mean(x: jax.Array, axis_name: Optional[str],
-                 params: Any) -> jax.Array:
+def replica_mean(x: jax.Array, axis_name: Optional[str], params: Any) -> jax.Array:
   """Averages probe values over ``axis_name``; fails if replicas disagree.
 
   Under ``shard_map`` with the batch split, a value computed from the local
@@ -374,26 +388,24 @@ def replica_mean(x: jax.Array, axis_name: Optional[str],
   """
   if axis_name is not None:
     x = jax.lax.pmean(x, axis_name)
-  stray = varying_axes(x).difference(
-      *[varying_axes(p) for p in jax.tree.leaves(params)])
+  stray = varying_axes(x).difference(*[varying_axes(p) for p in jax.tree.leaves(params)])
   if stray:
     raise ValueError(
-        f'The probe values vary over the mapped axes {sorted(stray)}, the '
-        'parameters do not: each data-parallel replica would measure rho on '
-        'its own shard of the batch, brake by it, and the replicas would '
-        'drift apart. Pass axis_name= the data axis to sadam / sadamw / '
-        'lgi_probe / estimate_lgi (and pmean the gradients over it).')
+      f'The probe values vary over the mapped axes {sorted(stray)}, the '
+      'parameters do not: each data-parallel replica would measure rho on '
+      'its own shard of the batch, brake by it, and the replicas would '
+      'drift apart. Pass axis_name= the data axis to sadam / sadamw / '
+      'lgi_probe / estimate_lgi (and pmean the gradients over it).'
+    )
   return x
 
 
-def jvp_slope(value_fn: Callable[[Any], jax.Array], point: Any,
-              tangent: Any) -> jax.Array:
+def jvp_slope(value_fn: Callable[[Any], jax.Array], point: Any, tangent: Any) -> jax.Array:
   """The directional derivative of ``value_fn`` at ``point`` (forward mode)."""
   return jax.jvp(value_fn, (point,), (tangent,))[1]
 
 
-def vjp_slope(value_fn: Callable[[Any], jax.Array], point: Any,
-              tangent: Any) -> jax.Array:
+def vjp_slope(value_fn: Callable[[Any], jax.Array], point: Any, tangent: Any) -> jax.Array:
   """The same slope from the gradient (reverse mode).
 
   For losses that forward mode cannot differentiate: a ``jax.custom_vjp``
@@ -413,8 +425,7 @@ def _primitive_names(jaxpr: Any):
           yield from _primitive_names(sub)
 
 
-def slope_fn(value_fn: Callable[[Any], jax.Array], params: Any
-             ) -> Callable[..., jax.Array]:
+def slope_fn(value_fn: Callable[[Any], jax.Array], params: Any) -> Callable[..., jax.Array]:
   """:func:`jvp_slope`, or :func:`vjp_slope` where the loss has no jvp.
 
   Decided from the loss's jaxpr (one more trace, nothing at run time): JAX
@@ -425,10 +436,17 @@ def slope_fn(value_fn: Callable[[Any], jax.Array], params: Any
   return vjp_slope if any('custom_vjp' in n for n in names) else jvp_slope
 
 
-def step_samples(value_fn: Callable[[Any], jax.Array], params: Any,
-                 step: Any, key: jax.Array, *, num_probes: int,
-                 probe_radius: float, chunk_size: Optional[int] = None,
-                 axis_name: Optional[str] = None) -> jax.Array:
+def step_samples(
+  value_fn: Callable[[Any], jax.Array],
+  params: Any,
+  step: Any,
+  key: jax.Array,
+  *,
+  num_probes: int,
+  probe_radius: float,
+  chunk_size: Optional[int] = None,
+  axis_name: Optional[str] = None,
+) -> jax.Array:
   """Directional derivatives along ``step`` at random points of the step.
 
   Probe i sits at ``params + t_i * step + c_i * probe_radius * ||step|| * r``
@@ -464,19 +482,24 @@ def step_samples(value_fn: Callable[[Any], jax.Array], params: Any,
 
   def probe(tc, slope_at):
     t_i, c_i = tc
-    point = _axpy(_axpy(params, t_i * norm, unit), c_i * probe_radius * norm,
-                  noise)
+    point = _axpy(_axpy(params, t_i * norm, unit), c_i * probe_radius * norm, noise)
     return slope_at(value_fn, point, tangent).astype(jnp.float32)
 
   slope_at = slope_fn(value_fn, params)
   return replica_mean(
-      _map_probes(functools.partial(probe, slope_at=slope_at), (t, c),
-                  chunk_size), axis_name, params)
+    _map_probes(functools.partial(probe, slope_at=slope_at), (t, c), chunk_size), axis_name, params
+  )
 
 
-def secant_samples(value_fn: Callable[[Any], jax.Array], params: Any,
-                   step: Any, grad: Any, value: Optional[jax.Array] = None,
-                   *, axis_name: Optional[str] = None) -> jax.Array:
+def secant_samples(
+  value_fn: Callable[[Any], jax.Array],
+  params: Any,
+  step: Any,
+  grad: Any,
+  value: Optional[jax.Array] = None,
+  *,
+  axis_name: Optional[str] = None,
+) -> jax.Array:
   """The slope along ``step`` at its start and its mean over the step.
 
   ``s0 = <grad, u>`` with ``u = step / ||step||`` costs no pass of the loss;
@@ -499,16 +522,16 @@ def secant_samples(value_fn: Callable[[Any], jax.Array], params: Any,
     small (nothing to measure).
   """
   end = _axpy(params, jnp.float32(1.0), step)
-  if all(not jnp.issubdtype(p.dtype, jnp.floating)
-         or jnp.finfo(p.dtype).nmant >= jnp.finfo(jnp.float32).nmant
-         for p in jax.tree.leaves(params)):
+  if all(
+    not jnp.issubdtype(p.dtype, jnp.floating)
+    or jnp.finfo(p.dtype).nmant >= jnp.finfo(jnp.float32).nmant
+    for p in jax.tree.leaves(params)
+  ):
     moved = step
   else:
     # Measure along the segment actually travelled: in bfloat16 the end
     # point rounds, by up to a tenth of a small step.
-    moved = jax.tree.map(
-        lambda e, p: e.astype(jnp.float32) - p.astype(jnp.float32), end,
-        params)
+    moved = jax.tree.map(lambda e, p: e.astype(jnp.float32) - p.astype(jnp.float32), end, params)
   dot, sq_norm = _dot_and_sq_norm(grad, moved)
   norm = _safe_sqrt(sq_norm)
   safe_norm = jnp.where(norm > 0, norm, 1.0)
@@ -523,11 +546,9 @@ def secant_samples(value_fn: Callable[[Any], jax.Array], params: Any,
     s0 = s0 / jax.lax.psum(1, axis_name)
   # A rise within the rounding of the loss, where the gradient predicts as
   # little, is rounding noise: rho of it would be anything in [0, 1).
-  noise = 4 * max(_eps(f0), _eps(f1)) * (jnp.abs(f0) + jnp.abs(f1)).astype(
-      acc)
+  noise = 4 * max(_eps(f0), _eps(f1)) * (jnp.abs(f0) + jnp.abs(f1)).astype(acc)
   # A non-finite loss passes through, for the caller to count and discard.
-  measurable = ((jnp.abs(rise) > noise) | (jnp.abs(s0) * norm > noise)
-                | ~jnp.isfinite(noise))
+  measurable = (jnp.abs(rise) > noise) | (jnp.abs(s0) * norm > noise) | ~jnp.isfinite(noise)
   samples = jnp.where(measurable, jnp.stack([s0.astype(acc), s]), 0.0)
   return replica_mean(samples, axis_name, params)
 
@@ -553,9 +574,9 @@ def _summed_over(axis_name: str, grad: Any, local: jax.Array) -> bool:
   return not any(axis_name in varying_axes(g) for g in jax.tree.leaves(grad))
 
 
-def endpoint_samples(value_fn: Callable[[Any], jax.Array], params: Any,
-                     step: Any, *, axis_name: Optional[str] = None
-                     ) -> jax.Array:
+def endpoint_samples(
+  value_fn: Callable[[Any], jax.Array], params: Any, step: Any, *, axis_name: Optional[str] = None
+) -> jax.Array:
   """Directional derivatives along ``step`` at both of its ends, shape (2,)."""
   unit, norm = unit_direction(step)
   ends = jnp.array([0.0, 1.0])
@@ -563,13 +584,12 @@ def endpoint_samples(value_fn: Callable[[Any], jax.Array], params: Any,
   tangent = _cast_like(unit, params)
 
   def probe(t, slope_at):
-    return slope_at(value_fn, _axpy(params, t * norm, unit),
-                    tangent).astype(jnp.float32)
+    return slope_at(value_fn, _axpy(params, t * norm, unit), tangent).astype(jnp.float32)
 
   slope_at = slope_fn(value_fn, params)
   return replica_mean(
-      jax.vmap(functools.partial(probe, slope_at=slope_at))(ends), axis_name,
-      params)
+    jax.vmap(functools.partial(probe, slope_at=slope_at))(ends), axis_name, params
+  )
 
 
 def _normal_per_tensor(key: jax.Array, tree: Any) -> Any:
@@ -581,14 +601,19 @@ def _normal_per_tensor(key: jax.Array, tree: Any) -> Any:
     u = jax.random.normal(k, x.shape, jnp.float32)
     return (u / jnp.maximum(jnp.linalg.norm(u), _TINY)).astype(x.dtype)
 
-  return jax.tree.unflatten(treedef,
-                            [draw(k, x) for k, x in zip(keys, leaves)])
+  return jax.tree.unflatten(treedef, [draw(k, x) for k, x in zip(keys, leaves)])
 
 
-def literal_samples(value_fn: Callable[[Any], jax.Array], params: Any,
-                    key: jax.Array, *, num_probes: int, probe_radius: float,
-                    chunk_size: Optional[int] = None,
-                    axis_name: Optional[str] = None) -> jax.Array:
+def literal_samples(
+  value_fn: Callable[[Any], jax.Array],
+  params: Any,
+  key: jax.Array,
+  *,
+  num_probes: int,
+  probe_radius: float,
+  chunk_size: Optional[int] = None,
+  axis_name: Optional[str] = None,
+) -> jax.Array:
   """One-sided finite differences along per-tensor-normalised Gaussians.
 
   ``D_i = (f(params + sigma * u_i) - f(params)) / sigma``: forward passes
@@ -611,11 +636,11 @@ def literal_samples(value_fn: Callable[[Any], jax.Array], params: Any,
 
   def probe(k):
     u = _normal_per_tensor(k, params)
-    return value_fn(_axpy(params, jnp.float32(probe_radius), u)).astype(
-        jnp.float32)
+    return value_fn(_axpy(params, jnp.float32(probe_radius), u)).astype(jnp.float32)
 
-  fs = replica_mean(_map_probes(probe, jax.random.split(key, num_probes),
-                                chunk_size), axis_name, params)
+  fs = replica_mean(
+    _map_probes(probe, jax.random.split(key, num_probes), chunk_size), axis_name, params
+  )
   return (fs - f0) / probe_radius
 
 
@@ -627,18 +652,25 @@ def random_directions(key: jax.Array, params: Any, num: int) -> Any:
   """
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))
-  draws = [jax.random.normal(k, (num,) + x.shape, jnp.float32)
-           for k, x in zip(keys, leaves)]
+  draws = [jax.random.normal(k, (num,) + x.shape, jnp.float32) for k, x in zip(keys, leaves)]
   sq = sum(jnp.sum(d * d, axis=tuple(range(1, d.ndim))) for d in draws)
   inv = 1.0 / jnp.sqrt(jnp.maximum(sq, _TINY))
-  return jax.tree.unflatten(treedef, [
-      (d * inv.reshape((num,) + (1,) * (d.ndim - 1))).astype(x.dtype)
-      for d, x in zip(draws, leaves)])
+  return jax.tree.unflatten(
+    treedef,
+    [
+      (d * inv.reshape((num,) + (1,) * (d.ndim - 1))).astype(x.dtype) for d, x in zip(draws, leaves)
+    ],
+  )
 
 
-def random_jvp_samples(value_fn: Callable[[Any], jax.Array], params: Any,
-                       key: jax.Array, *, num_probes: int,
-                       axis_name: Optional[str] = None) -> jax.Array:
+def random_jvp_samples(
+  value_fn: Callable[[Any], jax.Array],
+  params: Any,
+  key: jax.Array,
+  *,
+  num_probes: int,
+  axis_name: Optional[str] = None,
+) -> jax.Array:
   """Directional derivatives at ``params`` along random unit directions.
 
   The reading of the paper's text and of its authors' ``torch.func`` variant:
@@ -665,17 +697,22 @@ def random_jvp_samples(value_fn: Callable[[Any], jax.Array], params: Any,
 
   slope_at = slope_fn(value_fn, params)
   return replica_mean(
-      jax.vmap(functools.partial(probe, slope_at=slope_at))(directions),
-      axis_name, params)
+    jax.vmap(functools.partial(probe, slope_at=slope_at))(directions), axis_name, params
+  )
 
 
-def estimate_lgi(value_fn: Callable[[Any], jax.Array], params: Any,
-                 direction: Any, key: jax.Array, *,
-                 estimator: Estimator = DEFAULT_ESTIMATOR,
-                 num_probes: Optional[int] = None,
-                 probe_radius: Optional[float] = None,
-                 chunk_size: Optional[int] = None,
-                 axis_name: Optional[str] = None) -> jax.Array:
+def estimate_lgi(
+  value_fn: Callable[[Any], jax.Array],
+  params: Any,
+  direction: Any,
+  key: jax.Array,
+  *,
+  estimator: Estimator = DEFAULT_ESTIMATOR,
+  num_probes: Optional[int] = None,
+  probe_radius: Optional[float] = None,
+  chunk_size: Optional[int] = None,
+  axis_name: Optional[str] = None,
+) -> jax.Array:
   """Estimates the Local Geometric Instability rho at ``params``.
 
   Example::
@@ -724,55 +761,74 @@ def estimate_lgi(value_fn: Callable[[Any], jax.Array], params: Any,
   probe_radius = resolve_probe_radius(estimator, probe_radius)
   check_value_fn(value_fn, params, estimator=estimator)
   if estimator == 'literal':
-    return literal_ratio(literal_samples(
-        value_fn, params, key, num_probes=num_probes,
-        probe_radius=probe_radius, chunk_size=chunk_size,
-        axis_name=axis_name))
+    return literal_ratio(
+      literal_samples(
+        value_fn,
+        params,
+        key,
+        num_probes=num_probes,
+        probe_radius=probe_radius,
+        chunk_size=chunk_size,
+        axis_name=axis_name,
+      )
+    )
   if estimator == 'random-jvp':
-    return paper_ratio(random_jvp_samples(
-        value_fn, params, key, num_probes=num_probes, axis_name=axis_name))
+    return paper_ratio(
+      random_jvp_samples(value_fn, params, key, num_probes=num_probes, axis_name=axis_name)
+    )
   check_direction(direction, params, estimator)
   if estimator == 'trajectory':
-    return instability_ratio(endpoint_samples(value_fn, params, direction,
-                                              axis_name=axis_name))
+    return instability_ratio(endpoint_samples(value_fn, params, direction, axis_name=axis_name))
   if estimator in SECANT_READINGS:
     value, grad = jax.value_and_grad(value_fn)(params)
-    samples = secant_samples(value_fn, params, direction, optax_grad(grad),
-                             value, axis_name=axis_name)
+    samples = secant_samples(
+      value_fn, params, direction, optax_grad(grad), value, axis_name=axis_name
+    )
     return (uphill_share if estimator == 'uphill' else secant_ratio)(samples)
-  return instability_ratio(step_samples(
-      value_fn, params, direction, key, num_probes=num_probes,
-      probe_radius=probe_radius, chunk_size=chunk_size, axis_name=axis_name))
+  return instability_ratio(
+    step_samples(
+      value_fn,
+      params,
+      direction,
+      key,
+      num_probes=num_probes,
+      probe_radius=probe_radius,
+      chunk_size=chunk_size,
+      axis_name=axis_name,
+    )
+  )
 
 
 def _shapes(tree: Any) -> Any:
   return jax.tree.map(lambda x: getattr(x, 'shape', type(x).__name__), tree)
 
 
-def check_direction(direction: Any, params: Any, estimator: str,
-                    name: str = 'direction') -> None:
+def check_direction(direction: Any, params: Any, estimator: str, name: str = 'direction') -> None:
   """Fails clearly unless ``direction`` is a tree like ``params``."""
   if direction is None:
     raise ValueError(
-        f"estimator='{estimator}' measures rho along a step: pass {name}= "
-        'the proposed step (new params minus params), a tree like params.')
+      f"estimator='{estimator}' measures rho along a step: pass {name}= "
+      'the proposed step (new params minus params), a tree like params.'
+    )
   check_like_params(direction, params, name)
 
 
 def check_like_params(tree: Any, params: Any, name: str) -> None:
   """Fails clearly unless ``tree`` has the structure and shapes of params."""
   same = jax.tree.structure(tree) == jax.tree.structure(params) and all(
-      jnp.shape(a) == jnp.shape(b) for a, b in zip(jax.tree.leaves(tree),
-                                                   jax.tree.leaves(params)))
+    jnp.shape(a) == jnp.shape(b) for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(params))
+  )
   if not same:
     raise ValueError(
-        f'{name}= must be a tree with the structure and shapes of params '
-        f'({_shapes(params)}), got {_shapes(tree)}. Pass the gradient of the '
-        'loss with respect to params only (not (loss, grads)).')
+      f'{name}= must be a tree with the structure and shapes of params '
+      f'({_shapes(params)}), got {_shapes(tree)}. Pass the gradient of the '
+      'loss with respect to params only (not (loss, grads)).'
+    )
 
 
-def check_value_fn(value_fn: Callable[[Any], Any], params: Any, *,
-                   estimator: str = DEFAULT_ESTIMATOR) -> None:
+def check_value_fn(
+  value_fn: Callable[[Any], Any], params: Any, *, estimator: str = DEFAULT_ESTIMATOR
+) -> None:
   """Fails clearly unless ``value_fn`` gives a scalar loss at ``params``.
 
   Abstract evaluation: one more trace of the loss, nothing at run time.
@@ -787,28 +843,34 @@ def check_value_fn(value_fn: Callable[[Any], Any], params: Any, *,
     leaves = jax.tree.leaves(params)
     flat = len(leaves) == 1 and jnp.ndim(leaves[0]) == 1
     advice = (
-        'If it sits inside optax.flatten, which hands it one flat vector in '
-        'place of your parameter tree, move it outside (S-Adam gains '
-        'nothing from flattening).' if flat else
-        'Check that value_fn takes the params passed to update().')
+      'If it sits inside optax.flatten, which hands it one flat vector in '
+      'place of your parameter tree, move it outside (S-Adam gains '
+      'nothing from flattening).'
+      if flat
+      else 'Check that value_fn takes the params passed to update().'
+    )
     raise ValueError(
-        'S-Adam could not evaluate value_fn at the params it received '
-        f'(shapes {_shapes(params)}): {type(e).__name__}: {e} {advice}'
+      'S-Adam could not evaluate value_fn at the params it received '
+      f'(shapes {_shapes(params)}): {type(e).__name__}: {e} {advice}'
     ) from e
   if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
     raise ValueError(
-        f'value_fn must return the loss as a scalar, got {_shapes(out)}: '
-        'reduce it (e.g. jnp.mean over the batch).')
-  if (estimator == 'literal' and jnp.issubdtype(out.dtype, jnp.floating)
-      and jnp.finfo(out.dtype).nmant < jnp.finfo(jnp.float32).nmant):
+      f'value_fn must return the loss as a scalar, got {_shapes(out)}: '
+      'reduce it (e.g. jnp.mean over the batch).'
+    )
+  if (
+    estimator == 'literal'
+    and jnp.issubdtype(out.dtype, jnp.floating)
+    and jnp.finfo(out.dtype).nmant < jnp.finfo(jnp.float32).nmant
+  ):
     raise ValueError(
-        f"estimator='literal' takes finite differences of the loss, which "
-        f'in {out.dtype} round to 0 and silently turn the brake off: return '
-        'the loss in float32 (loss.astype(jnp.float32)).')
+      f"estimator='literal' takes finite differences of the loss, which "
+      f'in {out.dtype} round to 0 and silently turn the brake off: return '
+      'the loss in float32 (loss.astype(jnp.float32)).'
+    )
 
 
-def static_int(name: str, value: Any, *, minimum: int,
-               arrays: bool = False) -> int:
+def static_int(name: str, value: Any, *, minimum: int, arrays: bool = False) -> int:
   """``value`` as a Python int >= ``minimum``, or a clear error.
 
   Accepts Python and NumPy integers (and, with ``arrays``, concrete integer
@@ -817,15 +879,17 @@ def static_int(name: str, value: Any, *, minimum: int,
   """
   if isinstance(value, jax.Array) and not arrays:
     raise ValueError(
-        f'{name} must be a static Python int, got a JAX array: with '
-        f"optax.inject_hyperparams, pass static_args=('{name}',).")
+      f'{name} must be a static Python int, got a JAX array: with '
+      f"optax.inject_hyperparams, pass static_args=('{name}',)."
+    )
   if isinstance(value, jax.core.Tracer):
     raise ValueError(
-        f'{name} must be a static int, got a traced value: with '
-        f"optax.inject_hyperparams, pass static_args=('{name}',).")
+      f'{name} must be a static int, got a traced value: with '
+      f"optax.inject_hyperparams, pass static_args=('{name}',)."
+    )
   integral = isinstance(value, (int, np.integer)) or (
-      isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.integer)
-      and value.ndim == 0)
+    isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jnp.integer) and value.ndim == 0
+  )
   if isinstance(value, bool) or not integral:
     raise ValueError(f'{name}={value!r}: it must be an int >= {minimum}.')
   value = int(value)
@@ -836,8 +900,7 @@ def static_int(name: str, value: Any, *, minimum: int,
 
 def check_estimator(estimator: str) -> str:
   if estimator not in ESTIMATORS:
-    raise ValueError(f'estimator={estimator!r} is unknown: choose one of '
-                     f'{ESTIMATORS}.')
+    raise ValueError(f'estimator={estimator!r} is unknown: choose one of {ESTIMATORS}.')
   return estimator
 
 
@@ -848,8 +911,7 @@ def resolve_num_probes(estimator: str, num_probes: Optional[int]) -> int:
   return static_int('num_probes', num_probes, minimum=2)
 
 
-def resolve_probe_radius(estimator: str,
-                         probe_radius: Optional[float]) -> Any:
+def resolve_probe_radius(estimator: str, probe_radius: Optional[float]) -> Any:
   """The estimator's default radius, or ``probe_radius`` checked positive."""
   if probe_radius is None:
     return DEFAULT_PROBE_RADIUS[estimator]

@@ -14,24 +14,29 @@ def abs_loss(w):
   return jnp.sum(jnp.abs(w))
 
 
-@pytest.mark.parametrize('estimator, expected', [
-    ('step', 0.5), ('uphill', 0.5), ('secant', 1.0 - 1e-5)])
+@pytest.mark.parametrize(
+  'estimator, expected', [('step', 0.5), ('uphill', 0.5), ('secant', 1.0 - 1e-5)]
+)
 def test_estimators_fire_when_the_step_jumps_a_kink(estimator, expected):
   # From 0.1 by -0.2 across |w|'s kink at 0: slope -1, then +1 for the second
   # half. 'uphill' reads the share that rises: exactly 1/2.
-  rho = lgi.estimate_lgi(abs_loss, jnp.array([0.1]), jnp.array([-0.2]), KEY,
-                         estimator=estimator)
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([0.1]), jnp.array([-0.2]), KEY, estimator=estimator)
   assert float(rho) >= expected - 1e-6
 
 
 def test_uphill_share_on_known_slopes():
   # (start slope, mean slope) -> share of the step where the slope is > 0.
-  cases = [((-1.0, -1.0), 0.0), ((1.0, 1.0), 1.0), ((-1.0, 0.0), 0.5),
-           ((-2.0, -0.5), 1 / 3), ((2.0, 0.5), 2 / 3), ((0.0, 0.0), 0.0),
-           ((-1.0, -0.5), 0.0)]
+  cases = [
+    ((-1.0, -1.0), 0.0),
+    ((1.0, 1.0), 1.0),
+    ((-1.0, 0.0), 0.5),
+    ((-2.0, -0.5), 1 / 3),
+    ((2.0, 0.5), 2 / 3),
+    ((0.0, 0.0), 0.0),
+    ((-1.0, -0.5), 0.0),
+  ]
   for samples, share in cases:
-    np.testing.assert_allclose(lgi.uphill_share(jnp.array(samples)), share,
-                               atol=1e-6)
+    np.testing.assert_allclose(lgi.uphill_share(jnp.array(samples)), share, atol=1e-6)
   # An uphill step, however small or large the loss.
   for scale in (1e-20, 1e20):
     assert float(lgi.uphill_share(scale * jnp.array([1.0, 2.0]))) == 1.0
@@ -40,16 +45,18 @@ def test_uphill_share_on_known_slopes():
 def test_step_estimator_is_zero_on_a_smooth_segment():
   rho = lgi.estimate_lgi(abs_loss, jnp.array([1.0]), jnp.array([-0.2]), KEY)
   assert rho < 1e-6
-  quad = lambda w: jnp.sum(w ** 2)
+  quad = lambda w: jnp.sum(w**2)
   rho = lgi.estimate_lgi(quad, jnp.ones(100), -1e-3 * jnp.ones(100), KEY)
   assert rho < 0.05
 
 
 def test_literal_estimator_is_high_on_smooth_functions():
   # Brief, section 2: on a smooth loss the literal reading gives about 1.
-  quad = lambda w: jnp.sum(w ** 2)
-  rhos = [lgi.estimate_lgi(quad, jnp.ones(50), None, k, estimator='literal')
-          for k in jax.random.split(KEY, 20)]
+  quad = lambda w: jnp.sum(w**2)
+  rhos = [
+    lgi.estimate_lgi(quad, jnp.ones(50), None, k, estimator='literal')
+    for k in jax.random.split(KEY, 20)
+  ]
   assert 0.7 < np.mean(rhos) < 8 / 7 + 1e-6
 
 
@@ -57,11 +64,9 @@ def test_literal_estimator_is_high_on_smooth_functions():
 def test_two_slope_estimators_see_the_sign_change(estimator):
   # Across the kink of |w| at 0: slopes -1 then +1 (trajectory's two ends);
   # start slope -1 and secant 0 (secant). Both read rho = 1.
-  rho = lgi.estimate_lgi(abs_loss, jnp.array([0.1]), jnp.array([-0.2]), KEY,
-                         estimator=estimator)
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([0.1]), jnp.array([-0.2]), KEY, estimator=estimator)
   np.testing.assert_allclose(rho, 1.0, atol=1e-5)
-  rho = lgi.estimate_lgi(abs_loss, jnp.array([1.0]), jnp.array([-0.2]), KEY,
-                         estimator=estimator)
+  rho = lgi.estimate_lgi(abs_loss, jnp.array([1.0]), jnp.array([-0.2]), KEY, estimator=estimator)
   assert rho < 1e-6
 
 
@@ -86,9 +91,9 @@ def test_jits_with_pytree_params_and_keeps_float32():
   loss = lambda p: jnp.sum(jnp.abs(p['w'] - 0.9)) + jnp.sum(p['b'] ** 2)
   direction = jax.tree.map(lambda p: -0.2 * jnp.ones_like(p), params)
   for estimator in lgi.ESTIMATORS:
-    rho = jax.jit(lgi.estimate_lgi, static_argnums=0,
-                  static_argnames='estimator')(loss, params, direction, KEY,
-                                               estimator=estimator)
+    rho = jax.jit(lgi.estimate_lgi, static_argnums=0, static_argnames='estimator')(
+      loss, params, direction, KEY, estimator=estimator
+    )
     assert rho.dtype == jnp.float32 and jnp.isfinite(rho)
 
 
@@ -103,37 +108,36 @@ def test_secant_is_zero_when_the_loss_changes_only_by_rounding():
   # and the ratio of the two would read rho = 0.25 (found by hypothesis).
   weights = jnp.array([1.0, 0.0])
   value = lambda w: 1e-3 * jnp.sum(weights * jnp.abs(w - 0.046875 * weights))
-  rho = jax.jit(lambda p: lgi.estimate_lgi(
-      value, p, jnp.array([0.0, 1.0]), jax.random.key(0),
-      estimator='secant'))(jnp.zeros(2))
+  rho = jax.jit(
+    lambda p: lgi.estimate_lgi(
+      value, p, jnp.array([0.0, 1.0]), jax.random.key(0), estimator='secant'
+    )
+  )(jnp.zeros(2))
   assert float(rho) == 0.0
 
 
 def test_secant_still_reads_a_real_rise_on_a_tiny_loss():
   # Scale does not matter when the change is above rounding: |w| at 1e-6.
   value = lambda w: 1e-6 * jnp.sum(jnp.abs(w))
-  samples = lgi.secant_samples(value, jnp.array([0.5]), jnp.array([-1.0]),
-                               jax.grad(value)(jnp.array([0.5])))
+  samples = lgi.secant_samples(
+    value, jnp.array([0.5]), jnp.array([-1.0]), jax.grad(value)(jnp.array([0.5]))
+  )
   np.testing.assert_allclose(samples, [-1e-6, 0.0], atol=1e-12)
 
 
 def test_unknown_estimator():
   with pytest.raises(ValueError, match='estimator'):
-    lgi.estimate_lgi(abs_loss, jnp.ones(1), jnp.ones(1), KEY,
-                     estimator='sphere')
+    lgi.estimate_lgi(abs_loss, jnp.ones(1), jnp.ones(1), KEY, estimator='sphere')
 
 
 def test_secant_ratio_of_a_linear_slope():
   # Slope 1 - 2t over the step (a parabola's minimum halfway): mean 0, so
   # rho = 1; slope from 1 to 0 (the step ends at the minimum): mean 1/2,
   # Var = 1/12, rho = (1/12) / (1/4 + 1/12) = 1/4.
-  np.testing.assert_allclose(lgi.secant_ratio(jnp.array([1.0, 0.0])), 1.0,
-                             rtol=1e-5)
-  np.testing.assert_allclose(lgi.secant_ratio(jnp.array([1.0, 0.5])), 0.25,
-                             rtol=1e-5)
+  np.testing.assert_allclose(lgi.secant_ratio(jnp.array([1.0, 0.0])), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(lgi.secant_ratio(jnp.array([1.0, 0.5])), 0.25, rtol=1e-5)
   quad = lambda w: jnp.sum((w - 1.0) ** 2)
-  rho = lgi.estimate_lgi(quad, jnp.zeros(3), jnp.ones(3), KEY,
-                         estimator='secant')
+  rho = lgi.estimate_lgi(quad, jnp.zeros(3), jnp.ones(3), KEY, estimator='secant')
   np.testing.assert_allclose(rho, 0.25, rtol=1e-4)
 
 
@@ -144,8 +148,7 @@ def test_secant_uses_the_value_and_gradient_it_is_given():
   computed = lgi.secant_samples(abs_loss, w, step, grad)
   np.testing.assert_allclose(given, computed, rtol=1e-6)
   # A gradient that is not the loss's (halved, as clipping would) moves s0.
-  off = lgi.secant_samples(abs_loss, w, step, jax.tree.map(lambda g: g / 2,
-                                                           grad), value)
+  off = lgi.secant_samples(abs_loss, w, step, jax.tree.map(lambda g: g / 2, grad), value)
   np.testing.assert_allclose(off[0], given[0] / 2, rtol=1e-6)
 
 
@@ -153,20 +156,26 @@ def test_random_jvp_matches_a_numpy_reference():
   # Y_i = <g, u_i> along the same directions; rho = Var / (E^2 + Var + eps)
   # with the biased variance (the paper's formula).
   f = lambda w: jnp.sum(jnp.sin(w['a'])) + jnp.sum(w['b'] ** 3)
-  params = {'a': jnp.linspace(-1.0, 2.0, 7),
-            'b': jnp.arange(6.0).reshape(2, 3) / 5}
+  params = {'a': jnp.linspace(-1.0, 2.0, 7), 'b': jnp.arange(6.0).reshape(2, 3) / 5}
   key, k = jax.random.key(3), 16
-  rho = lgi.estimate_lgi(f, params, None, key, estimator='random-jvp',
-                         num_probes=k)
+  rho = lgi.estimate_lgi(f, params, None, key, estimator='random-jvp', num_probes=k)
   dirs = jax.tree.map(np.asarray, lgi.random_directions(key, params, k))
   g = jax.tree.map(np.asarray, jax.grad(f)(params))
-  y = np.array([sum(np.sum(gl.astype(np.float64) * dl[i])
-                    for gl, dl in zip(jax.tree.leaves(g),
-                                      jax.tree.leaves(dirs)))
-                for i in range(k)])
-  assert all(np.allclose(np.sum(np.concatenate(
-      [np.ravel(dl[i]) for dl in jax.tree.leaves(dirs)]) ** 2), 1.0,
-                         rtol=1e-5) for i in range(k))
+  y = np.array(
+    [
+      sum(
+        np.sum(gl.astype(np.float64) * dl[i])
+        for gl, dl in zip(jax.tree.leaves(g), jax.tree.leaves(dirs))
+      )
+      for i in range(k)
+    ]
+  )
+  assert all(
+    np.allclose(
+      np.sum(np.concatenate([np.ravel(dl[i]) for dl in jax.tree.leaves(dirs)]) ** 2), 1.0, rtol=1e-5
+    )
+    for i in range(k)
+  )
   ref = np.var(y) / (np.mean(y) ** 2 + np.var(y) + lgi.PAPER_EPS)
   np.testing.assert_allclose(float(rho), ref, atol=1e-5)
 
@@ -175,10 +184,13 @@ def test_random_jvp_matches_a_numpy_reference():
 def test_random_jvp_is_high_at_smooth_points(k):
   # The mean of <g, u> over symmetric directions is 0: rho ~ 1 - 1/k
   # wherever the loss is smooth, however smooth.
-  quad = lambda w: 0.5 * jnp.sum(w ** 2)
-  rhos = [lgi.estimate_lgi(quad, jnp.linspace(1.0, 3.0, 200), None, key,
-                           estimator='random-jvp', num_probes=k)
-          for key in jax.random.split(KEY, 200)]
+  quad = lambda w: 0.5 * jnp.sum(w**2)
+  rhos = [
+    lgi.estimate_lgi(
+      quad, jnp.linspace(1.0, 3.0, 200), None, key, estimator='random-jvp', num_probes=k
+    )
+    for key in jax.random.split(KEY, 200)
+  ]
   assert abs(np.mean(rhos) - (1 - 1 / k)) < 0.05
 
 
@@ -196,7 +208,7 @@ def test_estimate_lgi_refuses_missing_direction_and_vector_losses():
 @pytest.mark.parametrize('estimator', ['secant', 'step', 'trajectory'])
 def test_float64_smooth_quadratic_reads_zero(estimator):
   with jax.enable_x64(True):
-    quad = lambda w: 0.5 * jnp.sum(w ** 2)
+    quad = lambda w: 0.5 * jnp.sum(w**2)
     w = jnp.linspace(1.0, 2.0, 10, dtype=jnp.float64)
     rho = lgi.estimate_lgi(quad, w, -1e-9 * w, KEY, estimator=estimator)
     assert float(rho) < 1e-3
@@ -217,6 +229,5 @@ def test_ratios_are_scale_free(scale):
   y = jnp.array([1.0, -0.5, 2.0, 0.25])
   for ratio in (lgi.instability_ratio, lgi.paper_ratio):
     np.testing.assert_allclose(ratio(scale * y), ratio(y), rtol=1e-5)
-  np.testing.assert_allclose(lgi.secant_ratio(scale * y[:2]),
-                             lgi.secant_ratio(y[:2]), rtol=1e-5)
+  np.testing.assert_allclose(lgi.secant_ratio(scale * y[:2]), lgi.secant_ratio(y[:2]), rtol=1e-5)
   assert np.isfinite(float(lgi.literal_ratio(scale * y)))

@@ -51,14 +51,16 @@ class AbsSum(NamedTuple):
     centers: (d,) kink positions ``c_i``.
     ridge: scalar ``mu >= 0`` of the (smooth) quadratic term.
   """
+
   weights: jax.Array
   centers: jax.Array
   ridge: jax.Array
 
   def value(self, params: jax.Array) -> jax.Array:
     """Returns ``f(params)`` for a (d,) array (jittable)."""
-    return (jnp.sum(self.weights * jnp.abs(params - self.centers))
-            + 0.5 * self.ridge * jnp.sum(params ** 2))
+    return jnp.sum(self.weights * jnp.abs(params - self.centers)) + 0.5 * self.ridge * jnp.sum(
+      params**2
+    )
 
   def minimiser(self) -> jax.Array:
     """The unique minimiser ``clip(c, -a / mu, a / mu)``; ``c`` if mu = 0."""
@@ -80,6 +82,7 @@ class MaxAffine(NamedTuple):
     center: (d,) point where all pieces tie (value 0); the minimiser.
     ridge: scalar ``mu >= 0``.
   """
+
   slopes: jax.Array
   center: jax.Array
   ridge: jax.Array
@@ -87,7 +90,7 @@ class MaxAffine(NamedTuple):
   def value(self, params: jax.Array) -> jax.Array:
     """Returns ``f(params)`` for a (d,) array (jittable)."""
     x = params - self.center
-    return jnp.max(self.slopes @ x) + 0.5 * self.ridge * jnp.sum(x ** 2)
+    return jnp.max(self.slopes @ x) + 0.5 * self.ridge * jnp.sum(x**2)
 
   def minimiser(self) -> jax.Array:
     """``center``: a minimiser if the slopes have zero mean (unique if
@@ -110,6 +113,7 @@ class ReluNet(NamedTuple):
     init_params: (P,) a random initialisation, ``P = h * (m + 2) + 1``.
     solution: (P,) teacher parameters: a global minimiser (loss 0).
   """
+
   inputs: jax.Array
   targets: jax.Array
   init_params: jax.Array
@@ -136,6 +140,7 @@ class KinkSamples(NamedTuple):
     labels: (n,) int32; 1 if the step crosses a kink, 0 if no kink lies within
       ``radius`` of the segment.
   """
+
   params: jax.Array
   steps: jax.Array
   labels: jax.Array
@@ -163,9 +168,14 @@ def figure1() -> AbsSum:
   return AbsSum(_f32(np.ones(2)), _f32(np.ones(2)), _f32(1.0))
 
 
-def abs_sum(key: jax.Array, d: int, *, ridge: float = 1.0,
-            weight_range: Tuple[float, float] = (0.5, 1.5),
-            center_scale: float = 1.0) -> AbsSum:
+def abs_sum(
+  key: jax.Array,
+  d: int,
+  *,
+  ridge: float = 1.0,
+  weight_range: Tuple[float, float] = (0.5, 1.5),
+  center_scale: float = 1.0,
+) -> AbsSum:
   """Random weighted sum of absolute values plus a ridge, in ``d`` dimensions.
 
   Args:
@@ -180,8 +190,7 @@ def abs_sum(key: jax.Array, d: int, *, ridge: float = 1.0,
   """
   rng = _rng(key)
   weights = rng.uniform(weight_range[0], weight_range[1], d)
-  return AbsSum(_f32(weights), _f32(center_scale * rng.standard_normal(d)),
-                _f32(ridge))
+  return AbsSum(_f32(weights), _f32(center_scale * rng.standard_normal(d)), _f32(ridge))
 
 
 def l1_toy(d: int, *, penalty: float = 1.0, ridge: float = 0.0) -> AbsSum:
@@ -201,8 +210,9 @@ def l1_toy(d: int, *, penalty: float = 1.0, ridge: float = 0.0) -> AbsSum:
   return AbsSum(_f32(np.full(d, penalty)), _f32(np.zeros(d)), _f32(ridge))
 
 
-def max_affine(key: jax.Array, d: int, num_pieces: int = 8, *,
-               ridge: float = 0.0, center_scale: float = 1.0) -> MaxAffine:
+def max_affine(
+  key: jax.Array, d: int, num_pieces: int = 8, *, ridge: float = 0.0, center_scale: float = 1.0
+) -> MaxAffine:
   """Random max of ``num_pieces`` affine functions, all tied at ``center``.
 
   Args:
@@ -217,20 +227,24 @@ def max_affine(key: jax.Array, d: int, num_pieces: int = 8, *,
   """
   rng = _rng(key)
   slopes = rng.standard_normal((num_pieces, d)) / np.sqrt(d)
-  return MaxAffine(_f32(slopes - slopes.mean(axis=0)),
-                   _f32(center_scale * rng.standard_normal(d)), _f32(ridge))
+  return MaxAffine(
+    _f32(slopes - slopes.mean(axis=0)), _f32(center_scale * rng.standard_normal(d)), _f32(ridge)
+  )
 
 
 def _relu_init(rng, in_dim, hidden):
   """He-normal W1, N(0, 0.01) b1, N(0, 1/h) w2, b2 = 0."""
-  return np.concatenate([
+  return np.concatenate(
+    [
       rng.standard_normal(hidden * in_dim) * np.sqrt(2.0 / in_dim),
       0.1 * rng.standard_normal(hidden),
-      rng.standard_normal(hidden) / np.sqrt(hidden), np.zeros(1)])
+      rng.standard_normal(hidden) / np.sqrt(hidden),
+      np.zeros(1),
+    ]
+  )
 
 
-def relu_net(key: jax.Array, *, num_data: int = 8, in_dim: int = 4,
-             hidden: int = 8) -> ReluNet:
+def relu_net(key: jax.Array, *, num_data: int = 8, in_dim: int = 4, hidden: int = 8) -> ReluNet:
   """A small teacher-student ReLU regression problem.
 
   Args:
@@ -247,9 +261,8 @@ def relu_net(key: jax.Array, *, num_data: int = 8, in_dim: int = 4,
   teacher = _relu_init(rng, in_dim, hidden)
   init = _relu_init(rng, in_dim, hidden)
   hm = hidden * in_dim
-  hid = np.maximum(inputs @ teacher[:hm].reshape(hidden, in_dim).T
-                   + teacher[hm:hm + hidden], 0.0)
-  targets = hid @ teacher[hm + hidden:hm + 2 * hidden] + teacher[-1]
+  hid = np.maximum(inputs @ teacher[:hm].reshape(hidden, in_dim).T + teacher[hm : hm + hidden], 0.0)
+  targets = hid @ teacher[hm + hidden : hm + 2 * hidden] + teacher[-1]
   return ReluNet(_f32(inputs), _f32(targets), _f32(init), _f32(teacher))
 
 
@@ -257,8 +270,7 @@ def _relu_unflatten(problem: ReluNet, params):
   m = problem.inputs.shape[1]
   h = (problem.init_params.shape[0] - 1) // (m + 2)
   hm = h * m
-  return (params[:hm].reshape(h, m), params[hm:hm + h],
-          params[hm + h:hm + 2 * h], params[-1])
+  return (params[:hm].reshape(h, m), params[hm : hm + h], params[hm + h : hm + 2 * h], params[-1])
 
 
 def _relu_pre(problem: ReluNet, params):
@@ -273,8 +285,9 @@ def _relu_out(problem: ReluNet, params, mask=None):
   return act @ w2 + b2
 
 
-def restrict_to_line(problem: Problem, params: jax.Array,
-                     direction: jax.Array) -> Callable[[jax.Array], jax.Array]:
+def restrict_to_line(
+  problem: Problem, params: jax.Array, direction: jax.Array
+) -> Callable[[jax.Array], jax.Array]:
   """The restriction of a problem's loss to a line.
 
   Args:
@@ -314,12 +327,11 @@ def _zero_crossings(z0, dz):
 
 def _relu_lines(problem: ReluNet, params, step):
   """Pre-activations at t=0, their rates, and the norms of their gradients."""
-  norms = jnp.sqrt(jnp.sum(problem.inputs ** 2, axis=1) + 1.0)[:, None]
+  norms = jnp.sqrt(jnp.sum(problem.inputs**2, axis=1) + 1.0)[:, None]
   return _relu_pre(problem, params), _relu_pre(problem, step), norms
 
 
-def first_kink_time(problem: Problem, params: jax.Array,
-                    step: jax.Array) -> jax.Array:
+def first_kink_time(problem: Problem, params: jax.Array, step: jax.Array) -> jax.Array:
   """Smallest ``t > 0`` at which ``params + t * step`` crosses a kink.
 
   Args:
@@ -343,8 +355,7 @@ def first_kink_time(problem: Problem, params: jax.Array,
   return _zero_crossings(z0, dz)
 
 
-def crosses_kink(problem: Problem, params: jax.Array,
-                 step: jax.Array) -> jax.Array:
+def crosses_kink(problem: Problem, params: jax.Array, step: jax.Array) -> jax.Array:
   """Whether ``phi(t) = f(params + t step)`` has a kink at some ``t in (0, 1)``.
 
   For ``abs_sum`` some ``w_i - c_i`` changes sign strictly; for ``max_affine``
@@ -362,8 +373,7 @@ def crosses_kink(problem: Problem, params: jax.Array,
   return first_kink_time(problem, params, step) < 1.0
 
 
-def kink_distance(problem: Problem, params: jax.Array,
-                  step: jax.Array) -> jax.Array:
+def kink_distance(problem: Problem, params: jax.Array, step: jax.Array) -> jax.Array:
   """Euclidean distance from the segment ``[params, params + step]`` to the
   kink set (0 if the segment crosses or touches it; exact, see module doc).
 
@@ -389,18 +399,17 @@ def kink_distance(problem: Problem, params: jax.Array,
     gap0 = jnp.maximum(v0[j] - v0, 0.0)
     gap1 = jnp.maximum(gap0 + beta[j] - beta, 0.0)
     norm = jnp.linalg.norm(problem.slopes - problem.slopes[j], axis=1)
-    dist = jnp.where(norm > 0, jnp.minimum(gap0, gap1) /
-                     jnp.where(norm > 0, norm, 1.0), jnp.inf)
+    dist = jnp.where(norm > 0, jnp.minimum(gap0, gap1) / jnp.where(norm > 0, norm, 1.0), jnp.inf)
     return jnp.where(crosses_kink(problem, params, step), 0.0, jnp.min(dist))
   z0, dz, norms = _relu_lines(problem, params, step)
   z1 = z0 + dz
-  dist = jnp.where(z0 * z1 <= 0, 0.0,
-                   jnp.minimum(jnp.abs(z0), jnp.abs(z1)) / norms)
+  dist = jnp.where(z0 * z1 <= 0, 0.0, jnp.minimum(jnp.abs(z0), jnp.abs(z1)) / norms)
   return jnp.min(dist)
 
 
-def endpoint_slopes(problem: Problem, params: jax.Array,
-                    step: jax.Array) -> Tuple[jax.Array, jax.Array]:
+def endpoint_slopes(
+  problem: Problem, params: jax.Array, step: jax.Array
+) -> Tuple[jax.Array, jax.Array]:
   """One-sided slopes ``(phi'(0+), phi'(1-))`` of ``phi(t) = f(params + t s)``.
 
   Exact, also when an end lies on a kink (the side inside the segment is used).
@@ -428,22 +437,21 @@ def endpoint_slopes(problem: Problem, params: jax.Array,
     x0 = params - problem.center
     d0 = jnp.max(jnp.where(v0 >= jnp.max(v0) - tol, beta, -jnp.inf))
     d1 = jnp.min(jnp.where(v1 >= jnp.max(v1) - tol, beta, jnp.inf))
-    return (d0 + problem.ridge * jnp.dot(x0, step),
-            d1 + problem.ridge * jnp.dot(x0 + step, step))
+    return (d0 + problem.ridge * jnp.dot(x0, step), d1 + problem.ridge * jnp.dot(x0 + step, step))
   z0, dz, _ = _relu_lines(problem, params, step)
   z1 = z0 + dz
 
   def slope(theta, mask):
-    masked = lambda p: 0.5 * jnp.mean(
-        (_relu_out(problem, p, mask) - problem.targets) ** 2)
+    masked = lambda p: 0.5 * jnp.mean((_relu_out(problem, p, mask) - problem.targets) ** 2)
     return jax.jvp(masked, (theta,), (step,))[1]
 
-  return (slope(params, (z0 > 0) | ((z0 == 0) & (dz > 0))),
-          slope(params + step, (z1 > 0) | ((z1 == 0) & (dz < 0))))
+  return (
+    slope(params, (z0 > 0) | ((z0 == 0) & (dz > 0))),
+    slope(params + step, (z1 > 0) | ((z1 == 0) & (dz < 0))),
+  )
 
 
-def directional_sign_change(problem: Problem, params: jax.Array,
-                            step: jax.Array) -> jax.Array:
+def directional_sign_change(problem: Problem, params: jax.Array, step: jax.Array) -> jax.Array:
   """Whether ``phi'(0+)`` and ``phi'(1-)`` have strictly opposite signs.
 
   For convex problems this means the step overshoots the minimum of ``f``
@@ -461,8 +469,9 @@ def directional_sign_change(problem: Problem, params: jax.Array,
   return d0 * d1 < 0
 
 
-def subdiff_diameter_along(problem: Problem, params: jax.Array,
-                           step: jax.Array, radius: float = 0.0) -> jax.Array:
+def subdiff_diameter_along(
+  problem: Problem, params: jax.Array, step: jax.Array, radius: float = 0.0
+) -> jax.Array:
   """Spread of the kink part of the directional derivatives along ``u``.
 
   With ``u = step / |step|`` and the probe region ``R`` (points within
@@ -497,8 +506,7 @@ def subdiff_diameter_along(problem: Problem, params: jax.Array,
     z0 = params - problem.centers
     z1 = z0 + step
     near = (z0 * z1 <= 0) | (jnp.minimum(jnp.abs(z0), jnp.abs(z1)) <= radius)
-    return jnp.sum(jnp.where(near, 2 * problem.weights * jnp.abs(step), 0.0)
-                   ) / snorm
+    return jnp.sum(jnp.where(near, 2 * problem.weights * jnp.abs(step), 0.0)) / snorm
   if isinstance(problem, MaxAffine):
     v0, beta, tol = _ma_lines(problem, params, step)
     gram = problem.slopes @ problem.slopes.T
@@ -513,18 +521,16 @@ def subdiff_diameter_along(problem: Problem, params: jax.Array,
     flat_ok = jnp.all((rate != 0) | (alpha >= 0), axis=1)
     active = (jnp.maximum(lo, 0.0) <= jnp.minimum(hi, 1.0)) & flat_ok
     b = beta / snorm
-    return (jnp.max(jnp.where(active, b, -jnp.inf))
-            - jnp.min(jnp.where(active, b, jnp.inf)))
+    return jnp.max(jnp.where(active, b, -jnp.inf)) - jnp.min(jnp.where(active, b, jnp.inf))
   z0, dz, norms = _relu_lines(problem, params, step)
   z1 = z0 + dz
-  near = (z0 * z1 <= 0) | (jnp.minimum(jnp.abs(z0), jnp.abs(z1))
-                           <= radius * norms)
+  near = (z0 * z1 <= 0) | (jnp.minimum(jnp.abs(z0), jnp.abs(z1)) <= radius * norms)
   tstar = jnp.clip(-z0 / jnp.where(dz != 0, dz, 1.0), 0.0, 1.0)
   tstar = jnp.where(dz != 0, tstar, 0.0)  # (N, h)
   _, _, w2, b2 = _relu_unflatten(problem, params)
   _, _, w2s, b2s = _relu_unflatten(problem, step)
-  zt = z0[:, None, :] + tstar[..., None] * dz[:, None, :]      # (N, h, h')
-  w2t = w2 + tstar[..., None] * w2s                            # (N, h, h')
+  zt = z0[:, None, :] + tstar[..., None] * dz[:, None, :]  # (N, h, h')
+  w2t = w2 + tstar[..., None] * w2s  # (N, h, h')
   out = jnp.sum(w2t * jax.nn.relu(zt), axis=-1) + b2 + tstar * b2s
   resid = out - problem.targets[:, None]
   jump = jnp.abs(resid * (w2 + tstar * w2s) * dz) / snorm
@@ -554,7 +560,7 @@ def _abs_sum_candidates(problem, noise, radius, scale, *, kink, kind):
   base, u, unif = noise
   m, d = base.shape
   sign = jnp.where(unif[:, :d] < 0.5, -1.0, 1.0)
-  extra = -jnp.log1p(-unif[:, d:2 * d]) * scale / np.sqrt(d)  # Exponential.
+  extra = -jnp.log1p(-unif[:, d : 2 * d]) * scale / np.sqrt(d)  # Exponential.
   tau = 0.1 + 0.8 * unif[:, -1:]
   hit = (jnp.arange(d) == jnp.floor(unif[:, -2:-1] * d)) & kink
 
@@ -565,8 +571,7 @@ def _abs_sum_candidates(problem, noise, radius, scale, *, kink, kind):
   s = _steps(problem, base, u, 'random', scale)
   if kind == 'random':
     return place(s), s
-  s = jax.lax.fori_loop(
-      0, 5, lambda _, s: _steps(problem, place(s), u, kind, scale), s)
+  s = jax.lax.fori_loop(0, 5, lambda _, s: _steps(problem, place(s), u, kind, scale), s)
   return place(s), s
 
 
@@ -595,12 +600,14 @@ def _line_candidates(problem, noise, radius, scale, *, kink, kind):
 
     p = jax.lax.fori_loop(0, 4, shift, base)
     return p, _steps(problem, p, u, kind, scale)
-  shifts = jnp.array([0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 4.0, -4.0, 8.0,
-                      -8.0])
+  shifts = jnp.array([0.0, 0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 4.0, -4.0, 8.0, -8.0])
   m, d = base.shape
   q = (base[:, None, :] + shifts[:, None] * s[:, None, :]).reshape(-1, d)
-  sq = (_steps(problem, q, jnp.repeat(u, shifts.size, axis=0), kind, scale)
-        if kind == 'gradient' else jnp.repeat(s, shifts.size, axis=0))
+  sq = (
+    _steps(problem, q, jnp.repeat(u, shifts.size, axis=0), kind, scale)
+    if kind == 'gradient'
+    else jnp.repeat(s, shifts.size, axis=0)
+  )
   ok = _is_smooth(problem, q, sq, radius).reshape(m, shifts.size)
   first = jnp.argmax(ok, axis=1) + shifts.size * jnp.arange(m)
   return q[first], sq[first]
@@ -613,8 +620,7 @@ def _is_smooth(problem, params, steps, radius):
 
 def _draw(problem, noise_kink, noise_smooth, radius, scale, *, kind):
   """Candidates of both classes and whether the ground truth confirms them."""
-  make = (_abs_sum_candidates if isinstance(problem, AbsSum)
-          else _line_candidates)
+  make = _abs_sum_candidates if isinstance(problem, AbsSum) else _line_candidates
   pk, sk = make(problem, noise_kink, radius, scale, kink=True, kind=kind)
   ps, ss = make(problem, noise_smooth, radius, scale, kink=False, kind=kind)
   ok_kink = jax.vmap(crosses_kink, in_axes=(None, 0, 0))(problem, pk, sk)
@@ -624,10 +630,17 @@ def _draw(problem, noise_kink, noise_smooth, radius, scale, *, kind):
 _draw = jax.jit(_draw, static_argnames=('kind',))
 
 
-def sample_points(problem: Problem, key: jax.Array, n: int, *,
-                  near_kink_fraction: float = 0.5, radius: float = 0.0,
-                  step_scale: float = 0.1, step_kind: str = 'random',
-                  max_rounds: int = 20) -> KinkSamples:
+def sample_points(
+  problem: Problem,
+  key: jax.Array,
+  n: int,
+  *,
+  near_kink_fraction: float = 0.5,
+  radius: float = 0.0,
+  step_scale: float = 0.1,
+  step_kind: str = 'random',
+  max_rounds: int = 20,
+) -> KinkSamples:
   """Labelled segments for ROC studies of a kink detector.
 
   Label 1 ("near kink"): the step crosses a kink (:func:`crosses_kink`), placed
@@ -663,34 +676,43 @@ def sample_points(problem: Problem, key: jax.Array, n: int, *,
   if step_kind not in ('random', 'gradient'):
     raise ValueError(f'step_kind must be random or gradient, got {step_kind!r}')
   rng = _rng(key)
-  d = (problem.centers if isinstance(problem, AbsSum) else problem.center
-       if isinstance(problem, MaxAffine) else problem.init_params).shape[0]
+  d = (
+    problem.centers
+    if isinstance(problem, AbsSum)
+    else problem.center
+    if isinstance(problem, MaxAffine)
+    else problem.init_params
+  ).shape[0]
   n_kink = int(round(n * near_kink_fraction))
   wanted = {1: n_kink, 0: n - n_kink}
   got = {1: [], 0: []}
   m = max(2 * max(wanted.values()), 8)  # Fixed batch: one compilation.
 
   def noise():
-    return (rng.standard_normal((m, d), np.float32),
-            rng.standard_normal((m, d), np.float32),
-            rng.random((m, 2 * d + 2), np.float32))
+    return (
+      rng.standard_normal((m, d), np.float32),
+      rng.standard_normal((m, d), np.float32),
+      rng.random((m, 2 * d + 2), np.float32),
+    )
 
   for _ in range(max_rounds):
-    drawn = _draw(problem, noise(), noise(), radius, step_scale,
-                  kind=step_kind)
+    drawn = _draw(problem, noise(), noise(), radius, step_scale, kind=step_kind)
     for label, (p, s, ok) in zip((1, 0), drawn):
       missing = wanted[label] - sum(q.shape[0] for q, _ in got[label])
-      idx = np.flatnonzero(np.asarray(ok))[:max(missing, 0)]
+      idx = np.flatnonzero(np.asarray(ok))[: max(missing, 0)]
       got[label].append((np.asarray(p)[idx], np.asarray(s)[idx]))
     if all(sum(q.shape[0] for q, _ in got[c]) >= wanted[c] for c in (0, 1)):
       break
   else:
     raise RuntimeError(
-        f'sample_points could not fill both classes in {max_rounds} rounds; '
-        'try a smaller radius or step_scale.')
+      f'sample_points could not fill both classes in {max_rounds} rounds; '
+      'try a smaller radius or step_scale.'
+    )
   parts = got[1] + got[0]
   labels = np.repeat(np.array([1, 0], np.int32), [n_kink, n - n_kink])
   perm = rng.permutation(n)
-  return KinkSamples(jnp.asarray(np.concatenate([p for p, _ in parts])[perm]),
-                     jnp.asarray(np.concatenate([s for _, s in parts])[perm]),
-                     jnp.asarray(labels[perm]))
+  return KinkSamples(
+    jnp.asarray(np.concatenate([p for p, _ in parts])[perm]),
+    jnp.asarray(np.concatenate([s for _, s in parts])[perm]),
+    jnp.asarray(labels[perm]),
+  )

@@ -64,6 +64,7 @@ def absmax_scale_fn(bits: int, *, min_ndim: int = 2) -> QuantScaleFn:
       if jnp.ndim(p) < min_ndim:
         return None
       return jnp.maximum(jnp.max(jnp.abs(p)).astype(jnp.float32), 1e-8) / qmax
+
     return jax.tree.map(leaf, params)
 
   return scale_fn
@@ -82,14 +83,15 @@ def _scales(quant_scale_fn: QuantScaleFn, params: optax.Params) -> Any:
     return params
   scales = quant_scale_fn(params)
   return jax.tree.map(
-      lambda s, p: jnp.full((), jnp.inf, jnp.float32) if s is None
-      else jnp.asarray(s, jnp.float32),
-      scales, params, is_leaf=lambda x: x is None)
+    lambda s, p: jnp.full((), jnp.inf, jnp.float32) if s is None else jnp.asarray(s, jnp.float32),
+    scales,
+    params,
+    is_leaf=lambda x: x is None,
+  )
 
 
 def _codes(params: optax.Params, scales: Any) -> Any:
-  return jax.tree.map(lambda p, s: jnp.round(p.astype(jnp.float32) / s),
-                      params, scales)
+  return jax.tree.map(lambda p, s: jnp.round(p.astype(jnp.float32) / s), params, scales)
 
 
 class OscillationStats(NamedTuple):
@@ -101,13 +103,13 @@ class OscillationStats(NamedTuple):
     osc_freq: EMA of the oscillation indicator (a code change opposite to the
       previous one), the frequency of Nagel et al. (2022), in [0, 1].
   """
+
   code: Any
   direction: Any
   osc_freq: Any
 
 
-def init_oscillation_stats(params: optax.Params,
-                           quant_scale_fn: QuantScaleFn) -> OscillationStats:
+def init_oscillation_stats(params: optax.Params, quant_scale_fn: QuantScaleFn) -> OscillationStats:
   """Statistics at the start: current codes, no direction, frequency 0.
 
   Args:
@@ -118,12 +120,12 @@ def init_oscillation_stats(params: optax.Params,
     An :class:`OscillationStats`.
   """
   zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-  return OscillationStats(_codes(params, _scales(quant_scale_fn, params)),
-                          zeros, zeros)
+  return OscillationStats(_codes(params, _scales(quant_scale_fn, params)), zeros, zeros)
 
 
-def update_oscillation_stats(stats: OscillationStats, params: optax.Params,
-                             scales: Any, momentum: float) -> OscillationStats:
+def update_oscillation_stats(
+  stats: OscillationStats, params: optax.Params, scales: Any, momentum: float
+) -> OscillationStats:
   """Counts the code changes since the last call.
 
   Args:
@@ -158,9 +160,9 @@ def _check_momentum(momentum: float) -> None:
 # --------------------------------------------------------------- dampening
 
 
-def dampen_oscillations(quant_scale_fn: QuantScaleFn, *,
-                        strength: float = 0.1
-                        ) -> optax.GradientTransformation:
+def dampen_oscillations(
+  quant_scale_fn: QuantScaleFn, *, strength: float = 0.1
+) -> optax.GradientTransformation:
   """Pulls every quantized weight towards the centre of its bin.
 
   Adds ``strength * (w / scale - round(w / scale))`` to the updates: the
@@ -211,15 +213,15 @@ class FreezeOscillatingState(NamedTuple):
     ema_code: EMA of each weight's integer code (the state it is frozen to).
     frozen: 1.0 where the weight is frozen, else 0.0 (float32, like params).
   """
+
   stats: OscillationStats
   ema_code: Any
   frozen: Any
 
 
-def freeze_oscillating(quant_scale_fn: QuantScaleFn, *,
-                       threshold: float = 0.02,
-                       momentum: float = 0.01
-                       ) -> optax.GradientTransformation:
+def freeze_oscillating(
+  quant_scale_fn: QuantScaleFn, *, threshold: float = 0.02, momentum: float = 0.01
+) -> optax.GradientTransformation:
   """Iterative weight freezing: stops weights that oscillate too often.
 
   When a weight's oscillation frequency exceeds ``threshold`` it is set to
@@ -244,27 +246,26 @@ def freeze_oscillating(quant_scale_fn: QuantScaleFn, *,
 
   def init_fn(params):
     stats = init_oscillation_stats(params, quant_scale_fn)
-    return FreezeOscillatingState(
-        stats, stats.code, jax.tree.map(jnp.zeros_like, stats.osc_freq))
+    return FreezeOscillatingState(stats, stats.code, jax.tree.map(jnp.zeros_like, stats.osc_freq))
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError('freeze_oscillating needs params.')
     scales = _scales(quant_scale_fn, params)
     stats = update_oscillation_stats(state.stats, params, scales, momentum)
-    ema = jax.tree.map(lambda e, c: (1 - momentum) * e + momentum * c,
-                       state.ema_code, stats.code)
+    ema = jax.tree.map(lambda e, c: (1 - momentum) * e + momentum * c, state.ema_code, stats.code)
     frozen = jax.tree.map(
-        lambda f, was: jnp.maximum(was, (f > threshold).astype(jnp.float32)),
-        stats.osc_freq, state.frozen)
+      lambda f, was: jnp.maximum(was, (f > threshold).astype(jnp.float32)),
+      stats.osc_freq,
+      state.frozen,
+    )
 
     def leaf(u, p, s, e, now, was):
       snap = jnp.round(e) * s - p.astype(jnp.float32)
       newly = (now > 0) & (was == 0)
       return jnp.where(newly, snap, jnp.where(now > 0, 0.0, u)).astype(u.dtype)
 
-    updates = jax.tree.map(leaf, updates, params, scales, ema, frozen,
-                           state.frozen)
+    updates = jax.tree.map(leaf, updates, params, scales, ema, frozen, state.frozen)
     return updates, FreezeOscillatingState(stats, ema, frozen)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -282,16 +283,19 @@ class ScaleByOscillationState(NamedTuple):
     osc_damping: the damping applied at the last step (per weight, or one
       scalar per tensor with ``per_tensor``), in (0, 1].
   """
+
   count: jax.Array
   stats: OscillationStats
   osc_damping: Any
 
 
-def scale_by_oscillation(quant_scale_fn: QuantScaleFn, *,
-                         brake: Optional[transform.Brake] = None,
-                         momentum: float = 0.01,
-                         per_tensor: bool = False
-                         ) -> optax.GradientTransformation:
+def scale_by_oscillation(
+  quant_scale_fn: QuantScaleFn,
+  *,
+  brake: Optional[transform.Brake] = None,
+  momentum: float = 0.01,
+  per_tensor: bool = False,
+) -> optax.GradientTransformation:
   """The singularity-aware brake with the oscillation frequency as rho.
 
   ``updates *= damping``, with ``damping = brake_factor(brake, rho, ...)`` and
@@ -334,8 +338,8 @@ def scale_by_oscillation(quant_scale_fn: QuantScaleFn, *,
   def init_fn(params):
     stats = init_oscillation_stats(params, quant_scale_fn)
     return ScaleByOscillationState(
-        jnp.zeros([], jnp.int32), stats,
-        jax.tree.map(jnp.ones_like, reduce(stats.osc_freq)))
+      jnp.zeros([], jnp.int32), stats, jax.tree.map(jnp.ones_like, reduce(stats.osc_freq))
+    )
 
   def update_fn(updates, state, params=None):
     if params is None:
@@ -343,12 +347,12 @@ def scale_by_oscillation(quant_scale_fn: QuantScaleFn, *,
     scales = _scales(quant_scale_fn, params)
     stats = update_oscillation_stats(state.stats, params, scales, momentum)
     damping = jax.tree.map(
-        lambda rho, prev: transform.brake_factor(brake, rho, prev, state.count),
-        reduce(stats.osc_freq), state.osc_damping)
+      lambda rho, prev: transform.brake_factor(brake, rho, prev, state.count),
+      reduce(stats.osc_freq),
+      state.osc_damping,
+    )
     if not brake_off:
-      updates = jax.tree.map(lambda u, d: (u * d).astype(u.dtype), updates,
-                             damping)
-    return updates, ScaleByOscillationState(
-        optax.safe_increment(state.count), stats, damping)
+      updates = jax.tree.map(lambda u, d: (u * d).astype(u.dtype), updates, damping)
+    return updates, ScaleByOscillationState(optax.safe_increment(state.count), stats, damping)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -63,6 +63,7 @@ class LGIProbeState(NamedTuple):
     prev_slope: ``'trajectory'`` only: the previous gradient's directional
       derivative along the previous step (float32).
   """
+
   count: jax.Array
   probe_key: jax.Array
   rho: jax.Array
@@ -94,16 +95,16 @@ def _probe_due(probe: LGIProbe, count: jax.Array) -> jax.Array:
 def _init_probe_state(probe: LGIProbe, params: Any) -> LGIProbeState:
   trajectory = probe.estimator == 'trajectory'
   return LGIProbeState(
-      count=jnp.zeros([], jnp.int32),
-      probe_key=jax.random.key_data(jax.random.key(probe.seed)),
-      rho=jnp.zeros([], jnp.float32),
-      nonfinite_probes=jnp.zeros([], jnp.int32),
-      prev_direction=(optax.tree.zeros_like(params) if trajectory else ()),
-      prev_slope=jnp.zeros([], jnp.float32))
+    count=jnp.zeros([], jnp.int32),
+    probe_key=jax.random.key_data(jax.random.key(probe.seed)),
+    rho=jnp.zeros([], jnp.float32),
+    nonfinite_probes=jnp.zeros([], jnp.int32),
+    prev_direction=(optax.tree.zeros_like(params) if trajectory else ()),
+    prev_slope=jnp.zeros([], jnp.float32),
+  )
 
 
-def value_fn_kwargs(value_fn: Callable[..., Any],
-                    extra_args: dict[str, Any]) -> dict[str, Any]:
+def value_fn_kwargs(value_fn: Callable[..., Any], extra_args: dict[str, Any]) -> dict[str, Any]:
   """The extra keyword arguments that ``value_fn``'s signature names.
 
   Same convention as optax's line searches: other keywords are ignored.
@@ -114,85 +115,103 @@ def value_fn_kwargs(value_fn: Callable[..., Any],
 
 def _missing_value_fn(estimator: str) -> ValueError:
   return ValueError(
-      f"S-Adam's probe (estimator='{estimator}') needs the loss: call "
-      'update(grads, state, params, value_fn=loss_of_params), where '
-      'loss_of_params(params) -> scalar. Inside a jitted train step, close '
-      'over the batch (value_fn=lambda p: loss(p, batch)) or bind it with '
-      'functools.partial: a function cannot be an argument of a jitted call. '
-      'If you did pass value_fn, a wrapper dropped it on the way (optax.'
-      'lookahead, optax.contrib.sam and MultiSteps(...).gradient_'
-      'transformation() do): use optax.MultiSteps itself, or '
-      "estimator='trajectory', which needs no loss.")
+    f"S-Adam's probe (estimator='{estimator}') needs the loss: call "
+    'update(grads, state, params, value_fn=loss_of_params), where '
+    'loss_of_params(params) -> scalar. Inside a jitted train step, close '
+    'over the batch (value_fn=lambda p: loss(p, batch)) or bind it with '
+    'functools.partial: a function cannot be an argument of a jitted call. '
+    'If you did pass value_fn, a wrapper dropped it on the way (optax.'
+    'lookahead, optax.contrib.sam and MultiSteps(...).gradient_'
+    'transformation() do): use optax.MultiSteps itself, or '
+    "estimator='trajectory', which needs no loss."
+  )
 
 
 def _missing_grad(estimator: str) -> ValueError:
   return ValueError(
-      f"estimator='{estimator}' reads the slope of the loss from its "
-      'gradient, and here the updates it receives are not the gradient (it '
-      'sits after another transformation in a chain): pass grad=grads to '
-      'update(), the gradient of the loss with respect to params.')
+    f"estimator='{estimator}' reads the slope of the loss from its "
+    'gradient, and here the updates it receives are not the gradient (it '
+    'sits after another transformation in a chain): pass grad=grads to '
+    'update(), the gradient of the loss with respect to params.'
+  )
 
 
 def _check_params(params: Any) -> None:
   if params is None:
-    raise ValueError("S-Adam's probe needs params: call update(grads, "
-                     'state, params, ...).')
-  if any(isinstance(x, optax.MaskedNode) for x in jax.tree.leaves(
-      params, is_leaf=lambda x: isinstance(x, optax.MaskedNode))):
+    raise ValueError("S-Adam's probe needs params: call update(grads, state, params, ...).")
+  if any(
+    isinstance(x, optax.MaskedNode)
+    for x in jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+  ):
     raise ValueError(
-        "S-Adam's probe sees masked parameters: it sits inside "
-        'optax.masked / optax.partition (multi_transform), which hand it a '
-        'pruned tree on which the loss cannot be evaluated. Put it outside: '
-        'mask the inner optimizer instead, e.g. '
-        'singularity_aware(optax.partition(...)), or use sadamw(mask=...).')
+      "S-Adam's probe sees masked parameters: it sits inside "
+      'optax.masked / optax.partition (multi_transform), which hand it a '
+      'pruned tree on which the loss cannot be evaluated. Put it outside: '
+      'mask the inner optimizer instead, e.g. '
+      'singularity_aware(optax.partition(...)), or use sadamw(mask=...).'
+    )
 
 
 def _check_value(value: Any) -> None:
   if value is not None and jnp.shape(value) != ():
     raise ValueError(
-        f'value= must be the loss at params as a scalar, got shape '
-        f'{jnp.shape(value)}: reduce it (e.g. jnp.mean over the batch).')
+      f'value= must be the loss at params as a scalar, got shape '
+      f'{jnp.shape(value)}: reduce it (e.g. jnp.mean over the batch).'
+    )
 
 
-def _loss_of(value_fn: Callable[..., Any],
-             extra_args: dict[str, Any]) -> Callable[[Any], Any]:
+def _loss_of(value_fn: Callable[..., Any], extra_args: dict[str, Any]) -> Callable[[Any], Any]:
   kwargs = value_fn_kwargs(value_fn, extra_args)
   if not kwargs:
     return value_fn
   return lambda p: value_fn(p, **kwargs)
 
 
-def _samples_and_rho(probe: LGIProbe, key: jax.Array, loss: Callable[..., Any],
-                     params: Any, step: Any, grad: Any,
-                     value: Optional[jax.Array]
-                     ) -> tuple[jax.Array, jax.Array]:
+def _samples_and_rho(
+  probe: LGIProbe,
+  key: jax.Array,
+  loss: Callable[..., Any],
+  params: Any,
+  step: Any,
+  grad: Any,
+  value: Optional[jax.Array],
+) -> tuple[jax.Array, jax.Array]:
   """(rho, samples) of one measurement by a loss-reading estimator."""
   e = probe.estimator
   if e in lgi.SECANT_READINGS:
-    samples = lgi.secant_samples(loss, params, step, grad, value,
-                                 axis_name=probe.axis_name)
+    samples = lgi.secant_samples(loss, params, step, grad, value, axis_name=probe.axis_name)
     ratio = lgi.uphill_share if e == 'uphill' else lgi.secant_ratio
     return ratio(samples), samples
   if e == 'literal':
     samples = lgi.literal_samples(
-        loss, params, key, num_probes=probe.num_probes,
-        probe_radius=probe.probe_radius, chunk_size=probe.chunk_size,
-        axis_name=probe.axis_name)
+      loss,
+      params,
+      key,
+      num_probes=probe.num_probes,
+      probe_radius=probe.probe_radius,
+      chunk_size=probe.chunk_size,
+      axis_name=probe.axis_name,
+    )
     return lgi.literal_ratio(samples), samples
   if e == 'random-jvp':
-    samples = lgi.random_jvp_samples(loss, params, key,
-                                     num_probes=probe.num_probes,
-                                     axis_name=probe.axis_name)
+    samples = lgi.random_jvp_samples(
+      loss, params, key, num_probes=probe.num_probes, axis_name=probe.axis_name
+    )
     return lgi.paper_ratio(samples), samples
   samples = lgi.step_samples(
-      loss, params, step, key, num_probes=probe.num_probes,
-      probe_radius=probe.probe_radius, chunk_size=probe.chunk_size,
-      axis_name=probe.axis_name)
+    loss,
+    params,
+    step,
+    key,
+    num_probes=probe.num_probes,
+    probe_radius=probe.probe_radius,
+    chunk_size=probe.chunk_size,
+    axis_name=probe.axis_name,
+  )
   return lgi.instability_ratio(samples), samples
 
 
-def _trajectory(probe: LGIProbe, state: LGIProbeState, grad: Any,
-                params: Any, step: Any):
+def _trajectory(probe: LGIProbe, state: LGIProbeState, grad: Any, params: Any, step: Any):
   """rho from the previous step's slopes at both ends; no extra pass."""
   end_slope = lgi.tree_dot(grad, state.prev_direction).astype(jnp.float32)
   samples = jnp.stack([state.prev_slope, end_slope])
@@ -208,9 +227,16 @@ def _trajectory(probe: LGIProbe, state: LGIProbeState, grad: Any,
   return rho, jnp.all(jnp.isfinite(samples)), unit, new_slope
 
 
-def measure(probe: LGIProbe, state: LGIProbeState, step: Any, params: Any, *,
-            grad: Any, value_fn: Optional[Callable[..., Any]],
-            extra_args: dict[str, Any]) -> LGIProbeState:
+def measure(
+  probe: LGIProbe,
+  state: LGIProbeState,
+  step: Any,
+  params: Any,
+  *,
+  grad: Any,
+  value_fn: Optional[Callable[..., Any]],
+  extra_args: dict[str, Any],
+) -> LGIProbeState:
   """One step of the probe: rho along ``step``, in the returned state.
 
   Args:
@@ -238,13 +264,11 @@ def measure(probe: LGIProbe, state: LGIProbeState, step: Any, params: Any, *,
   _check_value(value)
   probe_now = extra_args.get('probe_now')
   if probe_now is not None and not isinstance(probe_now, bool):
-    raise ValueError('probe_now= must be a Python bool (decided when '
-                     f'tracing), got {probe_now!r}.')
+    raise ValueError(f'probe_now= must be a Python bool (decided when tracing), got {probe_now!r}.')
   prev_direction, prev_slope = state.prev_direction, state.prev_slope
   key = state.probe_key
   if e == 'trajectory':
-    rho, finite, prev_direction, prev_slope = _trajectory(
-        probe, state, grad, params, step)
+    rho, finite, prev_direction, prev_slope = _trajectory(probe, state, grad, params, step)
   else:
     if value_fn is None:
       raise _missing_value_fn(e)
@@ -254,8 +278,7 @@ def measure(probe: LGIProbe, state: LGIProbeState, step: Any, params: Any, *,
     key = jax.random.key_data(key)
 
     def run(_):
-      rho, samples = _samples_and_rho(probe, sub, loss, params, step, grad,
-                                      value)
+      rho, samples = _samples_and_rho(probe, sub, loss, params, step, grad, value)
       return rho.astype(jnp.float32), jnp.all(jnp.isfinite(samples))
 
     def carry(_):
@@ -266,23 +289,29 @@ def measure(probe: LGIProbe, state: LGIProbeState, step: Any, params: Any, *,
     elif _every_step(probe):
       rho, finite = run(None)
     else:
-      rho, finite = jax.lax.cond(_probe_due(probe, state.count), run, carry,
-                                 None)
+      rho, finite = jax.lax.cond(_probe_due(probe, state.count), run, carry, None)
   rho = jnp.where(finite, rho, state.rho)
   return LGIProbeState(
-      count=optax.safe_increment(state.count), probe_key=key, rho=rho,
-      nonfinite_probes=state.nonfinite_probes + jnp.where(finite, 0, 1),
-      prev_direction=prev_direction, prev_slope=prev_slope)
+    count=optax.safe_increment(state.count),
+    probe_key=key,
+    rho=rho,
+    nonfinite_probes=state.nonfinite_probes + jnp.where(finite, 0, 1),
+    prev_direction=prev_direction,
+    prev_slope=prev_slope,
+  )
 
 
-def lgi_probe(*, estimator: lgi.Estimator = lgi.DEFAULT_ESTIMATOR,
-              num_probes: Optional[int] = None,
-              probe_radius: Optional[float] = None,
-              probe_every: int = 1,
-              probe_offset: int = 0,
-              chunk_size: Optional[int] = None,
-              axis_name: Optional[str] = None,
-              seed: int = 0) -> LGIProbe:
+def lgi_probe(
+  *,
+  estimator: lgi.Estimator = lgi.DEFAULT_ESTIMATOR,
+  num_probes: Optional[int] = None,
+  probe_radius: Optional[float] = None,
+  probe_every: int = 1,
+  probe_offset: int = 0,
+  chunk_size: Optional[int] = None,
+  axis_name: Optional[str] = None,
+  seed: int = 0,
+) -> LGIProbe:
   """Measures rho along the step, as a transformation and a configuration.
 
   As a transformation it records rho in its state and returns the updates
@@ -336,28 +365,34 @@ def lgi_probe(*, estimator: lgi.Estimator = lgi.DEFAULT_ESTIMATOR,
   probe_radius = lgi.resolve_probe_radius(estimator, probe_radius)
   if not isinstance(probe_every, jax.core.Tracer):
     # Traced under optax.inject_hyperparams: then read at run time.
-    probe_every = lgi.static_int('probe_every', probe_every, minimum=1,
-                                 arrays=True)
+    probe_every = lgi.static_int('probe_every', probe_every, minimum=1, arrays=True)
   probe_offset = lgi.static_int('probe_offset', probe_offset, minimum=0)
   if isinstance(probe_every, int) and 1 < probe_every <= probe_offset:
-    raise ValueError(f'probe_offset={probe_offset}: it must be smaller than '
-                     f'probe_every={probe_every}.')
+    raise ValueError(
+      f'probe_offset={probe_offset}: it must be smaller than probe_every={probe_every}.'
+    )
   if chunk_size is not None:
     chunk_size = lgi.static_int('chunk_size', chunk_size, minimum=1)
 
   def init_fn(params):
     return _init_probe_state(probe, params)
 
-  def update_fn(updates, state, params=None, *, value_fn=None, grad=None,
-                **extra_args):
-    return updates, measure(probe, state, updates, params, grad=grad,
-                            value_fn=value_fn, extra_args=extra_args)
+  def update_fn(updates, state, params=None, *, value_fn=None, grad=None, **extra_args):
+    return updates, measure(
+      probe, state, updates, params, grad=grad, value_fn=value_fn, extra_args=extra_args
+    )
 
   probe = LGIProbe(init_fn, update_fn)
   probe.__dict__.update(
-      estimator=estimator, num_probes=num_probes, probe_radius=probe_radius,
-      probe_every=probe_every, probe_offset=probe_offset,
-      chunk_size=chunk_size, axis_name=axis_name, seed=seed)
+    estimator=estimator,
+    num_probes=num_probes,
+    probe_radius=probe_radius,
+    probe_every=probe_every,
+    probe_offset=probe_offset,
+    chunk_size=chunk_size,
+    axis_name=axis_name,
+    seed=seed,
+  )
   return probe
 
 
@@ -375,6 +410,7 @@ class Brake(NamedTuple):
     recovery: ``'compound'`` only: log-damping regained per probed step.
     min_damping: ``'compound'`` only: the floor of the damping.
   """
+
   lam: ScalarOrSchedule
   rule: str
   recovery: float
@@ -388,6 +424,7 @@ class DampingScaleState(NamedTuple):
     damping: the last damping factor applied to the step (float32).
     probe_state: the probe's :class:`LGIProbeState` (``rho`` is there).
   """
+
   damping: jax.Array
   probe_state: LGIProbeState
 
@@ -419,8 +456,9 @@ def check_lam(lam: ScalarOrSchedule) -> None:
   """
   value = _concrete(lam(0) if callable(lam) else lam)
   if value is not None and not np.all(value >= 0):
-    raise ValueError(f'lam={lam!r}: the brake strength must be a finite '
-                     'number >= 0 (0 turns the brake off).')
+    raise ValueError(
+      f'lam={lam!r}: the brake strength must be a finite number >= 0 (0 turns the brake off).'
+    )
 
 
 def _at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
@@ -428,8 +466,9 @@ def _at(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
   return jnp.asarray(value(count) if callable(value) else value, jnp.float32)
 
 
-def brake_factor(brake: Union[Brake, 'DampingScale'], rho: jax.Array,
-                 previous: jax.Array, count: jax.Array) -> jax.Array:
+def brake_factor(
+  brake: Union[Brake, 'DampingScale'], rho: jax.Array, previous: jax.Array, count: jax.Array
+) -> jax.Array:
   """The damping in (0, 1] for ``rho`` (``previous``: last damping).
 
   Args:
@@ -456,17 +495,23 @@ def _brake_is_off(brake: Brake) -> bool:
   return isinstance(brake.lam, (int, float, np.number)) and brake.lam == 0
 
 
-def _scaled_step(step_size: Optional[ScalarOrSchedule], updates: Any,
-                 count: jax.Array) -> Any:
+def _scaled_step(step_size: Optional[ScalarOrSchedule], updates: Any, count: jax.Array) -> Any:
   if step_size is None:
     return updates
   scale = -_at(step_size, count)
   return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
 
 
-def brake_update(scale: DampingScale, updates: Any, state: DampingScaleState,
-                 params: Any, *, grad: Any, value_fn: Any,
-                 extra_args: dict[str, Any]) -> tuple[Any, DampingScaleState]:
+def brake_update(
+  scale: DampingScale,
+  updates: Any,
+  state: DampingScaleState,
+  params: Any,
+  *,
+  grad: Any,
+  value_fn: Any,
+  extra_args: dict[str, Any],
+) -> tuple[Any, DampingScaleState]:
   """Measures rho along the step ``updates`` propose and brakes them.
 
   The one place where the brake acts; :func:`damping_scale` and
@@ -487,31 +532,32 @@ def brake_update(scale: DampingScale, updates: Any, state: DampingScaleState,
   brake, probe = scale.brake, scale.probe
   if _brake_is_off(brake):
     # Statically off: no probe, no loss needed, the graph of optax.adam.
-    probe_state = state.probe_state._replace(
-        count=optax.safe_increment(state.probe_state.count))
+    probe_state = state.probe_state._replace(count=optax.safe_increment(state.probe_state.count))
     return updates, state._replace(probe_state=probe_state)
   step = _scaled_step(scale.step_size, updates, state.probe_state.count)
-  probe_state = measure(probe, state.probe_state, step, params, grad=grad,
-                        value_fn=value_fn, extra_args=extra_args)
-  damping = brake_factor(brake, probe_state.rho, state.damping,
-                         state.probe_state.count)
+  probe_state = measure(
+    probe, state.probe_state, step, params, grad=grad, value_fn=value_fn, extra_args=extra_args
+  )
+  damping = brake_factor(brake, probe_state.rho, state.damping, state.probe_state.count)
   probe_now = extra_args.get('probe_now')
-  if brake.rule == 'compound' and (probe_now is not None
-                                   or not _every_step(probe)):
+  if brake.rule == 'compound' and (probe_now is not None or not _every_step(probe)):
     # The compound rule compounds once per probe, not per carried step.
-    due = (_probe_due(probe, state.probe_state.count) if probe_now is None
-           else jnp.bool_(probe_now))
+    due = _probe_due(probe, state.probe_state.count) if probe_now is None else jnp.bool_(probe_now)
     damping = jnp.where(due, damping, state.damping)
   braked = jax.tree.map(lambda u: u * damping.astype(u.dtype), updates)
   return braked, DampingScaleState(damping=damping, probe_state=probe_state)
 
 
-def damping_scale(lam: ScalarOrSchedule = 2.0, *,
-                  probe: Optional[LGIProbe] = None,
-                  step_size: Optional[ScalarOrSchedule] = None,
-                  rule: BrakeRule = 'exp', recovery: float = 0.1,
-                  min_damping: float = 0.03,
-                  seed: Optional[int] = None) -> DampingScale:
+def damping_scale(
+  lam: ScalarOrSchedule = 2.0,
+  *,
+  probe: Optional[LGIProbe] = None,
+  step_size: Optional[ScalarOrSchedule] = None,
+  rule: BrakeRule = 'exp',
+  recovery: float = 0.1,
+  min_damping: float = 0.03,
+  seed: Optional[int] = None,
+) -> DampingScale:
   """Brakes the adaptive step where the loss is locally non-smooth.
 
   Measures rho along the step it receives (with ``probe``) and multiplies the
@@ -581,25 +627,28 @@ def damping_scale(lam: ScalarOrSchedule = 2.0, *,
     probe = _with_seed(probe, seed)
 
   def init_fn(params):
-    return DampingScaleState(damping=jnp.ones([], jnp.float32),
-                             probe_state=_init_probe_state(probe, params))
+    return DampingScaleState(
+      damping=jnp.ones([], jnp.float32), probe_state=_init_probe_state(probe, params)
+    )
 
-  def update_fn(updates, state, params=None, *, value_fn=None, grad=None,
-                **extra_args):
+  def update_fn(updates, state, params=None, *, value_fn=None, grad=None, **extra_args):
     if grad is not None and grad is updates:
       raise ValueError(
-          'damping_scale received the raw gradient (grad= is the updates '
-          'it was handed): it sits before the adaptive scaling, where a '
-          "brake nearly cancels (Adam's direction ignores the gradient's "
-          'scale). Place it after optax.scale_by_adam() in the chain.')
-    return brake_update(scale, updates, state, params, grad=grad,
-                        value_fn=value_fn, extra_args=extra_args)
+        'damping_scale received the raw gradient (grad= is the updates '
+        'it was handed): it sits before the adaptive scaling, where a '
+        "brake nearly cancels (Adam's direction ignores the gradient's "
+        'scale). Place it after optax.scale_by_adam() in the chain.'
+      )
+    return brake_update(
+      scale, updates, state, params, grad=grad, value_fn=value_fn, extra_args=extra_args
+    )
 
   scale = DampingScale(init_fn, update_fn)
   scale.__dict__.update(
-      brake=Brake(lam=lam, rule=rule, recovery=recovery,
-                  min_damping=min_damping),
-      probe=probe, step_size=step_size)
+    brake=Brake(lam=lam, rule=rule, recovery=recovery, min_damping=min_damping),
+    probe=probe,
+    step_size=step_size,
+  )
   return scale
 
 
@@ -615,17 +664,18 @@ class SingularityAwareState(NamedTuple):
     inner_state: the state of the wrapped optimizer.
     brake_state: the brake's :class:`DampingScaleState`.
   """
+
   inner_state: optax.OptState
   brake_state: DampingScaleState
 
 
 def singularity_aware(
-    inner: optax.GradientTransformation,
-    *,
-    probe: Optional[LGIProbe] = None,
-    brake: Optional[Union[DampingScale, Brake]] = None,
-    step_size: Optional[ScalarOrSchedule] = None,
-    seed: Optional[int] = None,
+  inner: optax.GradientTransformation,
+  *,
+  probe: Optional[LGIProbe] = None,
+  brake: Optional[Union[DampingScale, Brake]] = None,
+  step_size: Optional[ScalarOrSchedule] = None,
+  seed: Optional[int] = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Brakes any optimizer's step where the loss is locally non-smooth.
 
@@ -687,35 +737,52 @@ def singularity_aware(
     check_lam(brake.lam)
   else:
     raise TypeError(f'brake must come from damping_scale(...), got {brake!r}.')
-  scale = damping_scale(brake.lam, probe=probe, step_size=step_size,
-                        rule=brake.rule, recovery=brake.recovery,
-                        min_damping=brake.min_damping, seed=seed)
+  scale = damping_scale(
+    brake.lam,
+    probe=probe,
+    step_size=step_size,
+    rule=brake.rule,
+    recovery=brake.recovery,
+    min_damping=brake.min_damping,
+    seed=seed,
+  )
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):
-    return SingularityAwareState(inner_state=inner.init(params),
-                                 brake_state=scale.init(params))
+    return SingularityAwareState(inner_state=inner.init(params), brake_state=scale.init(params))
 
   def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
     forwarded = dict(extra_args)
     if value_fn is not None:
       forwarded['value_fn'] = value_fn
-    inner_updates, inner_state = inner.update(updates, state.inner_state,
-                                              params, **forwarded)
+    inner_updates, inner_state = inner.update(updates, state.inner_state, params, **forwarded)
     grad = extra_args.pop('grad', None)
     braked, brake_state = brake_update(
-        scale, inner_updates, state.brake_state, params,
-        grad=updates if grad is None else grad, value_fn=value_fn,
-        extra_args=extra_args)
-    return braked, SingularityAwareState(inner_state=inner_state,
-                                         brake_state=brake_state)
+      scale,
+      inner_updates,
+      state.brake_state,
+      params,
+      grad=updates if grad is None else grad,
+      value_fn=value_fn,
+      extra_args=extra_args,
+    )
+    return braked, SingularityAwareState(inner_state=inner_state, brake_state=brake_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _with_seed(probe: LGIProbe, seed: int) -> LGIProbe:
   """The same probe settings with another seed."""
-  settings = {k: getattr(probe, k) for k in (
-      'estimator', 'num_probes', 'probe_radius', 'probe_every',
-      'probe_offset', 'chunk_size', 'axis_name')}
+  settings = {
+    k: getattr(probe, k)
+    for k in (
+      'estimator',
+      'num_probes',
+      'probe_radius',
+      'probe_every',
+      'probe_offset',
+      'chunk_size',
+      'axis_name',
+    )
+  }
   return lgi_probe(**settings, seed=seed)

@@ -11,7 +11,7 @@ import sadam_optax
 
 def _quadratic_kink_problem():
   target = jnp.array([1.0, -2.0, 0.5, 0.0])
-  loss = lambda w: jnp.sum(jnp.abs(w - target)) + 0.1 * jnp.sum(w ** 2)
+  loss = lambda w: jnp.sum(jnp.abs(w - target)) + 0.1 * jnp.sum(w**2)
   return loss, jnp.zeros(4)
 
 
@@ -25,40 +25,42 @@ def test_damping_scale_before_adam_fails_with_the_order_rule():
 
 def test_damping_scale_in_a_chain_needs_grad():
   loss, w = _quadratic_kink_problem()
-  opt = optax.chain(optax.scale_by_adam(),
-                    sadam_optax.damping_scale(2.0, step_size=0.1),
-                    optax.scale_by_learning_rate(0.1))
+  opt = optax.chain(
+    optax.scale_by_adam(),
+    sadam_optax.damping_scale(2.0, step_size=0.1),
+    optax.scale_by_learning_rate(0.1),
+  )
   with pytest.raises(ValueError, match='grad=grads'):
     opt.update(jax.grad(loss)(w), opt.init(w), w, value_fn=loss)
-  traj = optax.chain(optax.scale_by_adam(), sadam_optax.damping_scale(
-      2.0, probe=sadam_optax.lgi_probe(estimator='trajectory')))
+  traj = optax.chain(
+    optax.scale_by_adam(),
+    sadam_optax.damping_scale(2.0, probe=sadam_optax.lgi_probe(estimator='trajectory')),
+  )
   with pytest.raises(ValueError, match='grad=grads'):
     traj.update(jax.grad(loss)(w), traj.init(w), w)
 
 
-@pytest.mark.parametrize('estimator', ['secant', 'step', 'literal',
-                                       'trajectory', 'random-jvp'])
+@pytest.mark.parametrize('estimator', ['secant', 'step', 'literal', 'trajectory', 'random-jvp'])
 @pytest.mark.parametrize('rule', ['exp', 'compound'])
 def test_chain_form_equals_sadamw_bit_for_bit(estimator, rule):
   # The design card's chain, with the brake after Adam, is sadamw.
   loss, w = _quadratic_kink_problem()
   lr, wd = 0.05, 1e-2
   chain = optax.chain(
-      optax.scale_by_adam(),
-      sadam_optax.damping_scale(
-          2.0, probe=sadam_optax.lgi_probe(estimator=estimator),
-          step_size=lr, rule=rule),
-      optax.add_decayed_weights(wd),
-      optax.scale_by_learning_rate(lr))
-  alias = sadam_optax.sadamw(lr, weight_decay=wd, estimator=estimator,
-                             rule=rule)
+    optax.scale_by_adam(),
+    sadam_optax.damping_scale(
+      2.0, probe=sadam_optax.lgi_probe(estimator=estimator), step_size=lr, rule=rule
+    ),
+    optax.add_decayed_weights(wd),
+    optax.scale_by_learning_rate(lr),
+  )
+  alias = sadam_optax.sadamw(lr, weight_decay=wd, estimator=estimator, rule=rule)
 
   def run(opt, **keywords):
     @jax.jit
     def step(w, state):
       value, g = jax.value_and_grad(loss)(w)
-      u, state = opt.update(g, state, w, value_fn=loss, value=value,
-                            grad=g, **keywords)
+      u, state = opt.update(g, state, w, value_fn=loss, value=value, grad=g, **keywords)
       return optax.apply_updates(w, u), state
 
     params, state = w, opt.init(w)
@@ -83,8 +85,7 @@ def test_lgi_probe_records_rho_and_leaves_the_step_unchanged():
   np.testing.assert_array_equal(u, ref)
   # The step of 0.3 jumps the kinks at 0: the loss rises over most of it.
   expected = sadam_optax.estimate_lgi(loss, w, ref, jax.random.key(0))
-  assert float(optax.tree.get(state, 'rho')) == pytest.approx(
-      float(expected), rel=1e-6)
+  assert float(optax.tree.get(state, 'rho')) == pytest.approx(float(expected), rel=1e-6)
   assert float(expected) > 0.5
 
 
@@ -99,8 +100,9 @@ def test_probe_now_compiles_the_skipped_step_without_the_probe():
     return loss(p)
 
   state = opt.init(w)
-  jax.make_jaxpr(lambda w, g, s: opt.update(
-      g, s, w, value_fn=counted, value=loss(w), probe_now=False))(w, g, state)
+  jax.make_jaxpr(
+    lambda w, g, s: opt.update(g, s, w, value_fn=counted, value=loss(w), probe_now=False)
+  )(w, g, state)
   assert len(calls) == 1  # The value_fn check only: no probe traced.
   _, skipped = opt.update(g, state, w, value_fn=loss, probe_now=False)
   _, probed = opt.update(g, state, w, value_fn=loss, probe_now=True)
@@ -126,8 +128,7 @@ def test_brake_acts_after_adam_not_on_the_gradient():
   loss = lambda w: jnp.sum(jnp.abs(w))
   w = jnp.array([0.05, -0.05, 0.05])
   adam = optax.adam(0.1)
-  braked = sadam_optax.singularity_aware(
-      optax.adam(0.1), brake=sadam_optax.damping_scale(5.0))
+  braked = sadam_optax.singularity_aware(optax.adam(0.1), brake=sadam_optax.damping_scale(5.0))
   g = jax.grad(loss)(w)
   ref, _ = adam.update(g, adam.init(w), w)
   ours, state = braked.update(g, braked.init(w), w, value_fn=loss)
@@ -136,9 +137,11 @@ def test_brake_acts_after_adam_not_on_the_gradient():
   np.testing.assert_allclose(ours, damping * ref, rtol=1e-6)
 
 
-@pytest.mark.parametrize('inner', [
-    optax.sgd(0.05, momentum=0.9), optax.lion(0.01), optax.adafactor(0.05),
-    optax.adabelief(0.05)], ids=['sgd', 'lion', 'adafactor', 'adabelief'])
+@pytest.mark.parametrize(
+  'inner',
+  [optax.sgd(0.05, momentum=0.9), optax.lion(0.01), optax.adafactor(0.05), optax.adabelief(0.05)],
+  ids=['sgd', 'lion', 'adafactor', 'adabelief'],
+)
 def test_wraps_any_optimizer(inner):
   target = jnp.array([[1.0, -1.0], [0.5, 2.0]])
   loss = lambda w: jnp.sum(jnp.abs(w - target))
@@ -160,9 +163,10 @@ def test_wraps_any_optimizer(inner):
 
 def test_lam_schedule_and_compound_rule():
   loss = lambda w: jnp.sum(jnp.abs(w))
-  for brake in (sadam_optax.damping_scale(optax.linear_schedule(0.0, 4.0,
-                                                                10)),
-                sadam_optax.damping_scale(1.0, rule='compound')):
+  for brake in (
+    sadam_optax.damping_scale(optax.linear_schedule(0.0, 4.0, 10)),
+    sadam_optax.damping_scale(1.0, rule='compound'),
+  ):
     opt = sadam_optax.singularity_aware(optax.sgd(0.1), brake=brake)
     w = jnp.array([0.05])
     state = opt.init(w)
@@ -176,8 +180,7 @@ def test_lam_schedule_and_compound_rule():
 
 
 def test_compound_brake_tightens_beyond_one_step_and_relaxes():
-  brake = sadam_optax.damping_scale(2.0, rule='compound', recovery=0.5,
-                                    min_damping=1e-4)
+  brake = sadam_optax.damping_scale(2.0, rule='compound', recovery=0.5, min_damping=1e-4)
   factor = sadam_optax.transform.brake_factor
   d = jnp.float32(1.0)
   for _ in range(5):
@@ -199,8 +202,13 @@ def test_bad_probe_and_brake_configuration():
     with pytest.raises(ValueError, match='probe_every'):
       sadam_optax.sadamw(probe_every=every)
   assert sadam_optax.lgi_probe(probe_every=np.int64(3)).probe_every == 3
-  for lam in (-1.0, np.float32(-0.5), jnp.array(float('nan')),
-              np.array([1.0, -1.0]), optax.constant_schedule(-2.0)):
+  for lam in (
+    -1.0,
+    np.float32(-0.5),
+    jnp.array(float('nan')),
+    np.array([1.0, -1.0]),
+    optax.constant_schedule(-2.0),
+  ):
     with pytest.raises(ValueError, match='lam='):
       sadam_optax.sadamw(lam=lam)
 
@@ -214,15 +222,13 @@ def test_inject_hyperparams_static_ints_say_static_args():
     opt = optax.inject_hyperparams(sadam_optax.sadamw)(**{name: value})
     with pytest.raises(ValueError, match='static_args'):
       jax.jit(opt.init)(w)
-    opt = optax.inject_hyperparams(sadam_optax.sadamw, static_args=(name,))(
-        **{name: value})
+    opt = optax.inject_hyperparams(sadam_optax.sadamw, static_args=(name,))(**{name: value})
     opt.init(w)
 
 
 def test_traced_negative_lam_turns_the_brake_off():
   loss, w = _quadratic_kink_problem()
-  opt = optax.inject_hyperparams(sadam_optax.sadamw)(learning_rate=0.3,
-                                                     lam=1.0)
+  opt = optax.inject_hyperparams(sadam_optax.sadamw)(learning_rate=0.3, lam=1.0)
   state = opt.init(w)
   state.hyperparams['lam'] = jnp.float32(-3.0)
   g = jax.grad(loss)(w)
@@ -240,8 +246,7 @@ def test_grad_and_value_of_the_wrong_shape_fail_clearly():
   tree_loss = lambda p: loss(p['a']) + loss(p['b'])
   grads = jax.grad(tree_loss)(params)
   with pytest.raises(ValueError, match='grad='):
-    opt.update(grads, opt.init(params), params, value_fn=tree_loss,
-               grad={'a': grads['a']})
+    opt.update(grads, opt.init(params), params, value_fn=tree_loss, grad={'a': grads['a']})
   with pytest.raises(ValueError, match='value='):
     opt.update(g, opt.init(w), w, value_fn=loss, value=jnp.ones(8))
 
@@ -255,8 +260,7 @@ def test_step_estimator_runs_through_a_custom_vjp_quantizer():
   loss = lambda w: jnp.sum((ste_round(4 * w) / 4 - 0.3) ** 2)
   opt = sadam_optax.sadam(0.1, estimator='step')
   w = jnp.array([0.1, 0.6])
-  u, state = jax.jit(lambda w: opt.update(jax.grad(loss)(w), opt.init(w), w,
-                                          value_fn=loss))(w)
+  u, state = jax.jit(lambda w: opt.update(jax.grad(loss)(w), opt.init(w), w, value_fn=loss))(w)
   assert np.all(np.isfinite(u))
   assert np.isfinite(float(optax.tree.get(state, 'rho')))
 
@@ -287,8 +291,7 @@ def test_state_serialises_with_flax():
   opt = sadam_optax.sadamw(1e-3, estimator='step')
   state = opt.init(w)
   _, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
-  restored = serialization.from_bytes(opt.init(w),
-                                      serialization.to_bytes(state))
+  restored = serialization.from_bytes(opt.init(w), serialization.to_bytes(state))
   jax.tree.map(np.testing.assert_array_equal, restored, state)
 
 
@@ -296,8 +299,7 @@ def test_paper_lazy_variant_probes_steps_1_10_20():
   loss, w = _quadratic_kink_problem()
   opt = sadam_optax.paper_sadamw(0.05, lazy=True)
   state = opt.init(w)
-  step = jax.jit(lambda w, s: opt.update(jax.grad(loss)(w), s, w,
-                                         value_fn=loss))
+  step = jax.jit(lambda w, s: opt.update(jax.grad(loss)(w), s, w, value_fn=loss))
   rhos = []
   for _ in range(21):
     u, state = step(w, state)
@@ -334,8 +336,7 @@ def test_secant_costs_one_forward_pass_when_given_the_value():
   for kwargs in ({}, {'value': value}):
     counted, calls = _count_calls(loss)
     # Traced once; eval_shape (the value_fn check) also traces it once.
-    jax.make_jaxpr(lambda w, g: opt.update(g, opt.init(w), w,
-                                           value_fn=counted, **kwargs))(w, g)
+    jax.make_jaxpr(lambda w, g: opt.update(g, opt.init(w), w, value_fn=counted, **kwargs))(w, g)
     results.append(len(calls) - 1)
     u, state = opt.update(g, opt.init(w), w, value_fn=loss, **kwargs)
     results.append(float(optax.tree.get(state, 'rho')))
@@ -353,7 +354,8 @@ def test_secant_reads_grad_keyword_in_place_of_clipped_updates():
   g = jax.grad(loss)(w)
   # Adam's first step is lr * sign(g) whatever the gradient's scale.
   opt = sadam_optax.singularity_aware(
-      optax.adam(0.1), probe=sadam_optax.lgi_probe(estimator='secant'))
+    optax.adam(0.1), probe=sadam_optax.lgi_probe(estimator='secant')
+  )
   _, ref = opt.update(g, opt.init(w), w, value_fn=loss)
   _, off = opt.update(g / 4, opt.init(w), w, value_fn=loss)
   _, fixed = opt.update(g / 4, opt.init(w), w, value_fn=loss, grad=g)

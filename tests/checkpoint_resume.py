@@ -35,17 +35,22 @@ def loss_fn(params, x, y):
 def optimizer() -> optax.GradientTransformationExtraArgs:
   # A schedule and probe_every > 1 make the step count matter on resume.
   schedule = optax.cosine_decay_schedule(1e-2, 200)
-  return sadam_optax.sadamw(schedule, weight_decay=1e-3, probe_every=3,
-                            seed=7)
+  return sadam_optax.sadamw(schedule, weight_decay=1e-3, probe_every=3, seed=7)
 
 
 def init_state() -> dict:
   k0, k1 = jax.random.split(jax.random.key(0))
-  params = {'w0': jax.random.normal(k0, (DIM, 32)) / np.sqrt(DIM),
-            'b0': jnp.zeros(32),
-            'w1': jax.random.normal(k1, (32, CLASSES)) / np.sqrt(32)}
-  return {'params': params, 'opt_state': optimizer().init(params),
-          'data_key': jax.random.key(3), 'step': jnp.zeros([], jnp.int32)}
+  params = {
+    'w0': jax.random.normal(k0, (DIM, 32)) / np.sqrt(DIM),
+    'b0': jnp.zeros(32),
+    'w1': jax.random.normal(k1, (32, CLASSES)) / np.sqrt(32),
+  }
+  return {
+    'params': params,
+    'opt_state': optimizer().init(params),
+    'data_key': jax.random.key(3),
+    'step': jnp.zeros([], jnp.int32),
+  }
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -54,11 +59,13 @@ def train_step(opt, state, x, y):
   idx = jax.random.randint(sub, (BATCH,), 0, DATA_SIZE)
   loss_of = lambda p: loss_fn(p, x[idx], y[idx])
   loss, grads = jax.value_and_grad(loss_of)(state['params'])
-  updates, opt_state = opt.update(grads, state['opt_state'], state['params'],
-                                  value_fn=loss_of)
-  return {'params': optax.apply_updates(state['params'], updates),
-          'opt_state': opt_state, 'data_key': data_key,
-          'step': state['step'] + 1}, loss
+  updates, opt_state = opt.update(grads, state['opt_state'], state['params'], value_fn=loss_of)
+  return {
+    'params': optax.apply_updates(state['params'], updates),
+    'opt_state': opt_state,
+    'data_key': data_key,
+    'step': state['step'] + 1,
+  }, loss
 
 
 def main() -> None:
@@ -84,8 +91,9 @@ def main() -> None:
     state, loss = train_step(opt, state, x, y)
     losses.append(loss)
   leaves = jax.tree.leaves(checkpoint.keys_to_data(state))
-  np.savez(args.out, losses=np.asarray(losses),
-           **{f'leaf{i}': np.asarray(v) for i, v in enumerate(leaves)})
+  np.savez(
+    args.out, losses=np.asarray(losses), **{f'leaf{i}': np.asarray(v) for i, v in enumerate(leaves)}
+  )
 
 
 if __name__ == '__main__':

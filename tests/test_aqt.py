@@ -27,15 +27,14 @@ def test_sadamw_trains_an_aqt_network_above_chance():
   model = aqt_example.AqtMLP(bits=4, hidden=(64,))
   dataset = data.load_mnist1d()
   opt = sadam_optax.sadamw(3e-3, weight_decay=1e-2)
-  acc = aqt_example.train(model, opt, dataset, steps=150, batch_size=100,
-                          seed=0)
+  acc = aqt_example.train(model, opt, dataset, steps=150, batch_size=100, seed=0)
   assert acc > 0.25  # Chance is 0.10.
   # The brake saw the quantized loss: rho is finite and damping in (0, 1].
   x, y = map(jnp.asarray, dataset[:2])
   params = model.init(jax.random.key(0), x[:1])['params']
   loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
-      model.apply({'params': p}, x[:100]), y[:100]).mean()
-  _, state = opt.update(jax.grad(loss)(params), opt.init(params), params,
-                        value_fn=loss)
+    model.apply({'params': p}, x[:100]), y[:100]
+  ).mean()
+  _, state = opt.update(jax.grad(loss)(params), opt.init(params), params, value_fn=loss)
   damping = float(optax.tree.get(state, 'damping'))
   assert 0.0 < damping <= 1.0

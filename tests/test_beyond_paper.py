@@ -9,8 +9,19 @@ from experiments import common
 
 
 def test_smoke_run_writes_both_bit_widths_and_diagnostics(tmp_path):
-  beyond_paper.main(['--preset', 'smoke', '--methods', 'adamw', 'nagel-freeze',
-                     '--limit-train', '200', '--out-dir', str(tmp_path)])
+  beyond_paper.main(
+    [
+      '--preset',
+      'smoke',
+      '--methods',
+      'adamw',
+      'nagel-freeze',
+      '--limit-train',
+      '200',
+      '--out-dir',
+      str(tmp_path),
+    ]
+  )
   payload = json.loads((tmp_path / 'beyond_paper.json').read_text())
   results = payload['results']['4-bit']
   assert set(results) == {'adamw', 'nagel-freeze'}
@@ -28,9 +39,25 @@ def test_smoke_run_writes_both_bit_widths_and_diagnostics(tmp_path):
 
 def test_two_stage_tuning_reports_every_seed_at_the_chosen_lr(tmp_path):
   # Grid on the first seed only, then seeds 1 and 2 at the chosen lr.
-  beyond_paper.main(['--preset', 'smoke', '--methods', 'adamw', '--seeds', '3',
-                     '--tune-seeds', '1', '--grid', '1e-3', '1e-2',
-                     '--limit-train', '200', '--out-dir', str(tmp_path)])
+  beyond_paper.main(
+    [
+      '--preset',
+      'smoke',
+      '--methods',
+      'adamw',
+      '--seeds',
+      '3',
+      '--tune-seeds',
+      '1',
+      '--grid',
+      '1e-3',
+      '1e-2',
+      '--limit-train',
+      '200',
+      '--out-dir',
+      str(tmp_path),
+    ]
+  )
   payload = json.loads((tmp_path / 'beyond_paper.json').read_text())
   entry = payload['results']['4-bit']['adamw']
   assert len(entry['test_acc']) == len(entry['val_acc']) == 3

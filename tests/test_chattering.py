@@ -23,8 +23,9 @@ def smoke(tmp_path_factory):
 
 
 def _verdict(payload, problem, optimizer):
-  (row,) = [v for v in payload['verdicts']
-            if v['problem'] == problem and v['optimizer'] == optimizer]
+  (row,) = [
+    v for v in payload['verdicts'] if v['problem'] == problem and v['optimizer'] == optimizer
+  ]
   return row
 
 

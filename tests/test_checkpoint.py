@@ -25,9 +25,12 @@ def train_state():
   params = {'w': jnp.arange(6.0).reshape(2, 3), 'b': jnp.ones(3)}
   opt = sadam_optax.sadamw(1e-3, estimator='trajectory')
   opt_state = opt.init(params)
-  return {'params': params, 'opt_state': opt_state,
-          'key': jax.random.split(jax.random.key(7))[1],
-          'keys_rbg': jax.random.split(jax.random.key(1, impl='rbg'), 3)}
+  return {
+    'params': params,
+    'opt_state': opt_state,
+    'key': jax.random.split(jax.random.key(7))[1],
+    'keys_rbg': jax.random.split(jax.random.key(1, impl='rbg'), 3),
+  }
 
 
 def assert_states_equal(a, b):
@@ -47,8 +50,9 @@ def test_round_trip_keeps_typed_keys_and_state_types(tmp_path):
   assert_states_equal(restored, state)
   assert type(restored['opt_state'][0]) is sadam_optax.SingularityAwareState
   # The restored key draws what the original draws.
-  np.testing.assert_array_equal(jax.random.normal(restored['key'], (4,)),
-                                jax.random.normal(state['key'], (4,)))
+  np.testing.assert_array_equal(
+    jax.random.normal(restored['key'], (4,)), jax.random.normal(state['key'], (4,))
+  )
 
 
 def test_latest_step_max_to_keep_and_missing_steps(tmp_path):
@@ -63,22 +67,26 @@ def test_latest_step_max_to_keep_and_missing_steps(tmp_path):
 
 
 def run_script(*args):
-  result = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)],
-                          cwd=REPO, capture_output=True, text=True,
-                          timeout=600, check=False)
+  result = subprocess.run(
+    [sys.executable, str(SCRIPT), *map(str, args)],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-4000:]
 
 
 def test_resume_in_fresh_process_is_bitwise_identical(tmp_path):
   steps, save_at = 40, 17
   ckpt, full, resumed = tmp_path / 'ckpt', tmp_path / 'a.npz', tmp_path / 'b.npz'
-  run_script('--mode', 'full', '--ckpt', ckpt, '--steps', steps, '--save-at',
-             save_at, '--out', full)
-  run_script('--mode', 'resume', '--ckpt', ckpt, '--steps', steps, '--out',
-             resumed)
+  run_script(
+    '--mode', 'full', '--ckpt', ckpt, '--steps', steps, '--save-at', save_at, '--out', full
+  )
+  run_script('--mode', 'resume', '--ckpt', ckpt, '--steps', steps, '--out', resumed)
   a, b = np.load(full), np.load(resumed)
-  assert a['losses'].shape == (steps,) and b['losses'].shape == (
-      steps - save_at,)
+  assert a['losses'].shape == (steps,) and b['losses'].shape == (steps - save_at,)
   np.testing.assert_array_equal(b['losses'], a['losses'][save_at:])
   assert a.files == b.files
   for name in a.files[1:]:  # Params, moments, probe key, rho, data key, step.

@@ -19,8 +19,9 @@ def test_citation_cff_is_valid():
   exe = _cffconvert()
   if exe is None:
     pytest.skip('cffconvert is not installed')
-  result = subprocess.run([exe, '--validate', '-i', str(CITATION)],
-                          capture_output=True, text=True, check=False)
+  result = subprocess.run(
+    [exe, '--validate', '-i', str(CITATION)], capture_output=True, text=True, check=False
+  )
   assert result.returncode == 0, result.stdout + result.stderr
 
 

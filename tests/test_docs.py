@@ -18,8 +18,9 @@ import pytest
 import sadam_optax
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / 'docs'
-DIRECTIVE = re.compile(r'^\s*\.\. auto(?:function|class|data|attribute|exception)::\s+([\w.]+)',
-                       re.MULTILINE)
+DIRECTIVE = re.compile(
+  r'^\s*\.\. auto(?:function|class|data|attribute|exception)::\s+([\w.]+)', re.MULTILINE
+)
 
 
 def documented() -> set[str]:
@@ -33,10 +34,13 @@ def documented() -> set[str]:
 def public_names(module_name: str) -> list[str]:
   """Public functions and classes defined in ``module_name`` (and its lazy ones)."""
   module = importlib.import_module(module_name)
-  names = [name for name, obj in vars(module).items()
-           if not name.startswith('_')
-           and (inspect.isfunction(obj) or inspect.isclass(obj))
-           and getattr(obj, '__module__', None) == module_name]
+  names = [
+    name
+    for name, obj in vars(module).items()
+    if not name.startswith('_')
+    and (inspect.isfunction(obj) or inspect.isclass(obj))
+    and getattr(obj, '__module__', None) == module_name
+  ]
   if module_name == 'sadam_optax.flax_utils':
     names.append('TrainState')  # Built on first access (module __getattr__).
   return sorted(set(names))
@@ -64,9 +68,11 @@ def test_api_entries_exist():
 
 
 def test_every_page_is_in_a_toctree():
-  pages = {p.relative_to(DOCS).with_suffix('').as_posix()
-           for p in DOCS.rglob('*.md')
-           if '_build' not in p.parts and p.name != 'README_draft.md'}
+  pages = {
+    p.relative_to(DOCS).with_suffix('').as_posix()
+    for p in DOCS.rglob('*.md')
+    if '_build' not in p.parts and p.name != 'README_draft.md'
+  }
   linked = {'index'}
   for page in DOCS.rglob('*.md'):
     for block in re.findall(r'```\{toctree\}(.*?)```', page.read_text(), re.S):

@@ -29,8 +29,7 @@ def fault_modes(key: jax.Array) -> jax.Array:
   """Per step: clean (90%), NaN at every probe (3%), inf at every probe (3%),
   or NaN at about 10% of the probes, chosen by a hash of the probe point (4%).
   """
-  return jax.random.choice(key, 4, (STEPS,), p=jnp.array([0.9, 0.03, 0.03,
-                                                          0.04]))
+  return jax.random.choice(key, 4, (STEPS,), p=jnp.array([0.9, 0.03, 0.03, 0.04]))
 
 
 def faulty_loss(value, mode):
@@ -41,8 +40,8 @@ def faulty_loss(value, mode):
     u = jnp.sin(jnp.sum(params) * 12.9898) * 43758.5453
     hit = (u - jnp.floor(u)) < 0.1
     factor = jnp.select(
-        [mode == ALL_NAN, mode == ALL_INF, (mode == SOME) & hit],
-        [jnp.nan, jnp.inf, jnp.nan], 1.0)
+      [mode == ALL_NAN, mode == ALL_INF, (mode == SOME) & hit], [jnp.nan, jnp.inf, jnp.nan], 1.0
+    )
     return value(params) * factor
 
   return loss
@@ -55,12 +54,14 @@ def train(opt, prob, modes):
   def body(carry, mode):
     w, state = carry
     grads = jax.grad(prob.value)(w)
-    updates, state = opt.update(grads, state, w,
-                                value_fn=faulty_loss(prob.value, mode))
+    updates, state = opt.update(grads, state, w, value_fn=faulty_loss(prob.value, mode))
     w = optax.apply_updates(w, updates)
-    return (w, state), (w, optax.tree.get(state, 'rho'),
-                        optax.tree.get(state, 'damping'),
-                        optax.tree.get(state, 'nonfinite_probes'))
+    return (w, state), (
+      w,
+      optax.tree.get(state, 'rho'),
+      optax.tree.get(state, 'damping'),
+      optax.tree.get(state, 'nonfinite_probes'),
+    )
 
   w0 = jnp.full(DIM, 2.0)
   _, trace = jax.lax.scan(body, (w0, opt.init(w0)), modes)
@@ -71,8 +72,7 @@ def train(opt, prob, modes):
 def test_nonfinite_probes_are_counted_and_never_reach_params(estimator):
   prob = problem()
   modes = fault_modes(jax.random.key(1))
-  ws, rhos, dampings, counts = train(
-      sadam_optax.sadam(3e-2, estimator=estimator), prob, modes)
+  ws, rhos, dampings, counts = train(sadam_optax.sadam(3e-2, estimator=estimator), prob, modes)
   ws, counts, modes = np.asarray(ws), np.asarray(counts), np.asarray(modes)
 
   assert np.all(np.isfinite(ws))
@@ -94,8 +94,7 @@ def test_apply_if_finite_skips_nonfinite_gradients():
   """NaN gradients at random steps: skipped, counted, S-Adam state kept."""
   prob = problem()
   bad = jax.random.bernoulli(jax.random.key(2), 0.05, (STEPS,))
-  opt = optax.apply_if_finite(sadam_optax.sadam(3e-2),
-                              max_consecutive_errors=5)
+  opt = optax.apply_if_finite(sadam_optax.sadam(3e-2), max_consecutive_errors=5)
 
   @jax.jit
   def run(bad):

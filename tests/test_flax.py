@@ -1,6 +1,5 @@
 """S-Adam in Flax training loops: nnx.Optimizer and the linen TrainState helper."""
 
-
 import flax
 import flax.linen as nn
 import flax.training.train_state
@@ -22,7 +21,8 @@ def digits():
   x, y = datasets.load_digits(return_X_y=True)
   x = (x / 16.0).reshape(-1, 8, 8, 1).astype(np.float32)
   return jnp.asarray(x[:1024].reshape(16, 64, 8, 8, 1)), jnp.asarray(
-      y[:1024].reshape(16, 64).astype(np.int32))
+    y[:1024].reshape(16, 64).astype(np.int32)
+  )
 
 
 def xent(logits, y):
@@ -30,7 +30,6 @@ def xent(logits, y):
 
 
 class LinenCNN(nn.Module):
-
   @nn.compact
   def __call__(self, x):
     x = nn.relu(nn.Conv(8, (3, 3))(x))
@@ -39,7 +38,6 @@ class LinenCNN(nn.Module):
 
 
 class NnxCNN(nnx.Module):
-
   def __init__(self, rngs):
     self.conv = nnx.Conv(1, 8, (3, 3), rngs=rngs)
     self.dense = nnx.Linear(4 * 4 * 8, 10, rngs=rngs)
@@ -53,8 +51,8 @@ def test_linen_train_state_helper_trains(digits):
   xs, ys = digits
   model = LinenCNN()
   state = flax_utils.TrainState.create(
-      apply_fn=model.apply, params=model.init(jax.random.key(0), xs[0]),
-      tx=sadam_optax.sadamw(1e-2))
+    apply_fn=model.apply, params=model.init(jax.random.key(0), xs[0]), tx=sadam_optax.sadamw(1e-2)
+  )
 
   @jax.jit
   def step(state, x, y):
@@ -79,10 +77,8 @@ def test_linen_functional_helper_matches_subclass(digits):
   loss_of = lambda p: xent(model.apply(p, xs[0]), ys[0])
   grads = jax.grad(loss_of)(params)
   tx = sadam_optax.sadamw(3e-3)
-  plain = flax.training.train_state.TrainState.create(
-      apply_fn=model.apply, params=params, tx=tx)
-  ours = flax_utils.TrainState.create(apply_fn=model.apply, params=params,
-                                      tx=tx)
+  plain = flax.training.train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+  ours = flax_utils.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
   a = flax_utils.apply_gradients(plain, grads=grads, value_fn=loss_of)
   b = ours.apply_gradients(grads=grads, value_fn=loss_of)
   jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
@@ -93,7 +89,8 @@ def test_plain_train_state_drops_value_fn_with_a_clear_error(digits):
   model = LinenCNN()
   params = model.init(jax.random.key(0), xs[0])
   state = flax.training.train_state.TrainState.create(
-      apply_fn=model.apply, params=params, tx=sadam_optax.sadamw(1e-2))
+    apply_fn=model.apply, params=params, tx=sadam_optax.sadamw(1e-2)
+  )
   with pytest.raises(ValueError, match='value_fn'):
     state.apply_gradients(grads=params)
 
@@ -107,12 +104,10 @@ def test_nnx_optimizer_trains(digits):
   @nnx.jit
   def step(model, optimizer, x, y):
     loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
-    optimizer.update(model, grads,
-                     value_fn=flax_utils.nnx_value_fn(model, loss_fn, x, y))
+    optimizer.update(model, grads, value_fn=flax_utils.nnx_value_fn(model, loss_fn, x, y))
     return loss
 
-  losses = [float(step(model, optimizer, x, y))
-            for _ in range(3) for x, y in zip(xs, ys)]
+  losses = [float(step(model, optimizer, x, y)) for _ in range(3) for x, y in zip(xs, ys)]
   assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:4])
   assert 0 < float(optax.tree.get(optimizer.opt_state, 'damping')) <= 1
 
@@ -184,12 +179,12 @@ def test_nnx_value_fn_uses_the_gradients_mask_and_batch_statistics():
   # The probes never touch the running averages (the gradient pass does).
   after_grad = nnx.as_pure(nnx.state(model, nnx.BatchStat))
   value_fn(jax.tree.map(lambda p: p + 0.1, params))
-  jax.tree.map(np.testing.assert_array_equal, after_grad,
-               nnx.as_pure(nnx.state(model, nnx.BatchStat)))
+  jax.tree.map(
+    np.testing.assert_array_equal, after_grad, nnx.as_pure(nnx.state(model, nnx.BatchStat))
+  )
   assert not np.array_equal(after_grad['bn']['mean'], running['bn']['mean'])
   # BatchNorm reads the batch's statistics: a shifted batch normalises away.
-  shifted = flax_utils.nnx_value_fn(model, lambda m, x: jnp.mean(
-      m.bn(m.l1(x))), x)
+  shifted = flax_utils.nnx_value_fn(model, lambda m, x: jnp.mean(m.bn(m.l1(x))), x)
   np.testing.assert_allclose(float(shifted(params)), 0.0, atol=1e-5)
 
 
@@ -203,12 +198,13 @@ def test_nnx_value_and_grad_is_consistent_and_updates_the_model():
   twin = NnxTrainMode(nnx.Rngs(0, dropout=1))
   loss2, grads2 = nnx.value_and_grad(mse)(twin, x, y)
   assert float(loss2) == float(loss)
-  jax.tree.map(np.testing.assert_array_equal, nnx.as_pure(grads),
-               nnx.as_pure(grads2))
+  jax.tree.map(np.testing.assert_array_equal, nnx.as_pure(grads), nnx.as_pure(grads2))
   assert int(model.drop.rngs.count[...]) == 1  # The model moved on.
-  jax.tree.map(np.testing.assert_array_equal,
-               nnx.as_pure(nnx.state(model, nnx.BatchStat)),
-               nnx.as_pure(nnx.state(twin, nnx.BatchStat)))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    nnx.as_pure(nnx.state(model, nnx.BatchStat)),
+    nnx.as_pure(nnx.state(twin, nnx.BatchStat)),
+  )
 
 
 def test_nnx_fresh_dropout_draws_a_mask_per_point():
@@ -225,13 +221,11 @@ def test_nnx_fresh_dropout_draws_a_mask_per_point():
   assert abs(float(same(nudged)) - float(same(params))) < 1e-4
   assert float(fresh(params)) != float(same(params))
   # It trains under nnx.jit; the secant reading sees the masks change.
-  optimizer = nnx.Optimizer(
-      model, sadam_optax.sadamw(1e-2, estimator='secant'), wrt=nnx.Param)
+  optimizer = nnx.Optimizer(model, sadam_optax.sadamw(1e-2, estimator='secant'), wrt=nnx.Param)
 
   @nnx.jit
   def step(model, optimizer):
-    loss, grads, value_fn = flax_utils.nnx_value_and_grad(
-        mse, model, x, y, fresh_dropout=True)
+    loss, grads, value_fn = flax_utils.nnx_value_and_grad(mse, model, x, y, fresh_dropout=True)
     optimizer.update(model, grads, value_fn=value_fn, value=loss)
     return optax.tree.get(optimizer.opt_state, 'rho')
 
@@ -243,15 +237,13 @@ def test_nnx_wrt_mismatch_names_wrt():
   x, y = regression_batch()
   model = NnxTrainMode(nnx.Rngs(0, dropout=1))
   optimizer = nnx.Optimizer(model, sadam_optax.sadamw(1e-2), wrt=nnx.Param)
-  value_fn = flax_utils.nnx_value_fn(model, mse, x, y,
-                                     wrt=(nnx.Param, nnx.BatchStat))
+  value_fn = flax_utils.nnx_value_fn(model, mse, x, y, wrt=(nnx.Param, nnx.BatchStat))
   grads = nnx.grad(mse)(model, x, y)
   with pytest.raises(ValueError, match=r'wrt=.*optimizer\.wrt.*bn/mean'):
     optimizer.update(model, grads, value_fn=value_fn)
 
 
 class LinenTrainMode(nn.Module):
-
   @nn.compact
   def __call__(self, x, train):
     x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Dense(16)(x)))
@@ -266,21 +258,24 @@ def test_linen_value_fn_with_batch_stats_and_dropout():
   loss_of = lambda out: jnp.mean((out - y) ** 2)
   key = jax.random.key(3)
   loss, grads, value_fn, new = flax_utils.linen_value_and_grad(
-      model.apply, loss_of, params, x, variables=stats,
-      rngs={'dropout': key}, train=True)
+    model.apply, loss_of, params, x, variables=stats, rngs={'dropout': key}, train=True
+  )
   # The gradient's own forward pass, and nothing mutated by the probes.
   assert float(value_fn(params)) == float(loss)
-  manual = lambda p: loss_of(model.apply(
-      {'params': p, **stats}, x, train=True, rngs={'dropout': key},
-      mutable=['batch_stats'])[0])
+  manual = lambda p: loss_of(
+    model.apply(
+      {'params': p, **stats}, x, train=True, rngs={'dropout': key}, mutable=['batch_stats']
+    )[0]
+  )
   assert float(manual(params)) == float(loss)
   jax.tree.map(np.testing.assert_array_equal, grads, jax.grad(manual)(params))
   assert set(new) == {'batch_stats'}
-  assert not np.array_equal(new['batch_stats']['BatchNorm_0']['mean'],
-                            stats['batch_stats']['BatchNorm_0']['mean'])
-  fresh = flax_utils.linen_value_fn(model.apply, loss_of, x, variables=stats,
-                                    rngs={'dropout': key}, fresh_dropout=True,
-                                    train=True)
+  assert not np.array_equal(
+    new['batch_stats']['BatchNorm_0']['mean'], stats['batch_stats']['BatchNorm_0']['mean']
+  )
+  fresh = flax_utils.linen_value_fn(
+    model.apply, loss_of, x, variables=stats, rngs={'dropout': key}, fresh_dropout=True, train=True
+  )
   assert float(fresh(params)) == float(fresh(params)) != float(loss)
 
 
@@ -294,22 +289,27 @@ def test_train_state_forwards_value_and_grad_and_replaces_fields():
     batch_stats: dict
 
   tx = sadam_optax.sadamw(0.1, estimator='secant')
-  state = State.create(apply_fn=model.apply, params=variables['params'],
-                       tx=tx, batch_stats=variables['batch_stats'])
-  loss_of = lambda p: jnp.mean(jnp.abs(model.apply(  # Kinks: rho > 0.
-      {'params': p, 'batch_stats': state.batch_stats}, x, train=False) - y))
+  state = State.create(
+    apply_fn=model.apply, params=variables['params'], tx=tx, batch_stats=variables['batch_stats']
+  )
+  loss_of = lambda p: jnp.mean(
+    jnp.abs(
+      model.apply(  # Kinks: rho > 0.
+        {'params': p, 'batch_stats': state.batch_stats}, x, train=False
+      )
+      - y
+    )
+  )
   loss, grads = jax.value_and_grad(loss_of)(state.params)
   marker = jax.tree.map(jnp.zeros_like, variables['batch_stats'])
   # Scaled updates, the true gradient in grad= and a shifted value=: both
   # change rho, so rho shows that they were forwarded.
   scaled = jax.tree.map(lambda g: g / 4, grads)
   kwargs = dict(value_fn=loss_of, value=loss + 0.01, grad=grads)
-  new = jax.jit(lambda s: s.apply_gradients(
-      grads=scaled, batch_stats=marker, **kwargs))(state)
+  new = jax.jit(lambda s: s.apply_gradients(grads=scaled, batch_stats=marker, **kwargs))(state)
   rho = lambda s: float(optax.tree.get(s, 'rho'))
   _, expected = tx.update(scaled, state.opt_state, state.params, **kwargs)
-  _, plain = tx.update(scaled, state.opt_state, state.params,
-                       value_fn=loss_of)
+  _, plain = tx.update(scaled, state.opt_state, state.params, value_fn=loss_of)
   assert rho(new.opt_state) == pytest.approx(rho(expected), rel=1e-5)
   assert rho(new.opt_state) != pytest.approx(rho(plain), rel=1e-2)
   jax.tree.map(np.testing.assert_array_equal, new.batch_stats, marker)

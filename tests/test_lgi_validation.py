@@ -92,11 +92,12 @@ def test_probing_both_ends_sees_an_overshoot_in_the_last_slice():
   def rho(key, former):
     if former:
       with lgi_validation.slices_probes():
-        return sadam_optax.estimate_lgi(loss, params, step, key,
-                                        estimator='step', num_probes=4,
-                                        probe_radius=1e-3)
-    return sadam_optax.estimate_lgi(loss, params, step, key, estimator='step',
-                                    num_probes=4, probe_radius=1e-3)
+        return sadam_optax.estimate_lgi(
+          loss, params, step, key, estimator='step', num_probes=4, probe_radius=1e-3
+        )
+    return sadam_optax.estimate_lgi(
+      loss, params, step, key, estimator='step', num_probes=4, probe_radius=1e-3
+    )
 
   core = np.asarray(jax.jit(jax.vmap(lambda k: rho(k, False)))(keys))
   former = np.asarray(jax.jit(jax.vmap(lambda k: rho(k, True)))(keys))
@@ -105,6 +106,5 @@ def test_probing_both_ends_sees_an_overshoot_in_the_last_slice():
   # The secant readings take the slope as linear: a flip this late barely
   # moves the mean slope, so they read almost nothing (a known blind spot).
   for estimator in ('secant', 'uphill'):
-    late = sadam_optax.estimate_lgi(loss, params, step, keys[0],
-                                    estimator=estimator)
+    late = sadam_optax.estimate_lgi(loss, params, step, keys[0], estimator=estimator)
     assert late < 0.01, estimator

@@ -23,8 +23,10 @@ def regression():
   kx, kw = jax.random.split(jax.random.key(0))
   x = jax.random.normal(kx, (64, 8))
   y = jnp.abs(x @ jax.random.normal(kw, (8, 1)))
-  params = {'w0': jax.random.normal(jax.random.key(1), (8, 16)) / 3,
-            'w1': jax.random.normal(jax.random.key(2), (16, 1)) / 4}
+  params = {
+    'w0': jax.random.normal(jax.random.key(1), (8, 16)) / 3,
+    'w1': jax.random.normal(jax.random.key(2), (16, 1)) / 4,
+  }
 
   def loss(p):  # The forward pass in the parameters' dtype, the mean in f32.
     h = jax.nn.relu(x.astype(p['w0'].dtype) @ p['w0'])
@@ -45,15 +47,13 @@ def train(params):
     updates, s = opt.update(grads, s, p, value_fn=loss)
     return (optax.apply_updates(p, updates), s), value
 
-  (params, state), losses = jax.lax.scan(body, (params, opt.init(params)),
-                                         None, length=STEPS)
+  (params, state), losses = jax.lax.scan(body, (params, opt.init(params)), None, length=STEPS)
   return params, state, updates_dtype(opt, params, state), losses
 
 
 def updates_dtype(opt, params, state):
   _, loss = regression()
-  updates, _ = opt.update(jax.grad(loss)(params), state, params,
-                          value_fn=loss)
+  updates, _ = opt.update(jax.grad(loss)(params), state, params, value_fn=loss)
   return jax.tree.map(lambda u: jnp.zeros((), u.dtype), updates)
 
 
@@ -67,8 +67,7 @@ def test_bf16_params_with_float32_moments_train_like_float32():
   # As optax.adam(mu_dtype=float32): float32 updates, bf16 after applying.
   adam = optax.adam(1e-2, mu_dtype=jnp.float32)
   adam_updates, _ = adam.update(params16, adam.init(params16), params16)
-  assert jax.tree.map(lambda u: u.dtype, upd16) == jax.tree.map(
-      lambda u: u.dtype, adam_updates)
+  assert jax.tree.map(lambda u: u.dtype, upd16) == jax.tree.map(lambda u: u.dtype, adam_updates)
   mu, nu = optax.tree.get(state16, 'mu'), optax.tree.get(state16, 'nu')
   assert all(m.dtype == jnp.float32 for m in jax.tree.leaves(mu))
   assert all(v.dtype == jnp.bfloat16 for v in jax.tree.leaves(nu))  # optax.
@@ -82,15 +81,16 @@ def test_bf16_params_with_float32_moments_train_like_float32():
   assert losses16[-1] < 0.1 * losses16[0]
 
 
-@pytest.mark.parametrize('ratio,reference', [
-    (lgi.instability_ratio,
-     lambda y: np.var(y) / np.mean(y * y)),
-    (lgi.literal_ratio,
-     lambda y: np.var(y, ddof=1) / (np.mean(y * y) + lgi.LITERAL_EPS)),
-])
+@pytest.mark.parametrize(
+  'ratio,reference',
+  [
+    (lgi.instability_ratio, lambda y: np.var(y) / np.mean(y * y)),
+    (lgi.literal_ratio, lambda y: np.var(y, ddof=1) / (np.mean(y * y) + lgi.LITERAL_EPS)),
+  ],
+)
 def test_probe_reductions_accumulate_in_float32(ratio, reference):
   """bf16 samples near 1 with a tiny spread: bf16 arithmetic would cancel."""
-  spread = np.array([-3, -1, 0, 1, 2, 4, -2, -1], np.float64) * 2.0 ** -7
+  spread = np.array([-3, -1, 0, 1, 2, 4, -2, -1], np.float64) * 2.0**-7
   samples = jnp.asarray(1.0 + spread, jnp.bfloat16)
   exact = reference(np.asarray(samples, np.float64))
   got = ratio(samples)
@@ -109,8 +109,7 @@ def test_estimate_lgi_on_bf16_params_is_float32():
   key = jax.random.key(3)
   estimate = jax.jit(functools.partial(sadam_optax.estimate_lgi, loss))
   rho32 = estimate(params32, direction, key)
-  rho16 = estimate(params16, jax.tree.map(lambda d: d.astype(jnp.bfloat16),
-                                          direction), key)
+  rho16 = estimate(params16, jax.tree.map(lambda d: d.astype(jnp.bfloat16), direction), key)
   assert rho16.dtype == rho32.dtype == jnp.float32
   assert 0.0 <= float(rho16) < 1.0
   np.testing.assert_allclose(float(rho16), float(rho32), atol=0.05)

@@ -54,7 +54,6 @@ def token_data(key):
 
 
 class NnxDropout(nnx.Module):
-
   def __init__(self, rngs):
     self.l1 = nnx.Linear(8, 32, rngs=rngs)
     self.drop = nnx.Dropout(0.2, rngs=rngs)
@@ -65,7 +64,6 @@ class NnxDropout(nnx.Module):
 
 
 class NnxBatchNorm(nnx.Module):
-
   def __init__(self, rngs):
     self.l1 = nnx.Linear(8, 32, rngs=rngs)
     self.bn = nnx.BatchNorm(32, rngs=rngs)
@@ -76,7 +74,6 @@ class NnxBatchNorm(nnx.Module):
 
 
 class NnxLayerNorm(nnx.Module):
-
   def __init__(self, rngs):
     self.l1 = nnx.Linear(8, 32, rngs=rngs)
     self.ln = nnx.LayerNorm(32, rngs=rngs)
@@ -87,7 +84,6 @@ class NnxLayerNorm(nnx.Module):
 
 
 class NnxConv(nnx.Module):
-
   def __init__(self, rngs):
     self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)
     self.bn = nnx.BatchNorm(4, rngs=rngs)
@@ -100,13 +96,11 @@ class NnxConv(nnx.Module):
 
 
 class NnxTransformer(nnx.Module):
-
   def __init__(self, rngs, d=16):
     self.embed = nnx.Embed(10, d, rngs=rngs)
     self.pos = nnx.Param(jax.random.normal(rngs.params(), (5, d)) * 0.1)
     self.ln1 = nnx.LayerNorm(d, rngs=rngs)
-    self.attn = nnx.MultiHeadAttention(2, d, dropout_rate=0.1, decode=False,
-                                       rngs=rngs)
+    self.attn = nnx.MultiHeadAttention(2, d, dropout_rate=0.1, decode=False, rngs=rngs)
     self.ln2 = nnx.LayerNorm(d, rngs=rngs)
     self.mlp1 = nnx.Linear(d, 2 * d, rngs=rngs)
     self.mlp2 = nnx.Linear(2 * d, d, rngs=rngs)
@@ -120,11 +114,11 @@ class NnxTransformer(nnx.Module):
 
 
 NNX_MODELS = {
-    'dropout': (NnxDropout, vector_data),
-    'batchnorm': (NnxBatchNorm, vector_data),
-    'layernorm': (NnxLayerNorm, vector_data),
-    'conv': (NnxConv, image_data),
-    'transformer': (NnxTransformer, token_data),
+  'dropout': (NnxDropout, vector_data),
+  'batchnorm': (NnxBatchNorm, vector_data),
+  'layernorm': (NnxLayerNorm, vector_data),
+  'conv': (NnxConv, image_data),
+  'transformer': (NnxTransformer, token_data),
 }
 
 
@@ -140,20 +134,17 @@ def test_nnx_model_trains(name):
   @nnx.jit
   def step(model, optimizer, x, y):
     traces.append(1)
-    loss, grads, value_fn = flax_utils.nnx_value_and_grad(
-        loss_fn, model, x, y, wrt=optimizer.wrt)
+    loss, grads, value_fn = flax_utils.nnx_value_and_grad(loss_fn, model, x, y, wrt=optimizer.wrt)
     optimizer.update(model, grads, value_fn=value_fn, value=loss)
     return loss, optax.tree.get(optimizer.opt_state, 'rho')
 
   x, y = data(jax.random.key(2))  # One batch, revisited: loss must fall.
-  losses, rhos = zip(*[tuple(map(float, step(model, optimizer, x, y)))
-                       for _ in range(STEPS)])
+  losses, rhos = zip(*[tuple(map(float, step(model, optimizer, x, y))) for _ in range(STEPS)])
   assert np.all(np.isfinite(losses)) and np.all(np.isfinite(rhos))
   assert np.mean(losses[-3:]) < 0.8 * losses[0]
   assert np.std(rhos[1:]) > 0
   assert len(traces) == 1
-  assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(
-      nnx.state(model, nnx.Param)))
+  assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 # --------------------------------------------------------------------------
@@ -162,7 +153,6 @@ def test_nnx_model_trains(name):
 
 
 class LinenDropout(nn.Module):
-
   @nn.compact
   def __call__(self, x, train):
     x = nn.relu(nn.Dense(32)(x))
@@ -170,7 +160,6 @@ class LinenDropout(nn.Module):
 
 
 class LinenBatchNorm(nn.Module):
-
   @nn.compact
   def __call__(self, x, train):
     x = nn.BatchNorm(use_running_average=not train)(nn.Dense(32)(x))
@@ -178,7 +167,6 @@ class LinenBatchNorm(nn.Module):
 
 
 class LinenLayerNorm(nn.Module):
-
   @nn.compact
   def __call__(self, x, train):
     del train
@@ -186,7 +174,6 @@ class LinenLayerNorm(nn.Module):
 
 
 class LinenConv(nn.Module):
-
   @nn.compact
   def __call__(self, x, train):
     x = nn.Conv(4, (3, 3))(x)
@@ -202,18 +189,19 @@ class LinenTransformer(nn.Module):
   def __call__(self, tokens, train):
     h = nn.Embed(10, self.d)(tokens)
     h = h + self.param('pos', nn.initializers.normal(0.1), (5, self.d))
-    h = h + nn.MultiHeadDotProductAttention(
-        2, dropout_rate=0.1, deterministic=not train)(nn.LayerNorm()(h))
+    h = h + nn.MultiHeadDotProductAttention(2, dropout_rate=0.1, deterministic=not train)(
+      nn.LayerNorm()(h)
+    )
     m = nn.Dense(self.d)(nn.gelu(nn.Dense(2 * self.d)(nn.LayerNorm()(h))))
     return nn.Dense(2)((h + m).mean(1))
 
 
 LINEN_MODELS = {
-    'dropout': (LinenDropout, vector_data),
-    'batchnorm': (LinenBatchNorm, vector_data),
-    'layernorm': (LinenLayerNorm, vector_data),
-    'conv': (LinenConv, image_data),
-    'transformer': (LinenTransformer, token_data),
+  'dropout': (LinenDropout, vector_data),
+  'batchnorm': (LinenBatchNorm, vector_data),
+  'layernorm': (LinenLayerNorm, vector_data),
+  'conv': (LinenConv, image_data),
+  'transformer': (LinenTransformer, token_data),
 }
 
 
@@ -227,9 +215,12 @@ def test_linen_model_trains(name):
   model = model_cls()
   x, y = data(jax.random.key(2))
   variables = model.init(jax.random.key(0), x, train=False)
-  state = State.create(apply_fn=model.apply, params=variables['params'],
-                       tx=TX(),
-                       batch_stats=variables.get('batch_stats', {}))
+  state = State.create(
+    apply_fn=model.apply,
+    params=variables['params'],
+    tx=TX(),
+    batch_stats=variables.get('batch_stats', {}),
+  )
   traces = []
 
   @jax.jit
@@ -237,10 +228,15 @@ def test_linen_model_trains(name):
     traces.append(1)
     collections = {'batch_stats': state.batch_stats} if state.batch_stats else {}
     loss, grads, value_fn, new = flax_utils.linen_value_and_grad(
-        state.apply_fn, lambda logits: xent(logits, y), state.params, x,
-        variables=collections, rngs={'dropout': key}, train=True)
-    state = state.apply_gradients(grads=grads, value_fn=value_fn, value=loss,
-                                  **new)
+      state.apply_fn,
+      lambda logits: xent(logits, y),
+      state.params,
+      x,
+      variables=collections,
+      rngs={'dropout': key},
+      train=True,
+    )
+    state = state.apply_gradients(grads=grads, value_fn=value_fn, value=loss, **new)
     return state, loss, optax.tree.get(state.opt_state, 'rho')
 
   losses, rhos = [], []
@@ -254,6 +250,7 @@ def test_linen_model_trains(name):
   assert len(traces) == 1
   assert int(state.step) == STEPS
   if 'batch_stats' in variables:  # The gradient pass moved the averages.
-    assert not all(np.array_equal(a, b) for a, b in zip(
-        jax.tree.leaves(state.batch_stats),
-        jax.tree.leaves(variables['batch_stats'])))
+    assert not all(
+      np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(state.batch_stats), jax.tree.leaves(variables['batch_stats']))
+    )

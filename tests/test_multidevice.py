@@ -22,17 +22,17 @@ REPO = pathlib.Path(__file__).parents[1]
 
 
 def test_on_eight_host_devices():
-  env = dict(os.environ,
-             XLA_FLAGS='--xla_force_host_platform_device_count=8',
-             JAX_PLATFORMS='cpu')
-  files = [str(CHECKS / name) for name in ('sharding_checks.py',
-                                           'data_parallel_checks.py')]
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
+  files = [str(CHECKS / name) for name in ('sharding_checks.py', 'data_parallel_checks.py')]
   # One interpreter for both files: JAX's start-up is paid once.
   result = subprocess.run(
-      [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-rxX',
-       *files],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-      check=False)
+    [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '-rxX', *files],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+    check=False,
+  )
   assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-  assert ' passed' in result.stdout and 'skipped' not in result.stdout, (
-      result.stdout[-3000:])
+  assert ' passed' in result.stdout and 'skipped' not in result.stdout, result.stdout[-3000:]

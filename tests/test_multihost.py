@@ -33,12 +33,27 @@ def test_two_processes_match_one_device(tmp_path):
   procs = []
   for i, log in enumerate(logs):  # Files, not pipes: neither can block.
     with open(log, 'w') as f:
-      procs.append(subprocess.Popen(
-          common + ['--num-processes', '2', '--process-id', str(i),
-                    '--local-devices', '4', '--coordinator', coordinator,
-                    '--ckpt', str(tmp_path / 'ckpt'),
-                    '--out', str(tmp_path / f'host{i}.json')],
-          stdout=f, stderr=subprocess.STDOUT))
+      procs.append(
+        subprocess.Popen(
+          common
+          + [
+            '--num-processes',
+            '2',
+            '--process-id',
+            str(i),
+            '--local-devices',
+            '4',
+            '--coordinator',
+            coordinator,
+            '--ckpt',
+            str(tmp_path / 'ckpt'),
+            '--out',
+            str(tmp_path / f'host{i}.json'),
+          ],
+          stdout=f,
+          stderr=subprocess.STDOUT,
+        )
+      )
   try:
     for proc, log in zip(procs, logs):
       assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
@@ -46,19 +61,19 @@ def test_two_processes_match_one_device(tmp_path):
     for proc in procs:
       if proc.poll() is None:
         proc.kill()
-  subprocess.run(common + ['--local-devices', '1', '--out',
-                           str(tmp_path / 'single.json')],
-                 check=True, capture_output=True, timeout=600)
+  subprocess.run(
+    common + ['--local-devices', '1', '--out', str(tmp_path / 'single.json')],
+    check=True,
+    capture_output=True,
+    timeout=600,
+  )
 
-  hosts = [json.loads((tmp_path / f'host{i}.json').read_text())
-           for i in range(2)]
+  hosts = [json.loads((tmp_path / f'host{i}.json').read_text()) for i in range(2)]
   single = json.loads((tmp_path / 'single.json').read_text())
   assert [h['devices'] for h in hosts] == [8, 8] and single['devices'] == 1
   assert hosts[0] == dict(hosts[1], process=0)  # Hosts agree bit for bit.
   np.testing.assert_allclose(hosts[0]['losses'], single['losses'], rtol=1e-5)
-  np.testing.assert_allclose(hosts[0]['rhos'], single['rhos'], rtol=1e-4,
-                             atol=1e-7)
+  np.testing.assert_allclose(hosts[0]['rhos'], single['rhos'], rtol=1e-4, atol=1e-7)
   for name, value in single['params'].items():
-    np.testing.assert_allclose(hosts[0]['params'][name], value, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(hosts[0]['params'][name], value, rtol=1e-5, atol=1e-6)
   assert (tmp_path / 'ckpt' / '5').is_dir()

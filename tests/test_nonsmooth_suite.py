@@ -22,8 +22,7 @@ def _instances(family):
   return ns.make_instances(family, NUM)
 
 
-@pytest.mark.parametrize('family', [f for f in ns.FAMILIES
-                                    if ns.FAMILIES[f].metric == 'distance'])
+@pytest.mark.parametrize('family', [f for f in ns.FAMILIES if ns.FAMILIES[f].metric == 'distance'])
 def test_minimiser_beats_perturbations(family):
   objective = ns.FAMILIES[family].objective
   rng = np.random.default_rng(0)
@@ -56,8 +55,9 @@ def test_abs_sum_subgradient_condition_and_figure1():
     a, c, mu, w = inst.data['a'], inst.data['c'], inst.data['mu'], inst.minimiser
     # 0 in mu w + a * sign(w - c), sign(0) = [-1, 1].
     smooth = w != c
-    np.testing.assert_allclose(mu * w[smooth] + a[smooth] * np.sign(
-        w[smooth] - c[smooth]), 0.0, atol=1e-12)
+    np.testing.assert_allclose(
+      mu * w[smooth] + a[smooth] * np.sign(w[smooth] - c[smooth]), 0.0, atol=1e-12
+    )
     assert np.all(np.abs(mu * w[~smooth]) <= a[~smooth] + 1e-12)
 
 
@@ -72,8 +72,7 @@ def test_svm_and_huber_optimality():
 def test_max_affine_optimality():
   for inst in _instances('max_affine'):
     d = inst.data
-    assert ns.max_affine_kkt(d['a'], d['b'], float(d['mu']),
-                             inst.minimiser) < 1e-9
+    assert ns.max_affine_kkt(d['a'], d['b'], float(d['mu']), inst.minimiser) < 1e-9
 
 
 def test_relu_regression_and_net_optima():
@@ -90,8 +89,10 @@ def test_jax_and_numpy_objectives_agree():
     inst = ns.make_instances(family, 1)[0]
     data = {k: jnp.asarray(v, jnp.float32) for k, v in inst.data.items()}
     np.testing.assert_allclose(
-        float(fam.objective(data, jnp.asarray(inst.start, jnp.float32))),
-        fam.objective(inst.data, inst.start, np), rtol=1e-4)
+      float(fam.objective(data, jnp.asarray(inst.start, jnp.float32))),
+      fam.objective(inst.data, inst.start, np),
+      rtol=1e-4,
+    )
 
 
 def test_instances_are_fixed_and_varied():
@@ -118,8 +119,7 @@ def test_run_metrics_and_criteria():
   steps = 100
   m0 = np.array([1.0, 1.0])
   # Run 0 plateaus at 0.1 and alternates; run 1 decays geometrically.
-  ms = np.stack([np.where(np.arange(steps) % 2, 0.05, 0.15),
-                 0.9 ** np.arange(1, steps + 1)])
+  ms = np.stack([np.where(np.arange(steps) % 2, 0.05, 0.15), 0.9 ** np.arange(1, steps + 1)])
   damp = np.stack([np.where(np.arange(steps) % 2, 0.2, 1.0), np.ones(steps)])
   out = ns.run_metrics(m0, ms, damp)
   assert out['band'][0] == pytest.approx(0.1)
@@ -140,8 +140,7 @@ def test_run_metrics_and_criteria():
 
 
 def test_verdict():
-  cell = lambda conv, win, ratio: dict(converged=conv, win_rate=win,
-                                       median_ratio=ratio)
+  cell = lambda conv, win, ratio: dict(converged=conv, win_rate=win, median_ratio=ratio)
   assert ns.verdict([cell(False, 0.0, 9.0)]) == 'n/a'
   assert ns.verdict([cell(True, 0.96, 0.4), cell(False, 0.0, 9.0)]) == 'pass'
   assert ns.verdict([cell(True, 0.96, 0.4), cell(True, 0.9, 0.1)]) == 'fail'
@@ -149,16 +148,22 @@ def test_verdict():
 
 
 def test_methods_registry():
-  assert {'adam', 'adam-cosine', 'sadam', 'sadam-step', 'sadam-compound',
-          'sadam-literal', 'sadam-trajectory-compound'} <= set(ns.METHODS)
+  assert {
+    'adam',
+    'adam-cosine',
+    'sadam',
+    'sadam-step',
+    'sadam-compound',
+    'sadam-literal',
+    'sadam-trajectory-compound',
+  } <= set(ns.METHODS)
   tx = ns.build(ns.METHODS['adam-cosine'], jnp.float32(0.1), steps=10)
   assert hasattr(tx, 'update')
 
 
 def test_smoke_end_to_end(tmp_path):
   stem = tmp_path / 'suite'
-  payload = ns.main(['--smoke', '--families', 'lasso', 'abs_sum',
-                     '--out', str(stem)])
+  payload = ns.main(['--smoke', '--families', 'lasso', 'abs_sum', '--out', str(stem)])
   saved = json.loads((tmp_path / 'suite.json').read_text())
   assert saved['command'].startswith('python -m experiments.')
   assert saved['hardware'] and saved['core']
@@ -174,10 +179,16 @@ def test_smoke_end_to_end(tmp_path):
 
 def test_run_suite_api_with_any_transformation():
   import optax  # pylint: disable=g-import-not-at-top
-  out = ns.run_suite({'adam': ns.METHODS['adam'],
-                      'sgd': lambda lr: optax.sgd(lr)},
-                     families=['relu_regression'], lrs=[1e-2], steps=30,
-                     instances=1, controls=(), progress=False)
+
+  out = ns.run_suite(
+    {'adam': ns.METHODS['adam'], 'sgd': lambda lr: optax.sgd(lr)},
+    families=['relu_regression'],
+    lrs=[1e-2],
+    steps=30,
+    instances=1,
+    controls=(),
+    progress=False,
+  )
   rows = {c['method']: c for c in out['cells']}
   assert set(rows) == {'adam', 'sgd'}
   assert rows['adam']['win_rate'] == 1.0

@@ -15,8 +15,7 @@ import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / 'notebooks'
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob('*.ipynb'))
-COLAB = ('https://colab.research.google.com/github/sadam-optax/sadam-optax/'
-         'blob/main/notebooks/{}')
+COLAB = 'https://colab.research.google.com/github/sadam-optax/sadam-optax/blob/main/notebooks/{}'
 CELL_TIMEOUT_S = 600
 
 
@@ -42,8 +41,7 @@ def test_committed_without_outputs(path):
   nb = json.loads(path.read_text())
   for i, cell in enumerate(_code_cells(nb)):
     assert cell['outputs'] == [], f'{path.name}: code cell {i} has outputs'
-    assert cell['execution_count'] is None, (
-        f'{path.name}: code cell {i} has an execution count')
+    assert cell['execution_count'] is None, f'{path.name}: code cell {i} has an execution count'
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -65,10 +63,14 @@ def test_runs_top_to_bottom(path, monkeypatch):
   nb = nbformat.read(path, as_version=4)
   nb.cells.append(nbformat.v4.new_code_cell('import sys; print(sys.prefix)'))
   client = nbclient.NotebookClient(
-      nb, kernel_name='python3', timeout=CELL_TIMEOUT_S,
-      resources={'metadata': {'path': str(NOTEBOOK_DIR)}})
+    nb,
+    kernel_name='python3',
+    timeout=CELL_TIMEOUT_S,
+    resources={'metadata': {'path': str(NOTEBOOK_DIR)}},
+  )
   client.execute()  # Raises CellExecutionError if a cell fails.
   kernel_prefix = nb.cells[-1].outputs[0]['text'].strip()
   assert kernel_prefix == sys.prefix, (
-      f'the python3 kernel runs {kernel_prefix}, not this environment '
-      f'{sys.prefix}: install ipykernel here.')
+    f'the python3 kernel runs {kernel_prefix}, not this environment '
+    f'{sys.prefix}: install ipykernel here.'
+  )

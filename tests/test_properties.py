@@ -29,19 +29,21 @@ from sadam_optax import lgi
 from sadam_optax import problems
 
 DIM = 6
-SETTINGS = hypothesis.settings(max_examples=20, deadline=None,
-                               derandomize=True)
+SETTINGS = hypothesis.settings(max_examples=20, deadline=None, derandomize=True)
 
 
 def vectors(lo, hi):
-  return hnp.arrays(np.float32, DIM, elements=st.floats(
-      lo, hi, allow_nan=False, allow_infinity=False, width=32))
+  return hnp.arrays(
+    np.float32, DIM, elements=st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=32)
+  )
 
 
 abs_sums = st.builds(
-    lambda w, c, r: problems.AbsSum(jnp.asarray(w), jnp.asarray(c),
-                                    jnp.float32(r)),
-    vectors(0.0, 2.0), vectors(-2.0, 2.0), st.floats(0.0, 2.0))
+  lambda w, c, r: problems.AbsSum(jnp.asarray(w), jnp.asarray(c), jnp.float32(r)),
+  vectors(0.0, 2.0),
+  vectors(-2.0, 2.0),
+  st.floats(0.0, 2.0),
+)
 points = vectors(-3.0, 3.0)
 steps = vectors(-1.0, 1.0)
 seeds = st.integers(0, 2**31 - 1)
@@ -53,8 +55,9 @@ def rho_fn(estimator):
 
   def rho(problem, params, direction, seed, scale):
     value = lambda w: scale * problem.value(w)
-    return sadam_optax.estimate_lgi(value, params, direction,
-                                    jax.random.key(seed), estimator=estimator)
+    return sadam_optax.estimate_lgi(
+      value, params, direction, jax.random.key(seed), estimator=estimator
+    )
 
   return jax.jit(rho)
 
@@ -62,9 +65,13 @@ def rho_fn(estimator):
 @jax.jit
 def literal_mean_square(problem, params, seed):
   """mean(D^2) of the literal estimator's finite differences."""
-  d = lgi.literal_samples(problem.value, params, jax.random.key(seed),
-                          num_probes=lgi.DEFAULT_NUM_PROBES['literal'],
-                          probe_radius=lgi.DEFAULT_PROBE_RADIUS['literal'])
+  d = lgi.literal_samples(
+    problem.value,
+    params,
+    jax.random.key(seed),
+    num_probes=lgi.DEFAULT_NUM_PROBES['literal'],
+    probe_radius=lgi.DEFAULT_PROBE_RADIUS['literal'],
+  )
   return jnp.mean(d * d)
 
 
@@ -75,11 +82,9 @@ def upper_bound(estimator):
   return 1.0
 
 
-@pytest.mark.parametrize('estimator', ['uphill', 'secant', 'step',
-                                       'trajectory', 'literal'])
+@pytest.mark.parametrize('estimator', ['uphill', 'secant', 'step', 'trajectory', 'literal'])
 @SETTINGS
-@hypothesis.given(problem=abs_sums, params=points, direction=steps,
-                  seed=seeds)
+@hypothesis.given(problem=abs_sums, params=points, direction=steps, seed=seeds)
 def test_rho_in_range(estimator, problem, params, direction, seed):
   rho = float(rho_fn(estimator)(problem, params, direction, seed, 1.0))
   assert 0.0 <= rho
@@ -91,26 +96,31 @@ def test_rho_in_range(estimator, problem, params, direction, seed):
     assert rho < 1.0
 
 
-@pytest.mark.parametrize('estimator, scales, atol', [
+@pytest.mark.parametrize(
+  'estimator, scales, atol',
+  [
     ('uphill', (1e-3, 1e3), 1e-4),
     ('secant', (1e-3, 1e3), 1e-4),
     ('step', (1e-3, 1e3), 1e-4),
     ('trajectory', (1e-3, 1e3), 1e-4),
     # Finite differences over sigma = 0.01 in float32: ~1e-4 relative noise.
     ('literal', (0.5, 50.0), 5e-3),
-])
+  ],
+)
 @SETTINGS
-@hypothesis.given(problem=abs_sums, params=points, direction=steps,
-                  seed=seeds, data=st.data())
-def test_rho_invariant_to_positive_loss_scale(estimator, scales, atol, problem,
-                                              params, direction, seed, data):
+@hypothesis.given(problem=abs_sums, params=points, direction=steps, seed=seeds, data=st.data())
+def test_rho_invariant_to_positive_loss_scale(
+  estimator, scales, atol, problem, params, direction, seed, data
+):
   scale = data.draw(st.floats(*scales))
   fn = rho_fn(estimator)
   if estimator == 'literal':
     hypothesis.assume(float(literal_mean_square(problem, params, seed)) > 1e-2)
-  np.testing.assert_allclose(fn(problem, params, direction, seed, scale),
-                             fn(problem, params, direction, seed, 1.0),
-                             atol=atol)
+  np.testing.assert_allclose(
+    fn(problem, params, direction, seed, scale),
+    fn(problem, params, direction, seed, 1.0),
+    atol=atol,
+  )
 
 
 def test_literal_rho_is_not_scale_invariant_below_its_epsilon():
@@ -129,9 +139,9 @@ def damping_fn(rule):
 
   def damping(lam, params):
     opt = optax.inject_hyperparams(sadam_optax.sadam, static_args=('rule',))(
-        learning_rate=0.3, lam=lam, rule=rule)
-    _, state = opt.update(jax.grad(value)(params), opt.init(params), params,
-                          value_fn=value)
+      learning_rate=0.3, lam=lam, rule=rule
+    )
+    _, state = opt.update(jax.grad(value)(params), opt.init(params), params, value_fn=value)
     return optax.tree.get(state, 'damping')
 
   return jax.jit(damping)
@@ -139,10 +149,10 @@ def damping_fn(rule):
 
 @pytest.mark.parametrize('rule', ['exp', 'compound'])
 @SETTINGS
-@hypothesis.given(lams=st.lists(st.floats(0.0, 20.0), min_size=2,
-                                max_size=2),
-                  params=hnp.arrays(np.float32, 2, elements=st.floats(
-                      0.75, 1.25, width=32)))
+@hypothesis.given(
+  lams=st.lists(st.floats(0.0, 20.0), min_size=2, max_size=2),
+  params=hnp.arrays(np.float32, 2, elements=st.floats(0.75, 1.25, width=32)),
+)
 def test_damping_monotone_in_lam(rule, lams, params):
   lo, hi = sorted(lams)
   fn = damping_fn(rule)

@@ -51,8 +51,9 @@ def test_qwix_quantizes_the_library_model():
   float_model = qwix_example.quantized_linen(bits=None, channels=8)
   variables = float_model.init(jax.random.key(1), x)
   quantized = qwix_example.quantized_linen(bits=2, channels=8)
-  assert (jax.tree.map(jnp.shape, quantized.init(jax.random.key(1), x)) ==
-          jax.tree.map(jnp.shape, variables))
+  assert jax.tree.map(jnp.shape, quantized.init(jax.random.key(1), x)) == jax.tree.map(
+    jnp.shape, variables
+  )
   low, high = quantized.apply(variables, x), float_model.apply(variables, x)
   assert low.shape == high.shape
   assert not np.allclose(low, high, atol=1e-3)
@@ -66,7 +67,8 @@ def test_step_estimator_runs_through_qwix_by_reverse_mode(dataset):
   params = model.init(jax.random.key(0), x[:1])['params']
   loss = lambda p: qwix_example.xent(model.apply({'params': p}, x[:50]), y[:50])
   opt = sadam_optax.sadamw(1e-3, estimator='step')
-  updates, state = jax.jit(lambda p: opt.update(
-      jax.grad(loss)(p), opt.init(p), p, value_fn=loss))(params)
+  updates, state = jax.jit(lambda p: opt.update(jax.grad(loss)(p), opt.init(p), p, value_fn=loss))(
+    params
+  )
   assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates))
   assert np.isfinite(float(optax.tree.get(state, 'rho')))

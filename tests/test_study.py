@@ -11,13 +11,13 @@ from experiments import study as study_lib
 
 
 def _tiny_runs(**options):
-  return study_lib.cifar10_qatnet_cpu(finished=lambda c: None, tiny=True,
-                                      **options)
+  return study_lib.cifar10_qatnet_cpu(finished=lambda c: None, tiny=True, **options)
 
 
 def _config(optimizer='sadamw', epochs=3):
-  run = next(r for r in _tiny_runs(epochs=epochs)
-             if r.config is not None and r.config.optimizer == optimizer)
+  run = next(
+    r for r in _tiny_runs(epochs=epochs) if r.config is not None and r.config.optimizer == optimizer
+  )
   return run.config
 
 
@@ -27,9 +27,13 @@ def _fail(line):
 
 def _without_seconds(result):
   curves = {k: v for k, v in result['curves'].items() if k != 'seconds'}
-  return dict(curves=curves, final=result['final'],
-              mean_damping=result['mean_damping'], key=result['key'],
-              config=result['config'])
+  return dict(
+    curves=curves,
+    final=result['final'],
+    mean_damping=result['mean_damping'],
+    key=result['key'],
+    config=result['config'],
+  )
 
 
 def test_resumed_run_equals_uninterrupted(tmp_path):
@@ -38,8 +42,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
   whole = study_lib.Study('whole', tmp_path / 'res', tmp_path / 'ck1')
   assert study_lib.train_run(whole, config, log=lambda _: None)
   stopped = study_lib.Study('stopped', tmp_path / 'res', tmp_path / 'ck2')
-  assert not study_lib.train_run(stopped, config, stop_after=1,
-                                 log=lambda _: None)
+  assert not study_lib.train_run(stopped, config, stop_after=1, log=lambda _: None)
   assert stopped.finished(config) is None
   assert stopped.epochs_done(config) == 1
   assert study_lib.train_run(stopped, config, log=lambda _: None)
@@ -61,8 +64,7 @@ def test_finished_runs_are_skipped_and_controls_follow(tmp_path):
   fn = study_lib.cifar10_qatnet_cpu
   runs = study_lib.queue(fn, study, tiny=True)
   # The queue starts with AdamW; controls wait for their S-Adam run.
-  assert [r.config.optimizer for r in runs[:4]] == [
-      'adamw', 'adamw', 'paper_sadamw', 'sadamw']
+  assert [r.config.optimizer for r in runs[:4]] == ['adamw', 'adamw', 'paper_sadamw', 'sadamw']
   assert all(r.config is None for r in runs if r.parent is not None)
   for r, damping in zip(runs[:4], (1.0, 1.0, 0.25, 0.8)):
     _fake_result(study, r.config, damping)
@@ -79,8 +81,7 @@ def test_finished_runs_are_skipped_and_controls_follow(tmp_path):
   table = study_lib.status_table(runs, study)
   assert '4 done' in table and '10 waiting' in table
   # A run stopped before its first epoch is still pending, not partial.
-  assert not study_lib.train_run(study, controls[0].config, stop_after=0,
-                                 log=lambda _: None)
+  assert not study_lib.train_run(study, controls[0].config, stop_after=0, log=lambda _: None)
   assert study.epochs_done(controls[0].config) == 0
   report = study_lib.report('s', runs, study).read_text()
   assert 'INCOMPLETE (1 of 3 seeds)' in report
@@ -91,8 +92,13 @@ def test_keys(monkeypatch):
   adamw = _config('adamw')
   key = study_lib.run_key(config)
   assert key == study_lib.run_key(dataclasses.replace(config))  # Stable.
-  for change in (dict(lr=2e-3), dict(seed=5), dict(epochs=4),
-                 dict(schedule='cosine'), dict(batch_size=16)):
+  for change in (
+    dict(lr=2e-3),
+    dict(seed=5),
+    dict(epochs=4),
+    dict(schedule='cosine'),
+    dict(batch_size=16),
+  ):
     assert study_lib.run_key(dataclasses.replace(config, **change)) != key
   adamw_key = study_lib.run_key(adamw)
   # A new S-Adam version re-keys S-Adam runs only.
@@ -106,9 +112,18 @@ def test_gpu_preset_tiny_runs_on_cpu(tmp_path, monkeypatch):
   # The accelerator's path: data on the device, one scan per epoch.
   monkeypatch.setenv('SADAM_STEP_LOOP', 'scan')
   root = tmp_path / 'res'
-  study_lib.main(['gpu_resnet18', '--tiny', '--epochs', '1',
-                  '--results-root', str(root),
-                  '--ckpt-root', str(tmp_path / 'ck')])
+  study_lib.main(
+    [
+      'gpu_resnet18',
+      '--tiny',
+      '--epochs',
+      '1',
+      '--results-root',
+      str(root),
+      '--ckpt-root',
+      str(tmp_path / 'ck'),
+    ]
+  )
   study = study_lib.Study('gpu_resnet18_tiny', root, tmp_path / 'ck')
   runs = study_lib.queue(study_lib.gpu_resnet18, study, tiny=True, epochs=1)
   assert len(runs) == 10 and all(r.config is not None for r in runs)

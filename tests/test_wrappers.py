@@ -23,14 +23,14 @@ import pytest
 
 import sadam_optax
 
-X = jnp.array([[1.0, 2.0, -1.0, 0.5], [3.0, -1.0, 0.2, 0.0],
-               [0.5, 0.5, 1.0, -2.0]])
+X = jnp.array([[1.0, 2.0, -1.0, 0.5], [3.0, -1.0, 0.2, 0.0], [0.5, 0.5, 1.0, -2.0]])
 
 
 def init_params():
-  return {'w': jnp.array([[0.5, -0.3, 0.2], [0.2, 0.1, -0.4],
-                          [0.0, 0.3, 0.1], [-0.2, 0.4, 0.3]]),
-          'b': jnp.array([0.1, -0.2, 0.05])}
+  return {
+    'w': jnp.array([[0.5, -0.3, 0.2], [0.2, 0.1, -0.4], [0.0, 0.3, 0.1], [-0.2, 0.4, 0.3]]),
+    'b': jnp.array([0.1, -0.2, 0.05]),
+  }
 
 
 def loss(params):
@@ -42,8 +42,7 @@ def run(opt, steps=6, *, grads_fn=jax.grad(loss), **update_kwargs):
 
   @jax.jit
   def step(params, state):
-    updates, state = opt.update(grads_fn(params), state, params,
-                                **update_kwargs)
+    updates, state = opt.update(grads_fn(params), state, params, **update_kwargs)
     return optax.apply_updates(params, updates), state
 
   params = init_params()
@@ -74,18 +73,17 @@ def test_inject_hyperparams_lam_changed_mid_run():
   static arg, is tested in sadam_optax/alias_test.py.)
   """
   # 'secant' brakes these descent steps too ('uphill' reads 0 on them).
-  opt = optax.inject_hyperparams(sadam_optax.sadam, static_args=(
-      'estimator',))(learning_rate=1e-2, lam=2.0, estimator='secant')
+  opt = optax.inject_hyperparams(sadam_optax.sadam, static_args=('estimator',))(
+    learning_rate=1e-2, lam=2.0, estimator='secant'
+  )
   params = init_params()
   state = opt.init(params)
-  step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p,
-                                         value_fn=loss))
+  step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p, value_fn=loss))
   dampings = []
   for i in range(6):
     if i == 3:  # Same dtype as before: no recompilation.
       state.hyperparams['lam'] = jnp.zeros_like(state.hyperparams['lam'])
-      state.hyperparams['learning_rate'] = jnp.full_like(
-          state.hyperparams['learning_rate'], 5e-3)
+      state.hyperparams['learning_rate'] = jnp.full_like(state.hyperparams['learning_rate'], 5e-3)
     updates, state = step(params, state)
     params = optax.apply_updates(params, updates)
     dampings.append(float(optax.tree.get(state, 'damping')))
@@ -101,16 +99,14 @@ def test_multisteps_equals_one_step_per_k_micro_steps():
   on the k-th: the probes cost k times, and rho sees the last micro-batch.
   """
   k = 3
-  params, state = run(optax.MultiSteps(sadam_optax.sadam(1e-2), k),
-                      steps=6 * k, value_fn=loss)
+  params, state = run(optax.MultiSteps(sadam_optax.sadam(1e-2), k), steps=6 * k, value_fn=loss)
   assert_trees_close(params, reference()[0], rtol=1e-5, atol=1e-6)
   assert int(optax.tree.get(state, 'gradient_step')) == 6
 
 
 def test_apply_if_finite_forwards_value_fn():
   """apply_if_finite passes **extra_args on, value_fn included."""
-  params, state = run(optax.apply_if_finite(sadam_optax.sadam(1e-2), 3),
-                      value_fn=loss)
+  params, state = run(optax.apply_if_finite(sadam_optax.sadam(1e-2), 3), value_fn=loss)
   assert_trees_close(params, reference()[0], rtol=1e-6, atol=1e-7)
   assert int(state.total_notfinite) == 0
 
@@ -124,8 +120,9 @@ def test_chain_with_clipping_equals_clipped_gradients():
 
 
 def test_lookahead_with_trajectory_estimator():
-  opt = optax.lookahead(sadam_optax.sadam(1e-2, estimator='trajectory'),
-                        sync_period=2, slow_step_size=0.5)
+  opt = optax.lookahead(
+    sadam_optax.sadam(1e-2, estimator='trajectory'), sync_period=2, slow_step_size=0.5
+  )
   params = optax.LookaheadParams.init_synced(init_params())
   state = opt.init(params)
   step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p.fast), s, p))
@@ -136,11 +133,11 @@ def test_lookahead_with_trajectory_estimator():
 
 
 def test_opaque_sam_with_trajectory_estimator():
-  opt = optax.contrib.sam(sadam_optax.sadam(1e-2, estimator='trajectory'),
-                          optax.sgd(1e-2), opaque_mode=True)
+  opt = optax.contrib.sam(
+    sadam_optax.sadam(1e-2, estimator='trajectory'), optax.sgd(1e-2), opaque_mode=True
+  )
   grad_fn = lambda p, _: jax.grad(loss)(p)
-  step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p,
-                                         grad_fn=grad_fn))
+  step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p, grad_fn=grad_fn))
   params = init_params()
   state = opt.init(params)
   for _ in range(4):
@@ -158,14 +155,18 @@ def update_once(opt, **update_kwargs):
   """One update, traced and compiled (eager dispatch would cost more)."""
   params = init_params()
   return jax.jit(functools.partial(opt.update, **update_kwargs))(
-      jax.grad(loss)(params), opt.init(params), params)
+    jax.grad(loss)(params), opt.init(params), params
+  )
 
 
-@pytest.mark.parametrize('wrap', [
+@pytest.mark.parametrize(
+  'wrap',
+  [
     lambda o: optax.masked(o, {'w': True, 'b': False}),
-    lambda o: optax.partition({'s': o, 'a': optax.adam(1e-2)},
-                              {'w': 's', 'b': 'a'}),
-], ids=['masked', 'partition'])
+    lambda o: optax.partition({'s': o, 'a': optax.adam(1e-2)}, {'w': 's', 'b': 'a'}),
+  ],
+  ids=['masked', 'partition'],
+)
 def test_masking_wrappers_say_to_move_sadam_outside(wrap):
   with pytest.raises(ValueError, match='outside.*sadamw\\(mask=...\\)'):
     update_once(wrap(sadam_optax.sadam(1e-2)), value_fn=loss)
@@ -189,10 +190,14 @@ def test_multisteps_gradient_transformation_in_chain_drops_value_fn():
     update_once(chained, value_fn=loss)
 
 
-@pytest.mark.parametrize('wrap', [
+@pytest.mark.parametrize(
+  'wrap',
+  [
     lambda o: optax.lookahead(o, sync_period=2, slow_step_size=0.5),
     lambda o: optax.contrib.sam(o, optax.sgd(1e-2)),
-], ids=['lookahead', 'sam'])
+  ],
+  ids=['lookahead', 'sam'],
+)
 def test_wrappers_without_extra_args(wrap):
   """They reject value_fn (optax's TypeError); without it, S-Adam advises."""
   opt = wrap(sadam_optax.sadam(1e-2))
@@ -214,10 +219,11 @@ def test_transparent_sam_runs_on_a_raw_key_in_state():
   transparent SAM runs; optax.add_noise's typed key still fails there (an
   optax issue).
   """
-  updates, _ = update_once(optax.contrib.sam(
-      sadam_optax.sadam(1e-2, estimator='trajectory'), optax.sgd(1e-2)))
+  updates, _ = update_once(
+    optax.contrib.sam(sadam_optax.sadam(1e-2, estimator='trajectory'), optax.sgd(1e-2))
+  )
   assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates))
   with pytest.raises(TypeError, match='key'):
-    update_once(optax.contrib.sam(
-        optax.chain(optax.add_noise(0.1, 0.5, 0), optax.sgd(1e-2)),
-        optax.sgd(1e-2)))
+    update_once(
+      optax.contrib.sam(optax.chain(optax.add_noise(0.1, 0.5, 0), optax.sgd(1e-2)), optax.sgd(1e-2))
+    )

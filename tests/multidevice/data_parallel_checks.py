@@ -20,19 +20,22 @@ NUM_DEVICES = 8
 STEPS, GLOBAL_BATCH, DIM, HIDDEN = 50, 64, 6, 16
 
 if jax.device_count() != NUM_DEVICES:
-  pytest.skip(f'needs {NUM_DEVICES} devices: set XLA_FLAGS='
-              f'--xla_force_host_platform_device_count={NUM_DEVICES}',
-              allow_module_level=True)
+  pytest.skip(
+    f'needs {NUM_DEVICES} devices: set XLA_FLAGS='
+    f'--xla_force_host_platform_device_count={NUM_DEVICES}',
+    allow_module_level=True,
+  )
 
-MESH = jax.make_mesh((NUM_DEVICES,), ('data',),
-                     axis_types=(jax.sharding.AxisType.Explicit,))
+MESH = jax.make_mesh((NUM_DEVICES,), ('data',), axis_types=(jax.sharding.AxisType.Explicit,))
 
 
 def init_params():
   k0, k1 = jax.random.split(jax.random.key(0))
-  return {'w0': jax.random.normal(k0, (DIM, HIDDEN)) / np.sqrt(DIM),
-          'b0': jnp.zeros(HIDDEN),
-          'w1': jax.random.normal(k1, (HIDDEN, 1)) / np.sqrt(HIDDEN)}
+  return {
+    'w0': jax.random.normal(k0, (DIM, HIDDEN)) / np.sqrt(DIM),
+    'b0': jnp.zeros(HIDDEN),
+    'w1': jax.random.normal(k1, (HIDDEN, 1)) / np.sqrt(HIDDEN),
+  }
 
 
 def batches():
@@ -60,12 +63,10 @@ def train(opt, params, xs, ys, *, grad_axis=None, track_spread=False):
       g = jax.lax.pmean(g, grad_axis)
     u, s = opt.update(g, s, p, value_fn=loss_of)
     p = optax.apply_updates(p, u)
-    spread = (replica_divergence((p, s), grad_axis) if track_spread
-              else jnp.float32(0.0))
+    spread = replica_divergence((p, s), grad_axis) if track_spread else jnp.float32(0.0)
     return (p, s), (optax.tree.get(s, 'rho'), spread)
 
-  (p, s), (rhos, spreads) = jax.lax.scan(body, (params, opt.init(params)),
-                                         (xs, ys))
+  (p, s), (rhos, spreads) = jax.lax.scan(body, (params, opt.init(params)), (xs, ys))
   return p, rhos, spreads
 
 
@@ -87,12 +88,11 @@ def shard_mapped(estimator, *, axis_name):
   opt = sadam_optax.sadam(1e-2, estimator=estimator, axis_name=axis_name)
 
   def replica(params, xs, ys):
-    return per_replica(train(opt, params, xs, ys, grad_axis='data',
-                             track_spread=True))
+    return per_replica(train(opt, params, xs, ys, grad_axis='data', track_spread=True))
 
-  fn = jax.shard_map(replica, mesh=MESH,
-                     in_specs=(P(), P(None, 'data'), P(None, 'data')),
-                     out_specs=P('data'))
+  fn = jax.shard_map(
+    replica, mesh=MESH, in_specs=(P(), P(None, 'data'), P(None, 'data')), out_specs=P('data')
+  )
   xs, ys = jax.device_put(batches(), jax.NamedSharding(MESH, P(None, 'data')))
   params = jax.device_put(init_params(), jax.NamedSharding(MESH, P()))
   return jax.jit(fn)(params, xs, ys)
@@ -102,11 +102,12 @@ def pmapped(estimator, *, axis_name):
   opt = sadam_optax.sadam(1e-2, estimator=estimator, axis_name=axis_name)
   xs, ys = batches()
   split = lambda a: jnp.moveaxis(  # pylint: disable=g-long-lambda
-      a.reshape(STEPS, NUM_DEVICES, -1, a.shape[-1]), 1, 0)
-  params = jax.tree.map(lambda a: jnp.broadcast_to(a, (NUM_DEVICES,) + a.shape),
-                        init_params())
-  fn = jax.pmap(functools.partial(train, opt, grad_axis='data',
-                                  track_spread=True), axis_name='data')
+    a.reshape(STEPS, NUM_DEVICES, -1, a.shape[-1]), 1, 0
+  )
+  params = jax.tree.map(lambda a: jnp.broadcast_to(a, (NUM_DEVICES,) + a.shape), init_params())
+  fn = jax.pmap(
+    functools.partial(train, opt, grad_axis='data', track_spread=True), axis_name='data'
+  )
   return fn(params, split(xs), split(ys))
 
 
@@ -120,16 +121,23 @@ def assert_replicas_identical(tree):
 def assert_matches(replicated, reference):
   """Replica 0 equals the single-device run (reduction order aside)."""
   (p, rhos, _), (p_ref, rhos_ref, _) = replicated, reference
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(
-      np.asarray(a)[0], b, rtol=2e-4, atol=2e-5), p, p_ref)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(np.asarray(a)[0], b, rtol=2e-4, atol=2e-5), p, p_ref
+  )
   np.testing.assert_allclose(np.asarray(rhos)[0], rhos_ref, atol=2e-4)
 
 
-@pytest.mark.parametrize('estimator, axis_name', [
-    ('secant', 'data'), ('step', 'data'), ('literal', 'data'),
+@pytest.mark.parametrize(
+  'estimator, axis_name',
+  [
+    ('secant', 'data'),
+    ('step', 'data'),
+    ('literal', 'data'),
     # Its rho comes from the gradients alone: once they are pmean'd, the
     # replicas agree without axis_name.
-    ('trajectory', None)])
+    ('trajectory', None),
+  ],
+)
 def test_shard_map_replicas_agree(estimator, axis_name):
   # 'secant' also checks the gradient's scale: under shard_map JAX returns it
   # summed over the replicas, not averaged (lgi._summed_over).
@@ -160,7 +168,5 @@ def test_pmap_without_axis_name_drifts_silently():
 @pytest.mark.parametrize('estimator', ['secant', 'step'])
 def test_shard_map_without_axis_name_fails_loudly(estimator):
   """shard_map's replication check refuses parameters from a per-device rho."""
-  with pytest.raises((TypeError, ValueError),
-                     match='axis_name'):
+  with pytest.raises((TypeError, ValueError), match='axis_name'):
     shard_mapped(estimator, axis_name=None)
-
