@@ -2,9 +2,10 @@
 
 Data parallelism (``shard_map``, ``pmap``): with the batch split over
 devices, each replica's ``value_fn`` sees its own shard, so without
-``axis_name`` every replica measures its own rho, applies its own damping, and the replicas drift apart although the gradients were
-``pmean``'d. ``sadam(..., axis_name='data')`` averages the probe values over
-the axis, so all replicas agree. ``shard_map`` (with its default
+``axis_name`` every replica measures its own rho, applies its own damping,
+and the replicas drift apart although the gradients were ``pmean``'d.
+``sadam(..., axis_name='data')`` averages the probe values over the axis, so
+all replicas agree. ``shard_map`` (with its default
 ``check_vma=True``) refuses at trace time to return replicated parameters that
 were computed from a per-device rho; ``pmap`` and ``shard_map(...,
 check_vma=False)`` cannot tell, and the drift is silent. There,
