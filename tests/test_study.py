@@ -4,7 +4,6 @@ import dataclasses
 import json
 
 import numpy as np
-import pytest
 
 import sadam_optax
 from experiments import study as study_lib
