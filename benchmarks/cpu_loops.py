@@ -32,6 +32,7 @@ SCAN_LENGTH = 4
 def task(name: str) -> tuple[Callable[..., Any], Any, Any, int]:
   """(step, params, opt_state, runs) of a model in its experiment's shape."""
   from sadam_examples import models  # pylint: disable=g-import-not-at-top
+
   if name == 'qatnet':
     model, shape, runs = models.QATNet(bits=4), (128, 32, 32, 3), 9
   else:
@@ -71,8 +72,10 @@ def measure(name: str, reps: int) -> dict[str, Any]:
 
   def scanned(unroll):
     def many(p, s):
-      return jax.lax.scan(lambda c, _: (step(*c), None), (p, s), None,
-                          length=SCAN_LENGTH, unroll=unroll)[0]
+      return jax.lax.scan(
+        lambda c, _: (step(*c), None), (p, s), None, length=SCAN_LENGTH, unroll=unroll
+      )[0]
+
     return jax.jit(many)
 
   stack = lambda t: jax.tree.map(lambda a: jnp.stack([a] * runs), t)
@@ -80,58 +83,62 @@ def measure(name: str, reps: int) -> dict[str, Any]:
   vmapped = jax.jit(jax.vmap(step))
   looped = lambda p, s: [plain(p, s) for _ in range(runs)]
   return dict(
-      model=name, runs=runs,
-      plain=seconds_per_call(plain, (params, state), reps),
-      scan=seconds_per_call(scanned(1), (params, state), reps) / SCAN_LENGTH,
-      scan_unrolled=seconds_per_call(scanned(SCAN_LENGTH), (params, state),
-                                     reps) / SCAN_LENGTH,
-      runs_vmapped=seconds_per_call(vmapped, (stack(params), stack(state)),
-                                    reps) / runs,
-      runs_looped=seconds_per_call(looped, (params, state), reps) / runs)
+    model=name,
+    runs=runs,
+    plain=seconds_per_call(plain, (params, state), reps),
+    scan=seconds_per_call(scanned(1), (params, state), reps) / SCAN_LENGTH,
+    scan_unrolled=seconds_per_call(scanned(SCAN_LENGTH), (params, state), reps) / SCAN_LENGTH,
+    runs_vmapped=seconds_per_call(vmapped, (stack(params), stack(state)), reps) / runs,
+    runs_looped=seconds_per_call(looped, (params, state), reps) / runs,
+  )
 
 
 def markdown(result: dict[str, Any]) -> str:
   hw = result['hardware']
   lines = [
-      '# Loops on the CPU: one AdamW step of the experiments\' models', '',
-      f'Command: `{result["command"]}`  ',
-      f'Hardware: {hw["platform"]} ({hw["device"]}); {hw["cpu"]}, '
-      f'{hw["cpu_cores"]} cores; jax {hw["jax"]}; load average (1, 5, 15 '
-      f'min) at the start: {", ".join(f"{x:.1f}" for x in hw["load_average"])}'
-      ' (other jobs shared the machine when it exceeds the core count).', '',
-      f'Median of {result["reps"]} calls after a warm-up, seconds per step '
-      f'(per run and step for the grids); scans of {SCAN_LENGTH} steps. '
-      'Ratios are to the plain jitted step (scan rows) and to looping over '
-      'the runs (vmapped row).', '',
-      '| model | plain step | in lax.scan | in unrolled scan | runs vmapped '
-      '| runs looped |', '|---|---|---|---|---|---|']
+    "# Loops on the CPU: one AdamW step of the experiments' models",
+    '',
+    f'Command: `{result["command"]}`  ',
+    f'Hardware: {hw["platform"]} ({hw["device"]}); {hw["cpu"]}, '
+    f'{hw["cpu_cores"]} cores; jax {hw["jax"]}; load average (1, 5, 15 '
+    f'min) at the start: {", ".join(f"{x:.1f}" for x in hw["load_average"])}'
+    ' (other jobs shared the machine when it exceeds the core count).',
+    '',
+    f'Median of {result["reps"]} calls after a warm-up, seconds per step '
+    f'(per run and step for the grids); scans of {SCAN_LENGTH} steps. '
+    'Ratios are to the plain jitted step (scan rows) and to looping over '
+    'the runs (vmapped row).',
+    '',
+    '| model | plain step | in lax.scan | in unrolled scan | runs vmapped | runs looped |',
+    '|---|---|---|---|---|---|',
+  ]
   for r in result['rows']:
     lines.append(
-        f'| {r["model"]} ({r["runs"]} runs) | {r["plain"]:.4f} s | '
-        f'{r["scan"]:.4f} s ({r["scan"] / r["plain"]:.1f}x) | '
-        f'{r["scan_unrolled"]:.4f} s ({r["scan_unrolled"] / r["plain"]:.1f}x)'
-        f' | {r["runs_vmapped"]:.4f} s '
-        f'({r["runs_vmapped"] / r["runs_looped"]:.1f}x) | '
-        f'{r["runs_looped"]:.4f} s |')
+      f'| {r["model"]} ({r["runs"]} runs) | {r["plain"]:.4f} s | '
+      f'{r["scan"]:.4f} s ({r["scan"] / r["plain"]:.1f}x) | '
+      f'{r["scan_unrolled"]:.4f} s ({r["scan_unrolled"] / r["plain"]:.1f}x)'
+      f' | {r["runs_vmapped"]:.4f} s '
+      f'({r["runs_vmapped"] / r["runs_looped"]:.1f}x) | '
+      f'{r["runs_looped"]:.4f} s |'
+    )
   return '\n'.join(lines) + '\n'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--models', nargs='+', default=['qatnet', 'cnn1d'],
-                 choices=['qatnet', 'cnn1d'])
+  p.add_argument('--models', nargs='+', default=['qatnet', 'cnn1d'], choices=['qatnet', 'cnn1d'])
   p.add_argument('--reps', type=int, default=5)
   p.add_argument('--out-dir', type=pathlib.Path, default=RESULTS)
   args = p.parse_args(argv)
   hw = step_time.hardware()
   result = dict(
-      command='python -m benchmarks.cpu_loops' + ''.join(
-          f' {a}' for a in (argv or [])),
-      hardware=hw, reps=args.reps,
-      rows=[measure(m, args.reps) for m in args.models])
+    command='python -m benchmarks.cpu_loops' + ''.join(f' {a}' for a in (argv or [])),
+    hardware=hw,
+    reps=args.reps,
+    rows=[measure(m, args.reps) for m in args.models],
+  )
   text = markdown(result)
-  step_time.write(result, args.out_dir,
-                  f'cpu_loops_{step_time.hardware_tag(hw)}', text)
+  step_time.write(result, args.out_dir, f'cpu_loops_{step_time.hardware_tag(hw)}', text)
   print(text)
   return result
 

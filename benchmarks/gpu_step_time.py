@@ -32,8 +32,7 @@ from benchmarks import settings as settings_lib
 from benchmarks import step_time
 
 # The rows, by their names in benchmarks.settings (AdamW always runs).
-SETTINGS = ('sam', 'adamw+forward', 'uphill', 'uphill every4 (two steps)',
-            'step k2 chunk1')
+SETTINGS = ('sam', 'adamw+forward', 'uphill', 'uphill every4 (two steps)', 'step k2 chunk1')
 # Seconds after the start past which no timing repetition starts: warm-up,
 # tracing and compiling take about 1 to 2 minutes on an H100, a repetition
 # about 5 s, so the whole call stays within 5 minutes.
@@ -42,13 +41,15 @@ DEADLINE_S = 210.0
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--tiny', action='store_true',
-                 help='the same rows on a tiny MLP (16-32-10, batch 8), 2 '
-                 'repetitions of 4 steps: seconds on a CPU (for the tests; '
-                 'a ResNet-18 of any width compiles for minutes there)')
+  p.add_argument(
+    '--tiny',
+    action='store_true',
+    help='the same rows on a tiny MLP (16-32-10, batch 8), 2 '
+    'repetitions of 4 steps: seconds on a CPU (for the tests; '
+    'a ResNet-18 of any width compiles for minutes there)',
+  )
   p.add_argument('--reps', type=int, default=7)
-  p.add_argument('--steps', type=int, default=32,
-                 help='steps per timed block, a multiple of 4')
+  p.add_argument('--steps', type=int, default=32, help='steps per timed block, a multiple of 4')
   p.add_argument('--deadline', type=float, default=DEADLINE_S)
   p.add_argument('--tag', default='gpu', help='hardware tag of the files')
   p.add_argument('--out-dir', type=pathlib.Path, default=step_time.RESULTS)
@@ -65,8 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   else:
     task = step_time.resnet18_task(batch=256, width=64)
     if jax.devices()[0].platform != 'gpu':
-      print('No GPU: this is the GPU table (use --tiny on a CPU).',
-            file=sys.stderr)
+      print('No GPU: this is the GPU table (use --tiny on a CPU).', file=sys.stderr)
   names = ('adamw',) + SETTINGS
   settings = [s for s in settings_lib.cost_settings() if s.name in names]
   assert len(settings) == len(names), [s.name for s in settings]
@@ -74,31 +74,45 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     raise SystemExit(f'--steps {args.steps} must be a multiple of 4.')
   hw = step_time.hardware()
   print(f'{task.description} on {hw["device"]}', flush=True)
-  runners = step_time.build_runners(task, settings, workers=1,
-                                    learning_rate=1e-3, weight_decay=1e-4,
-                                    lam=2.0)
+  runners = step_time.build_runners(
+    task, settings, workers=1, learning_rate=1e-3, weight_decay=1e-4, lam=2.0
+  )
   for r in runners:
     if r.error:
       print(f'{r.setting.name} failed to compile: {r.error}', flush=True)
   live = [r for r in runners if not r.error]
   step_time.warm_up(live, task.batch)
-  stem = ('step_time_tiny_' + step_time.hardware_tag(hw) if args.tiny
-          else f'step_time_{task.name}_{args.tag}')
-  command = 'python -m benchmarks.gpu_step_time ' + ' '.join(
-      sys.argv[1:] if argv is None else argv)
-  result = dict(task=task.description, model=task.name, hardware=hw,
-                command=command, reps=0, steps=args.steps, lr=1e-3,
-                weight_decay=1e-4, lam=2.0, rows=[])
+  stem = (
+    'step_time_tiny_' + step_time.hardware_tag(hw)
+    if args.tiny
+    else f'step_time_{task.name}_{args.tag}'
+  )
+  command = 'python -m benchmarks.gpu_step_time ' + ' '.join(sys.argv[1:] if argv is None else argv)
+  result = dict(
+    task=task.description,
+    model=task.name,
+    hardware=hw,
+    command=command,
+    reps=0,
+    steps=args.steps,
+    lr=1e-3,
+    weight_decay=1e-4,
+    lam=2.0,
+    rows=[],
+  )
 
   def save():
-    result.update(reps=len(live[0].ratios),
-                  rows=step_time.summarize(runners),
-                  seconds=time.perf_counter() - start,
-                  load_average_end=list(os.getloadavg()))
+    result.update(
+      reps=len(live[0].ratios),
+      rows=step_time.summarize(runners),
+      seconds=time.perf_counter() - start,
+      load_average_end=list(os.getloadavg()),
+    )
     step_time.write(result, args.out_dir, stem)
 
-  step_time.time_runners(live, task.batch, reps=args.reps, steps=args.steps,
-                         deadline=start + args.deadline, on_rep=save)
+  step_time.time_runners(
+    live, task.batch, reps=args.reps, steps=args.steps, deadline=start + args.deadline, on_rep=save
+  )
   save()
   print(step_time.markdown(result), flush=True)
   return result

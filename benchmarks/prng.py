@@ -30,12 +30,15 @@ from sadam_optax import lgi
 
 RESULTS = pathlib.Path(__file__).resolve().parent / 'results'
 IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
-NOISES = {'per-leaf (library)': lgi._rademacher_like,  # pylint: disable=protected-access
-          'packed bits (proposal)': proposals.packed_rademacher_like}
+NOISES = {
+  'per-leaf (library)': lgi._rademacher_like,  # pylint: disable=protected-access
+  'packed bits (proposal)': proposals.packed_rademacher_like,
+}
 
 
-def measure(fn: Callable[[jax.Array, Any], Any], params: Any, impl: str, *,
-            reps: int) -> dict[str, float]:
+def measure(
+  fn: Callable[[jax.Array, Any], Any], params: Any, impl: str, *, reps: int
+) -> dict[str, float]:
   """Compile seconds and median milliseconds of ``fn(key, params)``."""
   key = jax.random.key(0, impl=impl)
   start = time.perf_counter()
@@ -53,25 +56,32 @@ def measure(fn: Callable[[jax.Array, Any], Any], params: Any, impl: str, *,
 def markdown(result: dict[str, Any]) -> str:
   hw = result['hardware']
   lines = [
-      '# The probes\' shared noise: PRNG implementation and bit packing', '',
-      f'Hardware: {hw["device"]} ({hw["platform"]}); CPU {hw["cpu"]}, '
-      f'{hw["cpu_cores"]} cores; jax {hw["jax"]}. Load average at the start: '
-      + ', '.join(f'{x:.1f}' for x in hw['load_average']) + '.',
-      f'Command: `{result["command"]}`', '',
-      'One unit Rademacher vector over all parameters (what a probed step '
-      f'draws), median of {result["reps"]} calls; compile: seconds to compile '
-      'the generator alone.', '',
-      '| parameters | noise | PRNG | ms | compile s |', '|---|---|---|---|---|']
+    "# The probes' shared noise: PRNG implementation and bit packing",
+    '',
+    f'Hardware: {hw["device"]} ({hw["platform"]}); CPU {hw["cpu"]}, '
+    f'{hw["cpu_cores"]} cores; jax {hw["jax"]}. Load average at the start: '
+    + ', '.join(f'{x:.1f}' for x in hw['load_average'])
+    + '.',
+    f'Command: `{result["command"]}`',
+    '',
+    'One unit Rademacher vector over all parameters (what a probed step '
+    f'draws), median of {result["reps"]} calls; compile: seconds to compile '
+    'the generator alone.',
+    '',
+    '| parameters | noise | PRNG | ms | compile s |',
+    '|---|---|---|---|---|',
+  ]
   for row in result['rows']:
-    lines.append(f'| {row["model"]} | {row["noise"]} | {row["impl"]} | '
-                 f'{row["ms"]:.2f} | {row["compile_s"]:.2f} |')
+    lines.append(
+      f'| {row["model"]} | {row["noise"]} | {row["impl"]} | '
+      f'{row["ms"]:.2f} | {row["compile_s"]:.2f} |'
+    )
   return '\n'.join(lines) + '\n'
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--models', nargs='+', default=['mlp', 'resnet18'],
-                 choices=('mlp', 'resnet18'))
+  p.add_argument('--models', nargs='+', default=['mlp', 'resnet18'], choices=('mlp', 'resnet18'))
   p.add_argument('--reps', type=int, default=20)
   p.add_argument('--out-dir', type=pathlib.Path, default=RESULTS)
   return p.parse_args(argv)
@@ -79,23 +89,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
   args = parse_args(argv)
-  tasks = {'mlp': lambda: step_time.mlp_task(batch=2),
-           'resnet18': lambda: step_time.resnet18_task(batch=2)}
+  tasks = {
+    'mlp': lambda: step_time.mlp_task(batch=2),
+    'resnet18': lambda: step_time.resnet18_task(batch=2),
+  }
   hw = step_time.hardware()
   rows = []
   for model in args.models:
     params, _ = tasks[model]().init(jax.random.key(0))
-    label = (f'{model}: {sum(x.size for x in jax.tree.leaves(params)):,} in '
-             f'{len(jax.tree.leaves(params))} leaves')
+    label = (
+      f'{model}: {sum(x.size for x in jax.tree.leaves(params)):,} in '
+      f'{len(jax.tree.leaves(params))} leaves'
+    )
     for noise, fn in NOISES.items():
       for impl in tqdm.tqdm(IMPLS, desc=f'{model} {noise}'):
-        rows.append(dict(model=label, noise=noise, impl=impl,
-                         **measure(fn, params, impl, reps=args.reps)))
-  result = dict(hardware=hw, reps=args.reps, rows=rows,
-                command='python -m benchmarks.prng ' + ' '.join(
-                    sys.argv[1:] if argv is None else argv))
-  step_time.write(result, args.out_dir, f'prng_{step_time.hardware_tag(hw)}',
-                  markdown(result))
+        rows.append(
+          dict(model=label, noise=noise, impl=impl, **measure(fn, params, impl, reps=args.reps))
+        )
+  result = dict(
+    hardware=hw,
+    reps=args.reps,
+    rows=rows,
+    command='python -m benchmarks.prng ' + ' '.join(sys.argv[1:] if argv is None else argv),
+  )
+  step_time.write(result, args.out_dir, f'prng_{step_time.hardware_tag(hw)}', markdown(result))
   print(markdown(result))
   return result
 

@@ -24,6 +24,7 @@ import optax
 
 from sadam_optax import lgi
 
+
 def packed_rademacher_like(key: jax.Array, tree: Any) -> Any:
   """One unit-norm Rademacher vector over all leaves, one bit per entry.
 
@@ -47,7 +48,7 @@ def packed_rademacher_like(key: jax.Array, tree: Any) -> Any:
   signs = (bits.reshape(-1)[:total].astype(jnp.float32) * 2.0 - 1.0) * scale
   out, start = [], 0
   for x, n in zip(leaves, sizes):
-    out.append(signs[start:start + n].reshape(x.shape).astype(x.dtype))
+    out.append(signs[start : start + n].reshape(x.shape).astype(x.dtype))
     start += n
   return jax.tree.unflatten(treedef, out)
 
@@ -74,8 +75,9 @@ def _start_slope(grads: Any, step: Any) -> tuple[Any, jax.Array]:
   return unit, lgi.tree_dot(grads, unit)
 
 
-def end_ratio(value_fn: Callable[[Any], jax.Array], params: Any, step: Any,
-              grads: Any) -> jax.Array:
+def end_ratio(
+  value_fn: Callable[[Any], jax.Array], params: Any, step: Any, grads: Any
+) -> jax.Array:
   """rho of the slopes at both ends of the step on this batch: 1 jvp.
 
   The start slope comes with the gradient; one jvp at ``params + step`` gives
@@ -101,13 +103,14 @@ READINGS = {'ends': 'one jvp'}
 
 class TwoSampleState(NamedTuple):
   """State of :func:`two_sample_sadamw`: Adam's state and the last rho."""
+
   rho: jax.Array
   adam: optax.OptState
 
 
-def two_sample_sadamw(learning_rate: float, *, weight_decay: float = 1e-4,
-                      lam: float = 2.0, reading: str = 'secant'
-                      ) -> optax.GradientTransformationExtraArgs:
+def two_sample_sadamw(
+  learning_rate: float, *, weight_decay: float = 1e-4, lam: float = 2.0, reading: str = 'secant'
+) -> optax.GradientTransformationExtraArgs:
   """S-AdamW whose rho is :func:`end_ratio`.
 
   A prototype of a cheaper ``'step'`` reading: the brake
@@ -129,8 +132,7 @@ def two_sample_sadamw(learning_rate: float, *, weight_decay: float = 1e-4,
   adam = optax.scale_by_adam()
 
   def init_fn(params):
-    return TwoSampleState(rho=jnp.zeros([], jnp.float32),
-                          adam=adam.init(params))
+    return TwoSampleState(rho=jnp.zeros([], jnp.float32), adam=adam.init(params))
 
   def update_fn(grads, state, params, *, value_fn, **extra):
     del extra
@@ -139,8 +141,8 @@ def two_sample_sadamw(learning_rate: float, *, weight_decay: float = 1e-4,
     rho = end_ratio(value_fn, params, step, grads)
     damping = jnp.exp(-lam * rho)
     updates = jax.tree.map(
-        lambda s, p: damping * s - learning_rate * weight_decay * p, step,
-        params)
+      lambda s, p: damping * s - learning_rate * weight_decay * p, step, params
+    )
     return updates, TwoSampleState(rho=rho, adam=adam_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -57,6 +57,7 @@ class Setting:
       the step count: :func:`sadam_optax.every_k`) instead of a
       ``lax.cond``; the same trajectory.
   """
+
   kind: str = SADAMW
   estimator: str = 'step'
   num_probes: Optional[int] = None
@@ -99,9 +100,9 @@ class Setting:
     return dataclasses.asdict(self)
 
 
-def make_optimizer(setting: Setting, *, learning_rate: float,
-                   weight_decay: float, lam: float = 2.0
-                   ) -> optax.GradientTransformationExtraArgs:
+def make_optimizer(
+  setting: Setting, *, learning_rate: float, weight_decay: float, lam: float = 2.0
+) -> optax.GradientTransformationExtraArgs:
   """The optimizer of ``setting`` (SAM's base optimizer is AdamW).
 
   Args:
@@ -115,18 +116,22 @@ def make_optimizer(setting: Setting, *, learning_rate: float,
     A transformation whose ``update`` accepts ``value_fn=``.
   """
   if setting.kind in (ADAMW, SAM, FORWARD_FLOOR):
-    return optax.with_extra_args_support(
-        optax.adamw(learning_rate, weight_decay=weight_decay))
+    return optax.with_extra_args_support(optax.adamw(learning_rate, weight_decay=weight_decay))
   if setting.estimator in proposals.READINGS:
     return proposals.two_sample_sadamw(
-        learning_rate, weight_decay=weight_decay, lam=lam,
-        reading=setting.estimator)
+      learning_rate, weight_decay=weight_decay, lam=lam, reading=setting.estimator
+    )
   return sadam_optax.sadamw(
-      learning_rate, weight_decay=weight_decay, lam=lam,
-      estimator=setting.estimator, num_probes=setting.num_probes,
-      # Two steps: probe_now= decides, from Python (sadam_optax.every_k).
-      probe_every=1 if setting.two_steps else setting.probe_every,
-      chunk_size=vmap_or_chunk(setting), seed=setting.seed)
+    learning_rate,
+    weight_decay=weight_decay,
+    lam=lam,
+    estimator=setting.estimator,
+    num_probes=setting.num_probes,
+    # Two steps: probe_now= decides, from Python (sadam_optax.every_k).
+    probe_every=1 if setting.two_steps else setting.probe_every,
+    chunk_size=vmap_or_chunk(setting),
+    seed=setting.seed,
+  )
 
 
 def vmap_or_chunk(setting: Setting) -> int:
@@ -137,8 +142,9 @@ def vmap_or_chunk(setting: Setting) -> int:
   return num if num is not None else lgi.DEFAULT_NUM_PROBES[setting.estimator]
 
 
-def init_state(setting: Setting, optimizer: optax.GradientTransformation,
-               params: Any) -> optax.OptState:
+def init_state(
+  setting: Setting, optimizer: optax.GradientTransformation, params: Any
+) -> optax.OptState:
   """``optimizer.init(params)`` with the setting's PRNG implementation."""
   state = optimizer.init(params)
   if setting.prng_impl is None:
@@ -148,8 +154,7 @@ def init_state(setting: Setting, optimizer: optax.GradientTransformation,
 
 def is_key(x: Any) -> bool:
   """Whether ``x`` is a typed PRNG key array."""
-  return hasattr(x, 'dtype') and jax.dtypes.issubdtype(x.dtype,
-                                                       jax.dtypes.prng_key)
+  return hasattr(x, 'dtype') and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
 def with_prng_impl(state: Any, impl: str, *, seed: int = 0) -> Any:
@@ -167,15 +172,12 @@ def with_prng_impl(state: Any, impl: str, *, seed: int = 0) -> Any:
   Returns:
     The state with its keys replaced.
   """
-  return jax.tree.map(
-      lambda x: jax.random.key(seed, impl=impl) if is_key(x) else x, state)
+  return jax.tree.map(lambda x: jax.random.key(seed, impl=impl) if is_key(x) else x, state)
 
 
 def tree_bytes(tree: Any) -> int:
   """Bytes held by the arrays of a pytree (a PRNG key counts its key data)."""
-  return sum(
-      (jax.random.key_data(x) if is_key(x) else x).nbytes
-      for x in jax.tree.leaves(tree))
+  return sum((jax.random.key_data(x) if is_key(x) else x).nbytes for x in jax.tree.leaves(tree))
 
 
 def probe_batch(batch: tuple[Any, ...], fraction: float) -> tuple[Any, ...]:
@@ -194,38 +196,38 @@ def probe_value(value: jax.Array, setting: Setting) -> Optional[jax.Array]:
 def cost_settings() -> list[Setting]:
   """Everything the step-time benchmark compares, AdamW first."""
   return [
-      Setting(kind=ADAMW),
-      Setting(kind=SAM),
-      Setting(kind=FORWARD_FLOOR),
-      Setting(estimator='uphill'),  # The library's default.
-      Setting(estimator='uphill', probe_every=2),
-      Setting(estimator='uphill', probe_every=4),
-      Setting(estimator='uphill', probe_every=8),
-      Setting(estimator='uphill', probe_every=2, two_steps=True),
-      Setting(estimator='uphill', probe_every=4, two_steps=True),
-      Setting(estimator='uphill', probe_every=8, two_steps=True),
-      Setting(estimator='secant'),  # Its ratio, the same two slopes.
-      Setting(estimator='secant', give_value=False),
-      Setting(estimator='secant', probe_every=4),
-      Setting(num_probes=2, chunk_size=1),  # The default before 'secant'.
-      Setting(num_probes=4),
-      Setting(num_probes=4, chunk_size=1),
-      Setting(num_probes=4, prng_impl='rbg'),
-      Setting(num_probes=4, prng_impl='unsafe_rbg'),
-      Setting(num_probes=4, noise='packed'),
-      Setting(num_probes=2),
-      Setting(num_probes=4, probe_fraction=0.25),
-      Setting(num_probes=4, probe_every=4),
-      Setting(num_probes=2, probe_every=8),
-      Setting(num_probes=4, probe_every=16),
-      Setting(num_probes=2, probe_every=16),
-      Setting(num_probes=4, probe_every=32),
-      Setting(estimator='trajectory'),
-      Setting(estimator='secant', probe_fraction=0.25),
-      Setting(estimator='secant', probe_fraction=0.125),
-      Setting(estimator='ends'),
-      Setting(estimator='literal', num_probes=8),  # The paper's preset.
-      Setting(estimator='literal', num_probes=2, probe_every=8),  # 'Lazy'.
+    Setting(kind=ADAMW),
+    Setting(kind=SAM),
+    Setting(kind=FORWARD_FLOOR),
+    Setting(estimator='uphill'),  # The library's default.
+    Setting(estimator='uphill', probe_every=2),
+    Setting(estimator='uphill', probe_every=4),
+    Setting(estimator='uphill', probe_every=8),
+    Setting(estimator='uphill', probe_every=2, two_steps=True),
+    Setting(estimator='uphill', probe_every=4, two_steps=True),
+    Setting(estimator='uphill', probe_every=8, two_steps=True),
+    Setting(estimator='secant'),  # Its ratio, the same two slopes.
+    Setting(estimator='secant', give_value=False),
+    Setting(estimator='secant', probe_every=4),
+    Setting(num_probes=2, chunk_size=1),  # The default before 'secant'.
+    Setting(num_probes=4),
+    Setting(num_probes=4, chunk_size=1),
+    Setting(num_probes=4, prng_impl='rbg'),
+    Setting(num_probes=4, prng_impl='unsafe_rbg'),
+    Setting(num_probes=4, noise='packed'),
+    Setting(num_probes=2),
+    Setting(num_probes=4, probe_fraction=0.25),
+    Setting(num_probes=4, probe_every=4),
+    Setting(num_probes=2, probe_every=8),
+    Setting(num_probes=4, probe_every=16),
+    Setting(num_probes=2, probe_every=16),
+    Setting(num_probes=4, probe_every=32),
+    Setting(estimator='trajectory'),
+    Setting(estimator='secant', probe_fraction=0.25),
+    Setting(estimator='secant', probe_fraction=0.125),
+    Setting(estimator='ends'),
+    Setting(estimator='literal', num_probes=8),  # The paper's preset.
+    Setting(estimator='literal', num_probes=2, probe_every=8),  # 'Lazy'.
   ]
 
 
@@ -239,10 +241,16 @@ def quality_settings() -> list[Setting]:
   trajectory), so they are left out; one other PRNG implementation is in, as
   a check.
   """
-  return [s for s in cost_settings()
-          if s.kind == SADAMW and s.chunk_size is None and s.give_value
-          and s.noise == 'rademacher' and s.prng_impl != 'unsafe_rbg'
-          and not s.two_steps]
+  return [
+    s
+    for s in cost_settings()
+    if s.kind == SADAMW
+    and s.chunk_size is None
+    and s.give_value
+    and s.noise == 'rademacher'
+    and s.prng_impl != 'unsafe_rbg'
+    and not s.two_steps
+  ]
 
 
 def dense_reference(estimator: str, *, seed: int) -> Setting:

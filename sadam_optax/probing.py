@@ -34,8 +34,9 @@ class EveryK:
     offset: probe where ``step % k == offset``, and on step 0.
   """
 
-  def __init__(self, probed: Callable[..., Any], carried: Callable[..., Any],
-               *, k: int, offset: int):
+  def __init__(
+    self, probed: Callable[..., Any], carried: Callable[..., Any], *, k: int, offset: int
+  ):
     self.probed, self.carried, self.k, self.offset = probed, carried, k, offset
 
   def probes_at(self, step: Any) -> bool:
@@ -53,9 +54,10 @@ class EveryK:
     """
     if isinstance(step, jax.core.Tracer):
       raise TypeError(
-          'every_k chooses between two compiled steps from Python: call it '
-          'with a Python int step count, not inside jit, scan or vmap '
-          f'(got a traced {step}).')
+        'every_k chooses between two compiled steps from Python: call it '
+        'with a Python int step count, not inside jit, scan or vmap '
+        f'(got a traced {step}).'
+      )
     try:
       step = operator.index(step)
     except TypeError:
@@ -71,8 +73,9 @@ class EveryK:
     return f'EveryK(k={self.k}, offset={self.offset})'
 
 
-def every_k(train_step: Callable[..., Any], k: int, *, offset: int = 0,
-            **jit_kwargs: Any) -> EveryK:
+def every_k(
+  train_step: Callable[..., Any], k: int, *, offset: int = 0, **jit_kwargs: Any
+) -> EveryK:
   """Probes rho every ``k``-th step, the other steps compiled without the probe.
 
   ``train_step`` takes a keyword ``probe_now`` (a Python bool) and passes it
@@ -130,6 +133,7 @@ def every_k(train_step: Callable[..., Any], k: int, *, offset: int = 0,
   if k > 1 and offset >= k:
     raise ValueError(f'offset={offset} must be smaller than k={k}.')
   probed = jax.jit(functools.partial(train_step, probe_now=True), **jit_kwargs)
-  carried = (probed if k == 1 else jax.jit(
-      functools.partial(train_step, probe_now=False), **jit_kwargs))
+  carried = (
+    probed if k == 1 else jax.jit(functools.partial(train_step, probe_now=False), **jit_kwargs)
+  )
   return EveryK(probed, carried, k=k, offset=0 if k == 1 else offset)

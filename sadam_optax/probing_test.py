@@ -18,8 +18,10 @@ import sadam_optax
 def _problem():
   """A small ReLU network with an L1 loss: kinks, so rho and the brake act."""
   k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
-  params = {'w1': jax.random.normal(k1, (6, 16)) / 6 ** 0.5,
-            'w2': jax.random.normal(k2, (16, 2)) / 4.0}
+  params = {
+    'w1': jax.random.normal(k1, (6, 16)) / 6**0.5,
+    'w2': jax.random.normal(k2, (16, 2)) / 4.0,
+  }
   x = jax.random.normal(k3, (32, 6))
   y = jax.random.normal(k4, (32, 2))
 
@@ -41,8 +43,9 @@ def _train_step(opt, loss, calls=None):
       return loss(p, x, y)
 
     extra = {} if probe_now is None else {'probe_now': probe_now}
-    updates, state = opt.update(grads, state, params, value_fn=value_fn,
-                                value=value, grad=grads, **extra)
+    updates, state = opt.update(
+      grads, state, params, value_fn=value_fn, value=value, grad=grads, **extra
+    )
     return optax.apply_updates(params, updates), state
 
   return train_step
@@ -51,10 +54,15 @@ def _train_step(opt, loss, calls=None):
 def _sadamw(probe, lr=0.2, rule='exp'):
   """sadamw(lr) with this probe (sadamw itself takes no probe_offset)."""
   return optax.chain(
-      sadam_optax.singularity_aware(
-          optax.scale_by_adam(), probe=probe, step_size=lr,
-          brake=sadam_optax.damping_scale(2.0, rule=rule)),
-      optax.add_decayed_weights(1e-4), optax.scale_by_learning_rate(lr))
+    sadam_optax.singularity_aware(
+      optax.scale_by_adam(),
+      probe=probe,
+      step_size=lr,
+      brake=sadam_optax.damping_scale(2.0, rule=rule),
+    ),
+    optax.add_decayed_weights(1e-4),
+    optax.scale_by_learning_rate(lr),
+  )
 
 
 def _num_dots(fn, *args):
@@ -83,10 +91,8 @@ def test_carried_steps_trace_no_probe_and_probed_steps_do():
 
   adamw_dots = _num_dots(adamw_step, params, adamw.init(params), x, y)
   step_fn = _train_step(opt, loss)
-  carried = _num_dots(functools.partial(step_fn, probe_now=False), params,
-                      state, x, y)
-  probed = _num_dots(functools.partial(step_fn, probe_now=True), params,
-                     state, x, y)
+  carried = _num_dots(functools.partial(step_fn, probe_now=False), params, state, x, y)
+  probed = _num_dots(functools.partial(step_fn, probe_now=True), params, state, x, y)
   assert carried == adamw_dots
   assert probed == adamw_dots + 2  # One forward pass: two layers.
 
@@ -117,12 +123,10 @@ def _compare_with_lax_cond(k, offset, *, exact, rule='exp'):
   Returns the rho of every step.
   """
   params, loss, (x, y) = _problem()
-  opt_cond = _sadamw(sadam_optax.lgi_probe(probe_every=k,
-                                           probe_offset=offset), rule=rule)
+  opt_cond = _sadamw(sadam_optax.lgi_probe(probe_every=k, probe_offset=offset), rule=rule)
   opt_two = _sadamw(sadam_optax.lgi_probe(), rule=rule)
   cond_step = jax.jit(_train_step(opt_cond, loss))
-  two_steps = sadam_optax.every_k(_train_step(opt_two, loss), k,
-                                  offset=offset)
+  two_steps = sadam_optax.every_k(_train_step(opt_two, loss), k, offset=offset)
   p_cond, s_cond = params, opt_cond.init(params)
   p_two, s_two = params, opt_two.init(params)
   rhos = []
@@ -131,22 +135,24 @@ def _compare_with_lax_cond(k, offset, *, exact, rule='exp'):
     p_two, s_two = two_steps(i, p_two, s_two, x, y)
     rhos.append(float(optax.tree.get(s_two, 'rho')))
     if exact:
-      jax.tree.map(np.testing.assert_array_equal, (p_cond, s_cond),
-                   (p_two, s_two))
+      jax.tree.map(np.testing.assert_array_equal, (p_cond, s_cond), (p_two, s_two))
     else:
       # Equal but for FMA contraction (see the next test): within rounding
       # of one step, both going on from the same point.
-      jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
-                                     atol=1e-6), (p_cond, s_cond),
-                   (p_two, s_two))
+      jax.tree.map(
+        functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
+        (p_cond, s_cond),
+        (p_two, s_two),
+      )
       p_two, s_two = p_cond, s_cond
   assert len(set(rhos)) > 2  # rho was measured, and changed.
   assert float(optax.tree.get(s_two, 'damping')) < 1.0  # The brake acted.
   return rhos
 
 
-@pytest.mark.parametrize('k,offset,rule', [
-    (4, 0, 'exp'), (3, 2, 'exp'), (2, 1, 'exp'), (4, 0, 'compound')])
+@pytest.mark.parametrize(
+  'k,offset,rule', [(4, 0, 'exp'), (3, 2, 'exp'), (2, 1, 'exp'), (4, 0, 'compound')]
+)
 def test_equals_probe_every_with_lax_cond(k, offset, rule):
   # 'compound' compounds the damping once per probe, not on carried steps.
   _compare_with_lax_cond(k, offset, exact=False, rule=rule)
@@ -157,15 +163,22 @@ def test_equals_probe_every_with_lax_cond_bit_for_bit():
   # CPU has FMA instructions, XLA contracts a multiply-add in one program and
   # not in the other (1 ulp in the parameters on some carried steps). Without
   # FMA (SSE4.2 only) they agree bit for bit, parameters included.
-  code = ('from sadam_optax import probing_test as t; '
-          '[t._compare_with_lax_cond(k, o, exact=True) '
-          'for k, o in ((4, 0), (3, 2))]')
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_cpu_max_isa=SSE4_2')
+  code = (
+    'from sadam_optax import probing_test as t; '
+    '[t._compare_with_lax_cond(k, o, exact=True) '
+    'for k, o in ((4, 0), (3, 2))]'
+  )
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_cpu_max_isa=SSE4_2')
   root = pathlib.Path(__file__).resolve().parents[1]
-  done = subprocess.run([sys.executable, '-c', code], cwd=root, env=env,
-                        capture_output=True, text=True, timeout=300,
-                        check=False)
+  done = subprocess.run(
+    [sys.executable, '-c', code],
+    cwd=root,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
 
 

@@ -25,8 +25,10 @@ KIB = 1024
 def _problem(batch=64, dim=16, hidden=32, classes=4):
   """A two-layer ReLU network (two leaves: few PRNG call sites to compile)."""
   k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
-  params = {'w1': jax.random.normal(k1, (dim, hidden)) / dim ** 0.5,
-            'w2': jax.random.normal(k2, (hidden, classes)) / hidden ** 0.5}
+  params = {
+    'w1': jax.random.normal(k1, (dim, hidden)) / dim**0.5,
+    'w2': jax.random.normal(k2, (hidden, classes)) / hidden**0.5,
+  }
   x = jax.random.normal(k3, (batch, dim))
   y = jax.random.randint(k4, (batch,), 0, classes)
 
@@ -45,8 +47,7 @@ def _train_step(opt, loss):
   def step(params, state, x, y):
     traces.append(1)
     grads = jax.grad(loss)(params, x, y)
-    updates, state = opt.update(grads, state, params,
-                                value_fn=lambda p: loss(p, x, y))
+    updates, state = opt.update(grads, state, params, value_fn=lambda p: loss(p, x, y))
     return optax.apply_updates(params, updates), state
 
   return step, traces
@@ -57,23 +58,22 @@ def problem():
   return _problem()
 
 
-@pytest.mark.parametrize('options', [
-    {}, {'probe_every': 16, 'num_probes': 2}, {'estimator': 'literal'}])
+@pytest.mark.parametrize(
+  'options', [{}, {'probe_every': 16, 'num_probes': 2}, {'estimator': 'literal'}]
+)
 def test_state_is_adamw_plus_under_1kib(problem, options):
   params, _, _ = problem
   adamw = settings_lib.tree_bytes(optax.adamw(1e-3).init(params))
-  sadamw = settings_lib.tree_bytes(sadam_optax.sadamw(1e-3, **options).init(
-      params))
+  sadamw = settings_lib.tree_bytes(sadam_optax.sadamw(1e-3, **options).init(params))
   assert 0 < sadamw - adamw <= KIB
 
 
 def test_trajectory_state_holds_one_more_copy_of_params(problem):
   params, _, _ = problem
-  extra = (settings_lib.tree_bytes(
-      sadam_optax.sadamw(1e-3, estimator='trajectory').init(params))
-           - settings_lib.tree_bytes(optax.adamw(1e-3).init(params)))
-  assert settings_lib.tree_bytes(params) <= extra <= (
-      settings_lib.tree_bytes(params) + KIB)
+  extra = settings_lib.tree_bytes(
+    sadam_optax.sadamw(1e-3, estimator='trajectory').init(params)
+  ) - settings_lib.tree_bytes(optax.adamw(1e-3).init(params))
+  assert settings_lib.tree_bytes(params) <= extra <= (settings_lib.tree_bytes(params) + KIB)
 
 
 @pytest.mark.parametrize('options', [{}, {'probe_every': 3}])
@@ -106,11 +106,13 @@ def _probe_temp_bytes(chunk_size, *, num_probes=8):
   """XLA's working memory of one rho estimate on a wide batch."""
   params, loss, (x, y) = _problem(batch=512, dim=8, hidden=256)
   estimate = functools.partial(
-      sadam_optax.estimate_lgi, lambda p: loss(p, x, y), estimator='step',
-      num_probes=num_probes,
-      chunk_size=chunk_size)
-  compiled = jax.jit(estimate).lower(params, params,
-                                     jax.random.key(0)).compile()
+    sadam_optax.estimate_lgi,
+    lambda p: loss(p, x, y),
+    estimator='step',
+    num_probes=num_probes,
+    chunk_size=chunk_size,
+  )
+  compiled = jax.jit(estimate).lower(params, params, jax.random.key(0)).compile()
   return compiled.memory_analysis().temp_size_in_bytes
 
 
@@ -123,8 +125,9 @@ def test_chunk_size_bounds_probe_memory():
 
 
 def test_step_time_smoke(tmp_path):
-  result = step_time.main(['--smoke', '--only', 'step k4 every4',
-                           'adamw+forward', '--out-dir', str(tmp_path)])
+  result = step_time.main(
+    ['--smoke', '--only', 'step k4 every4', 'adamw+forward', '--out-dir', str(tmp_path)]
+  )
   rows = {r['name']: r for r in result['rows']}
   assert set(rows) == {'adamw', 'step k4 every4', 'adamw+forward'}
   assert rows['adamw+forward']['state_bytes_over_adamw'] == 0
@@ -139,26 +142,32 @@ def test_step_time_smoke(tmp_path):
 
 def test_gpu_step_time_tiny(tmp_path):
   from benchmarks import gpu_step_time  # pylint: disable=g-import-not-at-top
+
   result = gpu_step_time.main(['--tiny', '--out-dir', str(tmp_path)])
   rows = {r['name']: r for r in result['rows']}
-  assert list(rows) == ['adamw', 'sam', 'adamw+forward', 'uphill',
-                        'uphill every4 (two steps)', 'step k2 chunk1']
+  assert list(rows) == [
+    'adamw',
+    'sam',
+    'adamw+forward',
+    'uphill',
+    'uphill every4 (two steps)',
+    'step k2 chunk1',
+  ]
   assert all(r['ratio'] > 0 and 'error' not in r for r in rows.values())
   # Both compiled steps of the two-step row ran, in the proportion 1:3.
   assert rows['uphill every4 (two steps)']['state_bytes_over_adamw'] <= KIB
   assert result['reps'] == 2 and result['steps'] % 4 == 0
   saved = json.loads(next(tmp_path.glob('step_time_tiny_*.json')).read_text())
   assert [r['name'] for r in saved['rows']] == list(rows)
-  assert '| uphill every4 (two steps) |' in next(
-      tmp_path.glob('step_time_tiny_*.md')).read_text()
+  assert '| uphill every4 (two steps) |' in next(tmp_path.glob('step_time_tiny_*.md')).read_text()
 
 
 def test_two_step_runner_alternates_probed_and_carried_steps():
   task = step_time.mlp_task(batch=8, in_dim=16, hidden=(32,))
-  setting = settings_lib.Setting(estimator='uphill', probe_every=4,
-                                 two_steps=True)
+  setting = settings_lib.Setting(estimator='uphill', probe_every=4, two_steps=True)
   lowered, runner = step_time.lower_setting(
-      task, setting, learning_rate=1e-3, weight_decay=1e-4, lam=2.0)
+    task, setting, learning_rate=1e-3, weight_decay=1e-4, lam=2.0
+  )
   runner = step_time._compile(lowered, runner)  # pylint: disable=protected-access
   assert runner.error is None
   probed, carried = [], []
@@ -173,13 +182,26 @@ def _counting(fn, calls):
   def counted(*args):
     calls.append(1)
     return fn(*args)
+
   return counted
 
 
 def test_rho_quality_smoke(tmp_path):
-  result = rho_quality.main([
-      '--steps', '30', '--seeds', '0', '--batch', '50', '--only', 'step k2',
-      'secant', '--out-dir', str(tmp_path)])
+  result = rho_quality.main(
+    [
+      '--steps',
+      '30',
+      '--seeds',
+      '0',
+      '--batch',
+      '50',
+      '--only',
+      'step k2',
+      'secant',
+      '--out-dir',
+      str(tmp_path),
+    ]
+  )
   agg = result['aggregate']
   # Two dense references with independent probes agree: rho is reproducible.
   assert agg['step k16 dense B']['spearman'][0] > 0.8
@@ -204,11 +226,11 @@ def test_secant_costs_one_forward_pass_in_flops():
       value, grads = jax.value_and_grad(loss_of)(p)
       extra = {k: value if v == 'value' else v for k, v in kw.items()}
       return opt.update(grads, s, p, **extra)
+
     return _flops(step, params, opt.init(params))
 
   adamw = step_flops(optax.adamw(1e-3))
-  with_value = step_flops(sadam_optax.sadamw(1e-3), value_fn=loss_of,
-                          value='value')
+  with_value = step_flops(sadam_optax.sadamw(1e-3), value_fn=loss_of, value='value')
   without = step_flops(sadam_optax.sadamw(1e-3), value_fn=loss_of)
   forward = _flops(loss_of, params)
   assert forward < with_value - adamw <= 1.2 * forward
@@ -219,11 +241,10 @@ def test_secant_costs_one_forward_pass_in_flops():
 
 def test_cpu_loops_smoke(tmp_path):
   from benchmarks import cpu_loops  # pylint: disable=g-import-not-at-top
-  result = cpu_loops.main(['--models', 'cnn1d', '--reps', '1',
-                           '--out-dir', str(tmp_path)])
+
+  result = cpu_loops.main(['--models', 'cnn1d', '--reps', '1', '--out-dir', str(tmp_path)])
   row = result['rows'][0]
-  assert all(row[k] > 0 for k in ('plain', 'scan', 'scan_unrolled',
-                                  'runs_vmapped', 'runs_looped'))
+  assert all(row[k] > 0 for k in ('plain', 'scan', 'scan_unrolled', 'runs_vmapped', 'runs_looped'))
   assert '| cnn1d (20 runs) |' in next(tmp_path.glob('cpu_loops_*.md')).read_text()
 
 
@@ -235,8 +256,7 @@ def test_forward_floor_costs_adamw_plus_one_forward_pass():
 
   def flops(kind):
     setting = settings_lib.Setting(kind=kind)
-    opt = settings_lib.make_optimizer(setting, learning_rate=1e-3,
-                                  weight_decay=1e-2)
+    opt = settings_lib.make_optimizer(setting, learning_rate=1e-3, weight_decay=1e-2)
     step = step_time.make_train_step(task, setting, opt)
     return _flops(step, params, model_state, opt.init(params), *task.batch)
 
