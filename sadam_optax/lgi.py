@@ -760,43 +760,80 @@ def estimate_lgi(
   num_probes = resolve_num_probes(estimator, num_probes)
   probe_radius = resolve_probe_radius(estimator, probe_radius)
   check_value_fn(value_fn, params, estimator=estimator)
-  if estimator == 'literal':
-    return literal_ratio(
-      literal_samples(
-        value_fn,
-        params,
-        key,
-        num_probes=num_probes,
-        probe_radius=probe_radius,
-        chunk_size=chunk_size,
-        axis_name=axis_name,
-      )
-    )
-  if estimator == 'random-jvp':
-    return paper_ratio(
-      random_jvp_samples(value_fn, params, key, num_probes=num_probes, axis_name=axis_name)
-    )
-  check_direction(direction, params, estimator)
-  if estimator == 'trajectory':
-    return instability_ratio(endpoint_samples(value_fn, params, direction, axis_name=axis_name))
+  grad = value = None
+  if estimator not in ('literal', 'random-jvp'):
+    check_direction(direction, params, estimator)
   if estimator in SECANT_READINGS:
     value, grad = jax.value_and_grad(value_fn)(params)
-    samples = secant_samples(
-      value_fn, params, direction, optax_grad(grad), value, axis_name=axis_name
-    )
-    return (uphill_share if estimator == 'uphill' else secant_ratio)(samples)
-  return instability_ratio(
-    step_samples(
-      value_fn,
-      params,
-      direction,
-      key,
-      num_probes=num_probes,
-      probe_radius=probe_radius,
-      chunk_size=chunk_size,
-      axis_name=axis_name,
-    )
+    grad = optax_grad(grad)
+  if estimator == 'trajectory':
+    return instability_ratio(endpoint_samples(value_fn, params, direction, axis_name=axis_name))
+  rho, _ = read_rho(
+    estimator,
+    value_fn,
+    params,
+    direction,
+    key,
+    grad=grad,
+    value=value,
+    num_probes=num_probes,
+    probe_radius=probe_radius,
+    chunk_size=chunk_size,
+    axis_name=axis_name,
   )
+  return rho
+
+
+def read_rho(
+  estimator: str,
+  value_fn: Callable[[Any], jax.Array],
+  params: Any,
+  step: Any,
+  key: jax.Array,
+  *,
+  grad: Any,
+  value: Optional[jax.Array],
+  num_probes: int,
+  probe_radius: float,
+  chunk_size: Optional[int],
+  axis_name: Optional[str],
+) -> tuple[jax.Array, jax.Array]:
+  """``(rho, samples)`` of one reading of the loss (every estimator but
+  ``'trajectory'``, which reads consecutive gradients instead).
+
+  The one place that maps an estimator to its samples and its ratio; the
+  transformations and :func:`estimate_lgi` both call it.
+
+  Args:
+    estimator: a name of :data:`ESTIMATORS` other than ``'trajectory'``.
+    value_fn: ``params -> scalar`` loss.
+    params: the current parameters.
+    step: the proposed step (unused by ``'literal'`` and ``'random-jvp'``).
+    key: a PRNG key (used by ``'step'``, ``'literal'``, ``'random-jvp'``).
+    grad: the loss's gradient at ``params`` (the secant readings).
+    value: the loss at ``params``, or None (the secant readings).
+    num_probes: k, static.
+    probe_radius: the estimator's radius.
+    chunk_size: probes evaluated at once; None: one at a time.
+    axis_name: a mapped axis over which the samples are averaged.
+
+  Returns:
+    rho (float32 scalar) and the samples it was computed from.
+  """
+  if estimator in SECANT_READINGS:
+    samples = secant_samples(value_fn, params, step, grad, value, axis_name=axis_name)
+    return (uphill_share if estimator == 'uphill' else secant_ratio)(samples), samples
+  if estimator == 'random-jvp':
+    samples = random_jvp_samples(value_fn, params, key, num_probes=num_probes, axis_name=axis_name)
+    return paper_ratio(samples), samples
+  probes = dict(
+    num_probes=num_probes, probe_radius=probe_radius, chunk_size=chunk_size, axis_name=axis_name
+  )
+  if estimator == 'literal':
+    samples = literal_samples(value_fn, params, key, **probes)
+    return literal_ratio(samples), samples
+  samples = step_samples(value_fn, params, step, key, **probes)
+  return instability_ratio(samples), samples
 
 
 def _shapes(tree: Any) -> Any:

@@ -167,50 +167,6 @@ def _loss_of(value_fn: Callable[..., Any], extra_args: dict[str, Any]) -> Callab
   return lambda p: value_fn(p, **kwargs)
 
 
-def _samples_and_rho(
-  probe: LGIProbe,
-  key: jax.Array,
-  loss: Callable[..., Any],
-  params: Any,
-  step: Any,
-  grad: Any,
-  value: Optional[jax.Array],
-) -> tuple[jax.Array, jax.Array]:
-  """(rho, samples) of one measurement by a loss-reading estimator."""
-  e = probe.estimator
-  if e in lgi.SECANT_READINGS:
-    samples = lgi.secant_samples(loss, params, step, grad, value, axis_name=probe.axis_name)
-    ratio = lgi.uphill_share if e == 'uphill' else lgi.secant_ratio
-    return ratio(samples), samples
-  if e == 'literal':
-    samples = lgi.literal_samples(
-      loss,
-      params,
-      key,
-      num_probes=probe.num_probes,
-      probe_radius=probe.probe_radius,
-      chunk_size=probe.chunk_size,
-      axis_name=probe.axis_name,
-    )
-    return lgi.literal_ratio(samples), samples
-  if e == 'random-jvp':
-    samples = lgi.random_jvp_samples(
-      loss, params, key, num_probes=probe.num_probes, axis_name=probe.axis_name
-    )
-    return lgi.paper_ratio(samples), samples
-  samples = lgi.step_samples(
-    loss,
-    params,
-    step,
-    key,
-    num_probes=probe.num_probes,
-    probe_radius=probe.probe_radius,
-    chunk_size=probe.chunk_size,
-    axis_name=probe.axis_name,
-  )
-  return lgi.instability_ratio(samples), samples
-
-
 def _trajectory(probe: LGIProbe, state: LGIProbeState, grad: Any, params: Any, step: Any):
   """rho from the previous step's slopes at both ends; no extra pass."""
   end_slope = lgi.tree_dot(grad, state.prev_direction).astype(jnp.float32)
@@ -278,7 +234,19 @@ def measure(
     key = jax.random.key_data(key)
 
     def run(_):
-      rho, samples = _samples_and_rho(probe, sub, loss, params, step, grad, value)
+      rho, samples = lgi.read_rho(
+        e,
+        loss,
+        params,
+        step,
+        sub,
+        grad=grad,
+        value=value,
+        num_probes=probe.num_probes,
+        probe_radius=probe.probe_radius,
+        chunk_size=probe.chunk_size,
+        axis_name=probe.axis_name,
+      )
       return rho.astype(jnp.float32), jnp.all(jnp.isfinite(samples))
 
     def carry(_):
