@@ -51,7 +51,6 @@ References:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import functools
@@ -232,13 +231,13 @@ def build(
     tx = optax.rmsprop(lr)
   elif spec.kind == 'sadam':
     pick = lambda v, default: default if v is None else v
-    # The ablation runs the core's 'step' probe with the placement swapped
-    # in while tracing (see simulate).
-    estimator = 'step' if spec.estimator == ABLATION else spec.estimator
+    # The ablation is the core's 'step' probe at its former placement.
+    ablation = spec.estimator == ABLATION
     probe = sadam_optax.lgi_probe(
-      estimator=estimator,
+      estimator='step' if ablation else spec.estimator,
       num_probes=spec.num_probes,
       probe_radius=pick(probe_radius, spec.probe_radius),
+      probe_placement='slices' if ablation else 'ends',
     )
     brake = brake_of(
       spec, pick(lam, spec.lam), pick(recovery, spec.recovery), pick(min_damping, spec.min_damping)
@@ -367,19 +366,15 @@ def simulate(
     ``(grid points, starts, steps)``).
   """
   settings = {k: jnp.asarray(v, jnp.float32) for k, v in (settings or {}).items()}
-  context = (
-    lgi_validation.slices_probes() if spec.estimator == ABLATION else contextlib.nullcontext()
+  out = _simulate(
+    spec,
+    tuple(problem[1:]),
+    jnp.asarray(lrs, jnp.float32),
+    settings,
+    name=problem.name,
+    steps=steps,
+    keep=keep,
   )
-  with context:
-    out = _simulate(
-      spec,
-      tuple(problem[1:]),
-      jnp.asarray(lrs, jnp.float32),
-      settings,
-      name=problem.name,
-      steps=steps,
-      keep=keep,
-    )
   return {k: np.asarray(v) for k, v in out.items()}
 
 

@@ -42,8 +42,8 @@ explicitly, as :func:`sadam_optax.estimate_lgi` does.
 ``step-slices`` is an ablation of the probe placement: the ``'step'``
 estimator as the core had it before this study, with one random point in
 each slice of width 1/k of the step instead of the grid ``t = 0, 1/(k-1),
-..., 1`` that includes both ends (:func:`slices_step_samples`, swapped in by
-:func:`slices_probes`). The ends decide the label: this study is why the
+..., 1`` that includes both ends (``probe_placement='slices'`` of
+:func:`sadam_optax.estimate_lgi`). The ends decide the label: this study is why the
 core now probes them.
 
 Also writes the paper's Figure 1 as heat maps of rho over the plane, one per
@@ -66,12 +66,11 @@ References:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import functools
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -276,92 +275,20 @@ DEFAULT_LITERAL = Estimator('literal', lgi.DEFAULT_NUM_PROBES['literal'])
 FORMER_DEFAULT = Estimator(ABLATION, 4, 0.1)
 
 
-def slices_step_samples(
-  value_fn: Callable[[Any], jax.Array],
-  params: Any,
-  step: Any,
-  key: jax.Array,
-  *,
-  num_probes: int,
-  probe_radius: float,
-  chunk_size: int | None = None,
-  axis_name: str | None = None,
-) -> jax.Array:
-  """Ablation: ``lgi.step_samples`` with the former probe placement.
-
-  Same signature, noise and cost as :func:`sadam_optax.lgi.step_samples`;
-  only ``t`` differs: one uniform random point in each slice of width 1/k of
-  the step (``t_i = (i + U_i) / k``) instead of ``linspace(0, 1, k)``, so a
-  sign change of the slope near either end of the step is often missed.
-
-  Args:
-    value_fn: ``params -> scalar`` loss.
-    params: the current parameters.
-    step: the proposed step.
-    key: a PRNG key.
-    num_probes: k >= 2.
-    probe_radius: noise radius relative to ``|step|``.
-    chunk_size: probes evaluated at once; None vmaps all of them.
-    axis_name: a mapped axis over which the samples are averaged.
-
-  Returns:
-    float32 array of shape ``(num_probes,)``.
-  """
-  # A mirror of the core's step_samples with the former t; keep in sync.
-  # pylint: disable=protected-access
-  unit, norm = lgi.unit_direction(step)
-  t_key, c_key, r_key = jax.random.split(key, 3)
-  t = (jnp.arange(num_probes) + jax.random.uniform(t_key, (num_probes,))) / (num_probes)
-  c = jax.random.uniform(c_key, (num_probes,), minval=-1.0, maxval=1.0)
-  noise = lgi._rademacher_like(r_key, params)
-  tangent = lgi._cast_like(unit, params)
-
-  def probe(tc):
-    t_i, c_i = tc
-    point = lgi._axpy(lgi._axpy(params, t_i * norm, unit), c_i * probe_radius * norm, noise)
-    return jax.jvp(value_fn, (point,), (tangent,))[1].astype(jnp.float32)
-
-  return lgi.replica_mean(lgi._map_probes(probe, (t, c), chunk_size), axis_name, params)
-
-
-@contextlib.contextmanager
-def slices_probes() -> Iterator[None]:
-  """Traces the library with :func:`slices_step_samples` (experiments only).
-
-  Hold it only around the tracing of a step (a first call of a jitted
-  function); not thread-safe.
-  """
-  original = lgi.step_samples
-  lgi.step_samples = slices_step_samples
-  try:
-    yield
-  finally:
-    lgi.step_samples = original
-
-
 def rho_of(
   estimator: Estimator, value_fn: Any, params: jax.Array, step: jax.Array, key: jax.Array
 ) -> jax.Array:
   """rho of one segment by one estimator configuration."""
-  if estimator.name == ABLATION:
-    with slices_probes():
-      return sadam_optax.estimate_lgi(
-        value_fn,
-        params,
-        step,
-        key,
-        estimator='step',
-        num_probes=estimator.num_probes,
-        probe_radius=estimator.probe_radius,
-      )
+  ablation = estimator.name == ABLATION
   return sadam_optax.estimate_lgi(
     value_fn,
     params,
     step,
     key,
-    estimator=estimator.name,
+    estimator='step' if ablation else estimator.name,
     num_probes=estimator.num_probes,
     probe_radius=estimator.probe_radius,
+    probe_placement='slices' if ablation else 'ends',
   )
 
 

@@ -54,6 +54,8 @@ ESTIMATORS = ('uphill', 'secant', 'step', 'literal', 'trajectory', 'random-jvp')
 DEFAULT_ESTIMATOR = 'uphill'
 # Estimators whose reading needs the loss's gradient at ``params``.
 NEEDS_GRAD = ('uphill', 'secant', 'trajectory')
+# Where 'step' places its probes along the step (see step_samples).
+PLACEMENTS = ('ends', 'slices')
 # Estimators that read the secant's two slopes.
 SECANT_READINGS = ('uphill', 'secant')
 
@@ -446,6 +448,7 @@ def step_samples(
   probe_radius: float,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
+  placement: str = 'ends',
 ) -> jax.Array:
   """Directional derivatives along ``step`` at random points of the step.
 
@@ -468,12 +471,20 @@ def step_samples(
     axis_name: a mapped axis over which the samples are averaged, so that
       data-parallel replicas see the derivative of the global-batch loss.
 
+    placement: ``'ends'`` (default): ``t`` evenly spaced with both ends;
+      ``'slices'``: one uniform random ``t`` in each slice of width ``1/k``,
+      the placement before the validation (kept as its ablation).
+
   Returns:
     float32 array of shape ``(num_probes,)``.
   """
   unit, norm = unit_direction(step)
-  c_key, r_key = jax.random.split(key)
-  t = jnp.linspace(0.0, 1.0, num_probes)
+  if placement == 'ends':
+    c_key, r_key = jax.random.split(key)
+    t = jnp.linspace(0.0, 1.0, num_probes)
+  else:
+    t_key, c_key, r_key = jax.random.split(key, 3)
+    t = (jnp.arange(num_probes) + jax.random.uniform(t_key, (num_probes,))) / num_probes
   c = jax.random.uniform(c_key, (num_probes,), minval=-1.0, maxval=1.0)
   noise = _rademacher_like(r_key, params)
   # jvp wants tangents in the primal's dtype; the step may be wider than the
@@ -712,6 +723,7 @@ def estimate_lgi(
   probe_radius: Optional[float] = None,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
+  probe_placement: str = 'ends',
 ) -> jax.Array:
   """Estimates the Local Geometric Instability rho at ``params``.
 
@@ -746,6 +758,8 @@ def estimate_lgi(
       more: all at once (vmapped).
     axis_name: a ``shard_map``/``pmap`` axis over which probe values are
       averaged, so that data-parallel replicas agree on rho.
+    probe_placement: ``'step'`` only: ``'ends'`` (default) or ``'slices'``
+      (the former placement, an ablation; see :func:`step_samples`).
 
   Returns:
     rho, a float32 scalar: in [0, 1) for ``'secant'``, ``'step'`` and
@@ -757,6 +771,7 @@ def estimate_lgi(
     Geometric Probing <https://arxiv.org/abs/2605.29547>`_, ICML 2026.
   """
   estimator = check_estimator(estimator)
+  check_placement(probe_placement)
   num_probes = resolve_num_probes(estimator, num_probes)
   probe_radius = resolve_probe_radius(estimator, probe_radius)
   check_value_fn(value_fn, params, estimator=estimator)
@@ -780,6 +795,7 @@ def estimate_lgi(
     probe_radius=probe_radius,
     chunk_size=chunk_size,
     axis_name=axis_name,
+    placement=probe_placement,
   )
   return rho
 
@@ -797,6 +813,7 @@ def read_rho(
   probe_radius: float,
   chunk_size: Optional[int],
   axis_name: Optional[str],
+  placement: str = 'ends',
 ) -> tuple[jax.Array, jax.Array]:
   """``(rho, samples)`` of one reading of the loss (every estimator but
   ``'trajectory'``, which reads consecutive gradients instead).
@@ -816,6 +833,7 @@ def read_rho(
     probe_radius: the estimator's radius.
     chunk_size: probes evaluated at once; None: one at a time.
     axis_name: a mapped axis over which the samples are averaged.
+    placement: where ``'step'`` places its probes (:func:`step_samples`).
 
   Returns:
     rho (float32 scalar) and the samples it was computed from.
@@ -832,7 +850,7 @@ def read_rho(
   if estimator == 'literal':
     samples = literal_samples(value_fn, params, key, **probes)
     return literal_ratio(samples), samples
-  samples = step_samples(value_fn, params, step, key, **probes)
+  samples = step_samples(value_fn, params, step, key, placement=placement, **probes)
   return instability_ratio(samples), samples
 
 
@@ -933,6 +951,12 @@ def static_int(name: str, value: Any, *, minimum: int, arrays: bool = False) -> 
   if value < minimum:
     raise ValueError(f'{name}={value}: it must be an int >= {minimum}.')
   return value
+
+
+def check_placement(placement: str) -> str:
+  if placement not in PLACEMENTS:
+    raise ValueError(f'probe_placement={placement!r} is unknown: choose one of {PLACEMENTS}.')
+  return placement
 
 
 def check_estimator(estimator: str) -> str:

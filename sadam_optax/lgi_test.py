@@ -231,3 +231,15 @@ def test_ratios_are_scale_free(scale):
     np.testing.assert_allclose(ratio(scale * y), ratio(y), rtol=1e-5)
   np.testing.assert_allclose(lgi.secant_ratio(scale * y[:2]), lgi.secant_ratio(y[:2]), rtol=1e-5)
   assert np.isfinite(float(lgi.literal_ratio(scale * y)))
+
+
+def test_probe_placement_is_a_parameter_and_checked():
+  # 'slices' (one random point per slice) is the validation's ablation.
+  w, step = jnp.array([1.0]), jnp.array([-1.02])
+  kwargs = dict(estimator='step', num_probes=4, probe_radius=1e-3)
+  ends = lgi.estimate_lgi(abs_loss, w, step, KEY, **kwargs)
+  slices = lgi.estimate_lgi(abs_loss, w, step, KEY, probe_placement='slices', **kwargs)
+  np.testing.assert_allclose(ends, 0.75, atol=1e-3)
+  assert float(slices) != float(ends)
+  with pytest.raises(ValueError, match='probe_placement'):
+    lgi.estimate_lgi(abs_loss, w, step, KEY, probe_placement='middle', **kwargs)

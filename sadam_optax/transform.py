@@ -77,7 +77,8 @@ class LGIProbe(optax.GradientTransformationExtraArgs):
 
   Build it with :func:`lgi_probe`. Its settings are attributes:
   ``estimator``, ``num_probes``, ``probe_radius``, ``probe_every``,
-  ``probe_offset``, ``chunk_size``, ``axis_name``, ``seed``.
+  ``probe_offset``, ``chunk_size``, ``axis_name``, ``seed``,
+  ``probe_placement``.
   """
 
 
@@ -246,6 +247,7 @@ def measure(
         probe_radius=probe.probe_radius,
         chunk_size=probe.chunk_size,
         axis_name=probe.axis_name,
+        placement=probe.probe_placement,
       )
       return rho.astype(jnp.float32), jnp.all(jnp.isfinite(samples))
 
@@ -279,6 +281,7 @@ def lgi_probe(
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   seed: int = 0,
+  probe_placement: str = 'ends',
 ) -> LGIProbe:
   """Measures rho along the step, as a transformation and a configuration.
 
@@ -323,12 +326,16 @@ def lgi_probe(
       are averaged over it, so every replica sees the rho of the global batch.
     seed: seed of the probes' PRNG key (``'step'``, ``'literal'``,
       ``'random-jvp'``; the others draw nothing).
+    probe_placement: ``'step'`` only: ``'ends'`` (default, probes evenly
+      spaced with both ends) or ``'slices'`` (one random point per slice, the
+      placement the validation replaced; kept for the ablation).
 
   Returns:
     An :class:`LGIProbe`: an ``optax.GradientTransformationExtraArgs`` whose
     state is an :class:`LGIProbeState`.
   """
   lgi.check_estimator(estimator)
+  lgi.check_placement(probe_placement)
   num_probes = lgi.resolve_num_probes(estimator, num_probes)
   probe_radius = lgi.resolve_probe_radius(estimator, probe_radius)
   if not isinstance(probe_every, jax.core.Tracer):
@@ -360,6 +367,7 @@ def lgi_probe(
     chunk_size=chunk_size,
     axis_name=axis_name,
     seed=seed,
+    probe_placement=probe_placement,
   )
   return probe
 
@@ -751,6 +759,7 @@ def _with_seed(probe: LGIProbe, seed: int) -> LGIProbe:
       'probe_offset',
       'chunk_size',
       'axis_name',
+      'probe_placement',
     )
   }
   return lgi_probe(**settings, seed=seed)

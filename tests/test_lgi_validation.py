@@ -90,13 +90,15 @@ def test_probing_both_ends_sees_an_overshoot_in_the_last_slice():
   keys = jax.random.split(jax.random.key(0), 64)
 
   def rho(key, former):
-    if former:
-      with lgi_validation.slices_probes():
-        return sadam_optax.estimate_lgi(
-          loss, params, step, key, estimator='step', num_probes=4, probe_radius=1e-3
-        )
     return sadam_optax.estimate_lgi(
-      loss, params, step, key, estimator='step', num_probes=4, probe_radius=1e-3
+      loss,
+      params,
+      step,
+      key,
+      estimator='step',
+      num_probes=4,
+      probe_radius=1e-3,
+      probe_placement='slices' if former else 'ends',
     )
 
   core = np.asarray(jax.jit(jax.vmap(lambda k: rho(k, False)))(keys))
