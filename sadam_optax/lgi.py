@@ -743,9 +743,10 @@ def estimate_lgi(
     direction: the proposed step (new params minus params); ignored by
       ``'literal'``, which probes random directions.
     key: a PRNG key (``jax.random.key``).
-    estimator: ``'secant'``, ``'step'``, ``'literal'`` or ``'trajectory'``
-      (module doc). Here ``'secant'`` computes the gradient and the loss at
-      ``params`` itself; in an optimizer they come with the train step.
+    estimator: ``'uphill'`` (default), ``'secant'``, ``'step'``,
+      ``'literal'``, ``'random-jvp'`` or ``'trajectory'`` (module doc). Here
+      the secant readings compute the gradient and the loss at ``params``
+      themselves; in an optimizer they come with the train step.
     num_probes: number of probes, a static int >= 2; None takes the
       estimator's default (2 for ``'step'``: the two ends of the step; 8 for
       ``'literal'``; ``'secant'`` and ``'trajectory'`` always read two
@@ -762,8 +763,8 @@ def estimate_lgi(
       (the former placement, an ablation; see :func:`step_samples`).
 
   Returns:
-    rho, a float32 scalar: in [0, 1) for ``'secant'``, ``'step'`` and
-    ``'trajectory'``; in
+    rho, a float32 scalar: in [0, 1] for ``'uphill'``; in [0, 1) for
+    ``'secant'``, ``'step'``, ``'random-jvp'`` and ``'trajectory'``; in
     [0, k / (k - 1)] for ``'literal'`` (the authors' unbiased variance).
 
   References:

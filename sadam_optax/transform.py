@@ -299,17 +299,19 @@ def lgi_probe(
 
   Args:
     estimator: which reading of rho (:mod:`sadam_optax.lgi`).
-      ``'secant'`` (default): the start slope of the step (from ``grad=``)
-      against its mean slope (one forward pass at the step's end, none more
-      with ``value=``). ``'step'``: directional derivatives (jvp, or vjp
+      ``'uphill'`` (default): the share of the step along which the loss
+      rises, from the start slope of the step (from ``grad=``) and its mean
+      slope (one forward pass at the step's end, none more with ``value=``).
+      ``'secant'`` (the 0.1 default): the variance of the same two slopes.
+      ``'step'``: directional derivatives (jvp, or vjp
       where the loss has a ``custom_vjp``) at ``num_probes`` points of the
       step. ``'literal'``: the authors' scripts (finite differences along
       random directions). ``'random-jvp'``: the paper's text (jvps along
       random directions at the current point; high wherever the loss is
       smooth). ``'trajectory'``: no extra pass (consecutive gradients).
     num_probes: probes per measurement, a static int >= 2 (None: 2 for
-      ``'step'``, 8 for ``'literal'`` and ``'random-jvp'``; ``'secant'`` and
-      ``'trajectory'`` always read two slopes).
+      ``'step'``, 8 for ``'literal'`` and ``'random-jvp'``; ``'uphill'``,
+      ``'secant'`` and ``'trajectory'`` always read two slopes).
     probe_radius: > 0; relative noise radius for ``'step'`` (default 0.01),
       absolute finite-difference sigma for ``'literal'`` (default 0.01).
     probe_every: probe on the first step and then every ``probe_every``-th,
@@ -561,7 +563,8 @@ def damping_scale(
 
   That chain is :func:`sadam_optax.sadamw` ``(lr, weight_decay=1e-4)``, bit
   for bit. In a chain the updates it receives are not the gradient, so the
-  estimators that read the gradient (``'secant'``, ``'trajectory'``) need
+  estimators that read the gradient (``'uphill'``, ``'secant'``,
+  ``'trajectory'``) need
   ``grad=``; it refuses to run when ``grad=`` is the very array it receives
   (it then sits before the adaptive scaling).
 
