@@ -51,7 +51,8 @@ def sadam(
   ``rho`` is measured along Adam's proposed step (``estimator='uphill'``: the
   share of the step along which the loss rises, from its start slope, given
   by the gradient, and its mean slope, from one forward pass at its end), so
-  the brake acts where that step would overshoot a kink or go uphill. The ``update`` call needs the loss: ``update(grads, state, params,
+  the brake acts where that step would overshoot a kink or go uphill. The
+  ``update`` call needs the loss: ``update(grads, state, params,
   value_fn=loss_of_params, value=loss)``; inside a jitted train step close
   over the batch. ``value=`` (the loss at ``params``, which the train step
   already has) is optional and saves one forward pass.
