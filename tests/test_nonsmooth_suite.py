@@ -9,6 +9,7 @@ ratio, convergence and verdict arithmetic on hand-made numbers, and that
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -194,3 +195,24 @@ def test_run_suite_api_with_any_transformation():
   assert rows['adam']['win_rate'] == 1.0
   assert rows['sgd']['mean_damping'] == 1.0
   assert 'damping_away' in out['diagnostics'] or out['diagnostics'] == {}
+
+
+def test_sadam_late_is_adam_until_the_last_sixth():
+  import optax  # pylint: disable=g-import-not-at-top
+
+  steps = 12
+  start = round((1 - ns.LATE_SHARE) * steps)
+  loss = lambda w: jnp.sum(jnp.abs(w - 1.0))
+  late = ns.build(ns.METHODS['sadam-late'], 0.5, steps=steps)
+  adam = optax.with_extra_args_support(optax.adam(0.5))
+  w = jnp.array([0.3, -0.2])
+  s_late, s_adam = late.init(w), adam.init(w)
+  braked = []
+  for _ in range(steps):
+    g = jax.grad(loss)(w)
+    u_late, s_late = late.update(g, s_late, w, value_fn=loss, value=loss(w))
+    u_adam, s_adam = adam.update(g, s_adam, w)
+    braked.append(not bool(jnp.allclose(u_late, u_adam, rtol=0, atol=0)))
+    w = w + u_adam
+  assert not any(braked[:start])
+  assert any(braked[start:])  # Steps of 0.5 across the kink at 1 are braked.
