@@ -10,14 +10,16 @@ learning-rate grid by validation accuracy and reported on the test set at the
 target bit width and, with the same trained float weights, at one bit fewer
 (Wenshoj et al., 2025, argue oscillations make networks robust to that).
 
-Methods (``--methods``):
+Methods (``--methods``; each an optimizer of :mod:`experiments.optimizers`
+and a schedule, :data:`experiments.configs.beyond_paper.METHODS`):
 
 * ``adamw``: AdamW, constant lr, with the oscillation frequency recorded by
   ``scale_by_oscillation`` at brake strength 0 (damping exactly 1, so the
   updates are AdamW's).
 * ``adamw-cosine``: AdamW with cosine decay to 0 (what users run).
 * ``sadam-literal`` (+ ``@eff-lr``, AdamW at its effective lr): the paper.
-* ``sadam`` (+ ``@eff-lr``): the library's default S-AdamW (``'secant'``).
+* ``sadam`` (+ ``@eff-lr``): the library's default S-AdamW (estimator
+  ``'uphill'``); ``sadam-secant`` (+ ``@eff-lr``): the default before 0.2.
 * ``sam-adamw``: SAM (``optax.contrib.sam``, radius 0.05) around AdamW, so
   that it shares the Adam family's learning-rate grid.
 * ``nagel-dampen``: AdamW + :func:`~sadam_optax.quant_aware.dampen_oscillations`.
@@ -31,7 +33,10 @@ Methods (``--methods``):
   instead of 2), ``sadam-compound`` (the compounding brake rule),
   ``sadam-every4`` (rho measured every 4th step and carried).
 
-Run (MNIST-1D CNN, 4 and 2 bits; defaults)::
+The configs are :mod:`experiments.configs.beyond_paper` (``--config
+beyond_paper:VARIANT``, or its alias ``--preset VARIANT``); options given on
+the command line override the config. Run (MNIST-1D CNN, 4 and 2 bits; the
+default variant)::
 
   python -m experiments.beyond_paper
 
@@ -39,7 +44,7 @@ CIFAR-10 (the offline copy, see :func:`sadam_examples.data.cifar10_path`),
 the paper's QATNet, 4 and 2 bits; learning rates chosen on the first
 ``--tune-seeds`` seeds, then the other seeds run at the chosen rate::
 
-  python -m experiments.beyond_paper --preset cifar10
+  python -m experiments.beyond_paper --config beyond_paper:cifar10
 
 References:
   Nagel, Fournarakis, Bondarenko, Blankevoort, `Overcoming Oscillations in
@@ -55,6 +60,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -67,98 +73,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import sadam_optax
 from experiments import common
+from experiments import configs
+from experiments import optimizers
 from experiments import qat
-from sadam_optax import quant_aware
+from experiments.configs import beyond_paper as beyond_paper_configs
 
-GRID = (1e-3, 3e-3, 1e-2, 3e-2)
-# label -> (optimizer name for common.make_optimizer, schedule)
-METHODS: dict[str, tuple[str, str]] = {  # In the order they run.
-  'adamw': ('qa-monitor', 'constant'),
-  'adamw-cosine': ('qa-monitor', 'cosine'),
-  'osc-brake': ('qa-brake', 'constant'),
-  'nagel-freeze': ('qa-freeze', 'constant'),
-  'nagel-dampen': ('qa-dampen', 'constant'),
-  'osc-brake-tensor': ('qa-brake-tensor', 'constant'),
-  'osc-brake-compound': ('qa-brake-compound', 'constant'),
-  'sadam-literal': ('sadam-literal', 'constant'),
-  'sadam': ('sadam', 'constant'),
-  'sadam-secant': ('sadam-secant', 'constant'),
-  'sam-adamw': ('sam-adamw', 'constant'),
-  'osc-brake-cosine': ('qa-brake', 'cosine'),
-  'nagel-freeze-cosine': ('qa-freeze', 'cosine'),
-  'osc-brake-compound-cosine': ('qa-brake-compound', 'cosine'),
-  # Ablations of the default S-AdamW (run at its selected lr).
-  'sadam-step': ('sadam-step', 'constant'),
-  'sadam-lam1': ('sadam-lam1', 'constant'),
-  'sadam-lam4': ('sadam-lam4', 'constant'),
-  'sadam-compound': ('sadam-compound', 'constant'),
-  'sadam-every4': ('sadam-every4', 'constant'),
-}
 BASELINES = ('adamw', 'adamw-cosine')
-# Candidate settings (one each in this first pass, not tuned).
-BRAKE_LAM = 25.0  # per weight: frequency 0.04 keeps exp(-1) of the step
-TENSOR_LAM = 50.0  # per tensor: the mean frequency is smaller
-COMPOUND = dict(lam=1.0, recovery=0.01, min_damping=1e-3)  # tightens above 0.01
-DAMPEN_STRENGTH = 0.2
-FREEZE_THRESHOLD = 0.03
-MOMENTUM = 0.01
 DIAGNOSTICS = ('osc_freq', 'osc_damping', 'frozen')
+METHODS = beyond_paper_configs.METHODS
 
 
 def register(bits: int) -> None:
-  """Registers the quantization-aware optimizers for a ``bits``-bit grid."""
-  grid = quant_aware.absmax_scale_fn(bits)
-
-  def after_adamw(*transforms):
-    return lambda lr, *, seed, weight_decay: optax.chain(
-      optax.adamw(lr, weight_decay=weight_decay), *transforms
-    )
-
-  def brake(lam, *, per_tensor, rule='exp', **kw):
-    return quant_aware.scale_by_oscillation(
-      grid,
-      brake=sadam_optax.damping_scale(lam, rule=rule, **kw),
-      momentum=MOMENTUM,
-      per_tensor=per_tensor,
-    )
-
-  common.register_optimizer('qa-monitor', after_adamw(brake(0.0, per_tensor=True)))
-  common.register_optimizer('qa-brake', after_adamw(brake(BRAKE_LAM, per_tensor=False)))
-  common.register_optimizer('qa-brake-tensor', after_adamw(brake(TENSOR_LAM, per_tensor=True)))
-  common.register_optimizer(
-    'qa-brake-compound', after_adamw(brake(per_tensor=True, rule='compound', **COMPOUND))
-  )
-  common.register_optimizer(
-    'qa-freeze',
-    after_adamw(
-      quant_aware.freeze_oscillating(grid, threshold=FREEZE_THRESHOLD, momentum=MOMENTUM)
-    ),
-  )
-  common.register_optimizer(
-    'sam-adamw',
-    lambda lr, *, seed, weight_decay: common.sam_around(optax.adamw, weight_decay=weight_decay)(lr),
-  )
-
-  def sadamw(**options):
-    return lambda lr, *, seed, weight_decay: sadam_optax.sadamw(
-      lr, weight_decay=weight_decay, seed=seed, **options
-    )
-
-  common.register_optimizer('sadam-lam1', sadamw(lam=1.0))
-  common.register_optimizer('sadam-lam4', sadamw(lam=4.0))
-  common.register_optimizer('sadam-compound', sadamw(rule='compound'))
-  common.register_optimizer('sadam-every4', sadamw(probe_every=4))
-  common.register_optimizer(
-    'qa-dampen',
-    lambda lr, *, seed, weight_decay: optax.chain(
-      optax.scale_by_adam(),
-      optax.add_decayed_weights(weight_decay),
-      quant_aware.dampen_oscillations(grid, strength=DAMPEN_STRENGTH),
-      optax.scale_by_learning_rate(lr),
-    ),
-  )
+  """Registers the optimizers of :func:`experiments.optimizers.quant_aware` at ``bits``."""
+  for name, factory in optimizers.quant_aware(bits).items():
+    optimizers.register(name, factory)
 
 
 def _state_mean(opt_state: Any, field: str) -> np.ndarray | None:
@@ -489,10 +418,10 @@ def markdown(payload: dict[str, Any]) -> str:
     '"osc. freq": mean over all weights (biases included, they never '
     'oscillate) of the EMA (momentum 0.01) of sign-alternating code '
     'changes at the end of training. Settings of the candidates (not '
-    f'tuned): osc-brake lam {BRAKE_LAM} per weight, osc-brake-tensor lam '
-    f'{TENSOR_LAM} on the tensor mean, compound {COMPOUND} per tensor, '
-    f'dampening strength {DAMPEN_STRENGTH} (grid units, decoupled), '
-    f'freezing threshold {FREEZE_THRESHOLD}. "adamw" records the '
+    f'tuned): osc-brake lam {optimizers.BRAKE_LAM} per weight, osc-brake-tensor lam '
+    f'{optimizers.TENSOR_LAM} on the tensor mean, compound {optimizers.COMPOUND} per tensor, '
+    f'dampening strength {optimizers.DAMPEN_STRENGTH} (grid units, decoupled), '
+    f'freezing threshold {optimizers.FREEZE_THRESHOLD}. "adamw" records the '
     'oscillation frequency through scale_by_oscillation at lam 0 (damping '
     'exactly 1).',
     '',
@@ -505,62 +434,10 @@ def markdown(payload: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-# The methods of the 5-seed tables: the baselines the issue names, both
-# S-AdamW readings and the candidates that did best in the first pass.
-CIFAR_METHODS = [
-  'adamw',
-  'adamw-cosine',
-  'osc-brake',
-  'osc-brake-cosine',
-  'nagel-dampen',
-  'nagel-freeze',
-  'sadam',
-  'sam-adamw',
-  'sadam-literal',
-]
-PRESETS = {
-  'default': dict(
-    dataset='mnist1d',
-    model='cnn1d',
-    bits=[4, 2],
-    seeds=5,
-    epochs=60,
-    batch_size=100,
-    methods=list(METHODS),
-    grid=list(GRID),
-    limit_train=None,
-  ),
-  # CIFAR-10 at the CPU budget of experiments/results/qat_cifar10_cpu.md.
-  'cifar10': dict(
-    dataset='cifar10',
-    model='qatnet',
-    bits=[4, 2],
-    seeds=5,
-    tune_seeds=2,
-    epochs=2,
-    batch_size=128,
-    methods=CIFAR_METHODS,
-    grid=[3e-4, 1e-3, 3e-3, 1e-2],
-    limit_train=5000,
-    limit_test=5000,
-  ),
-  'smoke': dict(
-    dataset='mnist1d',
-    model='cnn1d',
-    bits=[4],
-    seeds=2,
-    epochs=1,
-    batch_size=50,
-    methods=['adamw', 'osc-brake', 'nagel-freeze'],
-    grid=[1e-2],
-    limit_train=400,
-  ),
-}
-
-
 def parser() -> argparse.ArgumentParser:
+  """The command line: a config (:mod:`experiments.configs.beyond_paper`) and overrides."""
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--preset', choices=sorted(PRESETS), default='default')
+  configs.add_arguments(p, name='beyond_paper')
   p.add_argument('--dataset', choices=sorted(DATASET_NAMES))
   p.add_argument('--model', choices=qat.MODELS)
   p.add_argument(
@@ -574,7 +451,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--grid', type=float, nargs='+')
   p.add_argument('--limit-train', type=int)
   p.add_argument('--limit-test', type=int)
-  p.add_argument('--out', default='beyond_paper')
+  p.add_argument('--out', help='results file stem (default beyond_paper)')
   p.add_argument('--out-dir', default=str(common.RESULTS_DIR))
   p.add_argument('--notes', default='', help='free text appended to the .md')
   p.add_argument(
@@ -608,32 +485,25 @@ def merge(paths: Sequence[str], out: str, out_dir: str, notes: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """Runs the study of the command line's config (or merges results files).
+
+  Args:
+    argv: the command line (None: ``sys.argv``).
+
+  Returns:
+    The JSON payload (empty after ``--merge``).
+  """
   args = parser().parse_args(argv)
+  config = configs.resolve(args, name='beyond_paper')
   if args.merge:
-    merge(args.merge, args.out, args.out_dir, args.notes)
+    merge(args.merge, config.out, args.out_dir, args.notes)
     return {}
-  config = dict(PRESETS[args.preset])
-  for key in (
-    'dataset',
-    'model',
-    'tune_seeds',
-    'bits',
-    'seeds',
-    'epochs',
-    'batch_size',
-    'methods',
-    'grid',
-    'limit_train',
-    'limit_test',
-  ):
-    if getattr(args, key) is not None:
-      config[key] = getattr(args, key)
-  split = qat.load(
-    config['dataset'], limit_train=config.get('limit_train'), limit_test=config.get('limit_test')
-  )
-  config['steps'] = len(split.y_train) // config['batch_size'] * config['epochs']
+  split = qat.load(config.dataset, limit_train=config.limit_train, limit_test=config.limit_test)
   payload: dict[str, Any] = dict(
-    config=config,
+    config=dict(
+      dataclasses.asdict(config),
+      steps=len(split.y_train) // config.batch_size * config.epochs,
+    ),
     notes=args.notes,
     results={},
     data=f'{len(split.y_train)} train / {len(split.y_val)} val / {len(split.y_test)} test',
@@ -643,20 +513,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   def save(label, results):
     payload['results'][label] = results
     payload['seconds'] = time.perf_counter() - start
-    common.write_results(args.out, payload, markdown(payload), out_dir=args.out_dir)
+    common.write_results(config.out, payload, markdown(payload), out_dir=args.out_dir)
 
-  for bits in config['bits']:
+  for bits in config.bits:
     label = f'{bits}-bit'
     results = study(
       split,
       bits,
-      methods=config['methods'],
-      seeds=range(config['seeds']),
-      epochs=config['epochs'],
-      batch_size=config['batch_size'],
-      grid=config['grid'],
-      model=config['model'],
-      tune_seeds=config.get('tune_seeds'),
+      methods=config.methods,
+      seeds=range(config.seeds),
+      epochs=config.epochs,
+      batch_size=config.batch_size,
+      grid=config.grid,
+      model=config.model,
+      tune_seeds=config.tune_seeds,
       on_result=lambda r, label=label: save(label, r),
     )
     save(label, results)

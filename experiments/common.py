@@ -1,5 +1,6 @@
-"""Shared pieces of the experiments: optimizers by name, a vmapped training
-loop, learning-rate selection on a validation split, results writing.
+"""Shared pieces of the experiments: a vmapped training loop, learning-rate
+selection on a validation split, results writing; optimizers by name from the
+registry of :mod:`experiments.optimizers`.
 
 Every training run of a study is one point of a grid ``(learning rate, seed)``;
 the grid is ``jax.vmap``-ed, so one compilation trains all its points at once,
@@ -31,149 +32,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import sadam_optax
+from experiments import optimizers
 
 Array = jax.Array
 
-ADAM_GRID = (1e-3, 3e-3, 1e-2)
-SGD_GRID = (0.01, 0.03, 0.1)
-SGD_FAMILY = ('sgd', 'prox-sgd', 'sam')
-SADAM_ESTIMATORS = {
-  'sadam': 'uphill',
-  'sadam-secant': 'secant',
-  'sadam-step': 'step',
-  'sadam-literal': 'literal',
-  'sadam-trajectory': 'trajectory',
-}
-OPTIMIZERS = ('adamw', *SADAM_ESTIMATORS, *SGD_FAMILY)
+# The registry's names, under the names this module has always had.
+ADAM_GRID = optimizers.ADAM_GRID
+SGD_GRID = optimizers.SGD_GRID
+SGD_FAMILY = optimizers.SGD_FAMILY
+SADAM_ESTIMATORS = optimizers.SADAM_ESTIMATORS
+OPTIMIZERS = tuple(optimizers.BUILTIN)
+soft_threshold = optimizers.soft_threshold
+sam_around = optimizers.sam_around
+lr_grid = optimizers.lr_grid
+make_optimizer = optimizers.make
 CONTROL_SUFFIX = '@eff-lr'
 RESULTS_DIR = Path(__file__).resolve().parent / 'results'
 
 
 # ----------------------------------------------------------------- optimizers
-
-
-def soft_threshold(threshold: Any) -> optax.GradientTransformation:
-  """The proximal map of ``threshold * ||theta||_1``, applied after a step.
-
-  Turns ``updates`` into ``prox(params + updates) - params`` with
-  ``prox(z) = sign(z) max(|z| - threshold, 0)``: chained after a gradient
-  step it makes proximal gradient descent on an L1 penalty.
-
-  Args:
-    threshold: ``lr * l1`` (a float or a traced scalar).
-
-  Returns:
-    An ``optax.GradientTransformation`` that needs ``params``.
-
-  References:
-    Parikh, Boyd, `Proximal Algorithms
-    <https://web.stanford.edu/~boyd/papers/prox_algs.html>`_, 2014.
-  """
-
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError('soft_threshold needs params.')
-
-    def prox(u, p):
-      z = p + u
-      return jnp.sign(z) * jnp.maximum(jnp.abs(z) - threshold, 0) - p
-
-    return jax.tree.map(prox, updates, params), state
-
-  return optax.GradientTransformation(lambda _: optax.EmptyState(), update_fn)
-
-
-def make_optimizer(
-  name: str,
-  learning_rate: Any,
-  *,
-  seed: Any = 0,
-  weight_decay: float = 1e-2,
-  l1: float = 1e-4,
-  momentum: float = 0.9,
-  sam_radius: float = 0.05,
-  lam: float = 2.0,
-) -> optax.GradientTransformationExtraArgs:
-  """An optimizer of :data:`OPTIMIZERS` by name.
-
-  Args:
-    name: ``'adamw'``; ``'sadam'`` (S-AdamW, the default estimator
-      ``'uphill'``), ``'sadam-secant'`` (the default before 0.2),
-      ``'sadam-step'``,
-      ``'sadam-literal'`` (the paper's estimator and probes: k 8, sigma 0.01,
-      as :func:`sadam_optax.paper_sadamw`), ``'sadam-trajectory'``;
-      ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1
-      soft-thresholding), ``'sam'`` (SAM around momentum SGD; two gradients
-      per step, ``update`` needs ``grad_fn``).
-    learning_rate: a float, traced scalar or schedule.
-    seed: seed of S-Adam's probes (may be traced).
-    weight_decay: decoupled weight decay of the Adam family.
-    l1: Prox-SGD's L1 penalty.
-    momentum: momentum of the SGD family.
-    sam_radius: SAM's neighbourhood radius.
-    lam: S-Adam's brake strength.
-
-  Returns:
-    An ``optax.GradientTransformationExtraArgs`` (extra keywords accepted).
-  """
-  if name == 'adamw':
-    tx = optax.adamw(learning_rate, weight_decay=weight_decay)
-  elif name in SADAM_ESTIMATORS:
-    estimator = SADAM_ESTIMATORS[name]
-    probes = dict(num_probes=8, probe_radius=0.01) if estimator == 'literal' else {}
-    tx = sadam_optax.sadamw(
-      learning_rate, weight_decay=weight_decay, lam=lam, estimator=estimator, seed=seed, **probes
-    )
-  elif name == 'sgd':
-    tx = optax.sgd(learning_rate, momentum=momentum)
-  elif name == 'prox-sgd':
-    if callable(learning_rate):
-      raise ValueError('prox-sgd takes a constant learning rate.')
-    tx = optax.chain(
-      optax.sgd(learning_rate, momentum=momentum), soft_threshold(learning_rate * l1)
-    )
-  elif name == 'sam':
-    return sam_around(optax.sgd, momentum=momentum, radius=sam_radius)(learning_rate)
-  elif name in _REGISTERED:
-    tx = _REGISTERED[name](learning_rate, seed=seed, weight_decay=weight_decay)
-  else:
-    raise ValueError(f'Unknown optimizer {name!r}; choose from {OPTIMIZERS}.')
-  return optax.with_extra_args_support(tx)
-
-
-def sam_around(
-  base: Callable[..., optax.GradientTransformation], *, radius: float = 0.05, **base_kwargs: Any
-) -> Callable[..., optax.GradientTransformationExtraArgs]:
-  """A factory of SAM (``optax.contrib.sam``, opaque mode) around ``base``.
-
-  Args:
-    base: an optax alias taking the learning rate first (``optax.sgd``,
-      ``optax.adamw``).
-    radius: SAM's neighbourhood radius (the adversarial step's length).
-    **base_kwargs: passed to ``base``.
-
-  Returns:
-    ``factory(learning_rate, **ignored)``, as :func:`register_optimizer`
-    takes; its ``update`` needs ``grad_fn``.
-
-  References:
-    Foret, Kleiner, Mobahi, Neyshabur, `Sharpness-Aware Minimization for
-    Efficiently Improving Generalization <https://arxiv.org/abs/2010.01412>`_,
-    2021.
-  """
-
-  def factory(learning_rate, **ignored):
-    del ignored
-    adversary = optax.chain(optax.contrib.normalize(), optax.sgd(radius))
-    return _only_grad_fn(
-      optax.contrib.sam(base(learning_rate, **base_kwargs), adversary, opaque_mode=True)
-    )
-
-  return factory
-
-
-_REGISTERED: dict[str, Callable[..., optax.GradientTransformation]] = {}
 
 
 def register_optimizer(name: str, factory: Callable[..., optax.GradientTransformation]) -> None:
@@ -186,33 +63,11 @@ def register_optimizer(name: str, factory: Callable[..., optax.GradientTransform
   Args:
     name: a new optimizer name.
     factory: ``factory(learning_rate, *, seed, weight_decay)`` returning an
-      optax transformation (extra-argument support is added).
+      optax transformation (extra-argument support is added); adapted to
+      the registry's ``factory(learning_rate, options)``
+      (:func:`experiments.optimizers.register`).
   """
-  if name in OPTIMIZERS:
-    raise ValueError(f'{name!r} is a built-in optimizer.')
-  _REGISTERED[name] = factory
-
-
-def _only_grad_fn(
-  tx: optax.GradientTransformationExtraArgs,
-) -> optax.GradientTransformationExtraArgs:
-  """Hands ``tx.update`` only ``grad_fn`` of the extra keywords.
-
-  ``optax.contrib.sam`` in opaque mode takes ``grad_fn`` and rejects any other
-  keyword (``value_fn``), unlike optimizers built with
-  ``optax.with_extra_args_support``.
-  """
-
-  def update_fn(updates, state, params=None, *, grad_fn=None, **unused):
-    del unused
-    return tx.update(updates, state, params, grad_fn=grad_fn)
-
-  return optax.GradientTransformationExtraArgs(tx.init, update_fn)
-
-
-def lr_grid(name: str) -> tuple[float, ...]:
-  """The learning-rate grid of an optimizer: Adam family or SGD family."""
-  return SGD_GRID if name in SGD_FAMILY else ADAM_GRID
+  optimizers.register(name, lambda lr, o: factory(lr, seed=o.seed, weight_decay=o.weight_decay))
 
 
 def schedule(kind: str, total_steps: int) -> Callable[[Any], Any]:

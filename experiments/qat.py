@@ -15,12 +15,14 @@ the mean damping of the same run) runs automatically. See
 Quick start (no download; MNIST-1D is generated locally; a few minutes on
 2 CPU cores)::
 
-  python -m experiments.qat --preset quick
+  python -m experiments.qat --config qat:quick --out-dir runs
 
-Presets: ``quick``, ``mnist1d`` (4 and 2 bits, 5 seeds), ``float`` (the float
-CNN with AdamW), ``cifar10`` (QATNet 4-bit on a CIFAR-10 subset, CPU),
+The configs and their variants are :mod:`experiments.configs.qat`: ``quick``
+(the default), ``mnist1d`` (4 and 2 bits, 5 seeds), ``float`` (the float CNN
+with AdamW), ``cifar10`` (QATNet 4-bit on a CIFAR-10 subset, CPU),
 ``resnet18`` (CIFAR-10 ResNet-18 4-bit, for a GPU), ``smoke`` (seconds, for
-CI). Any option given on the command line overrides the preset.
+CI). ``--preset VARIANT`` is an alias of ``--config qat:VARIANT``. Any option
+given on the command line overrides the config.
 
 References:
   Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized Geometric
@@ -33,6 +35,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -40,70 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments import common
-
-ALL = ('adamw', 'sadam', 'sadam-literal', 'sadam-trajectory', 'prox-sgd', 'sgd', 'sam')
-
-PRESETS: dict[str, dict[str, Any]] = {
-  'quick': dict(
-    dataset='mnist1d',
-    model='cnn1d',
-    bits=['4'],
-    optimizers=['adamw', 'sadam-literal', 'sadam'],
-    seeds=3,
-    epochs=10,
-    batch_size=100,
-  ),
-  'mnist1d': dict(
-    dataset='mnist1d',
-    model='cnn1d',
-    bits=['4', '2'],
-    optimizers=list(ALL),
-    seeds=5,
-    epochs=60,
-    batch_size=100,
-  ),
-  'float': dict(
-    dataset='mnist1d',
-    model='cnn1d',
-    bits=['none'],
-    optimizers=['adamw'],
-    seeds=5,
-    epochs=60,
-    batch_size=100,
-  ),
-  'cifar10': dict(
-    dataset='cifar10',
-    model='qatnet',
-    bits=['4'],
-    optimizers=list(ALL),
-    seeds=3,
-    epochs=2,
-    batch_size=128,
-    limit_train=10000,
-    limit_test=5000,
-  ),
-  'resnet18': dict(
-    dataset='cifar10',
-    model='resnet18',
-    bits=['4'],
-    optimizers=['adamw', 'sadam-literal', 'sadam'],
-    seeds=3,
-    epochs=2,
-    batch_size=128,
-    limit_train=20000,
-    lrs=[3e-4, 1e-3],
-  ),
-  'smoke': dict(
-    dataset='mnist1d',
-    model='cnn1d',
-    bits=['4'],
-    optimizers=['adamw', 'sadam'],
-    seeds=2,
-    epochs=2,
-    batch_size=100,
-    lrs=[1e-2],
-  ),
-}
+from experiments import configs
+from experiments.configs import qat as qat_configs
 
 
 def load(
@@ -161,14 +102,16 @@ def build_model(name: str, bits: int | None, *, width: int | None = None) -> Any
 
 
 def parse_bits(value: str) -> int | None:
+  """A bit width of the command line: an int, None for float."""
   return None if value.lower() in ('none', 'float', '32') else int(value)
 
 
 def parser() -> argparse.ArgumentParser:
+  """The command line: a config (:mod:`experiments.configs.qat`) and overrides."""
   p = argparse.ArgumentParser(
     description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
   )
-  p.add_argument('--preset', choices=sorted(PRESETS), default='quick')
+  configs.add_arguments(p, name='qat')
   p.add_argument('--dataset', choices=['mnist1d', 'digits', 'cifar10'])
   p.add_argument('--model', choices=MODELS)
   p.add_argument(
@@ -191,51 +134,41 @@ def parser() -> argparse.ArgumentParser:
     '(default: Adam family {1e-3,3e-3,1e-2}, SGD family '
     '{0.01,0.03,0.1})',
   )
-  p.add_argument('--schedule', choices=['constant', 'cosine'], default='constant')
+  p.add_argument('--schedule', choices=['constant', 'cosine'])
   p.add_argument(
-    '--no-controls', action='store_true', help="skip AdamW at S-Adam's effective learning rate"
+    '--no-controls',
+    action='store_true',
+    default=None,
+    help="skip AdamW at S-Adam's effective learning rate",
   )
-  p.add_argument('--out', help='results file stem (default qat_<preset>)')
+  p.add_argument('--out', help='results file stem (default qat_<variant>)')
   p.add_argument('--out-dir', default=str(common.RESULTS_DIR))
   p.add_argument('--render', metavar='JSON', help='only rewrite the .md beside this results file')
   return p
 
 
-def resolve(args: argparse.Namespace) -> dict[str, Any]:
-  """The preset, overridden by every option given on the command line."""
-  config = {
-    'limit_train': None,
-    'limit_test': None,
-    'lrs': None,
-    'width': None,
-    **PRESETS[args.preset],
-  }
-  for key, value in vars(args).items():
-    if value is not None and key not in ('preset', 'out', 'out_dir', 'render'):
-      config[key] = value
-  config['out'] = args.out or f'qat_{args.preset}'
-  return config
+def resolve(args: argparse.Namespace) -> qat_configs.Config:
+  """The config of ``--config``/``--preset``, overridden by the options given."""
+  return configs.resolve(args, name='qat')
 
 
-def run(config: dict[str, Any], out_dir: Path | str) -> dict[str, Any]:
+def run(config: qat_configs.Config, out_dir: Path | str) -> dict[str, Any]:
   """Runs the comparison for every bit width and writes the results.
 
   Args:
-    config: the resolved options (:func:`resolve`).
+    config: the resolved config (:func:`resolve`).
     out_dir: where ``<out>.json``, ``<out>.md`` and the PNGs go.
 
   Returns:
     The JSON payload.
   """
   start = time.perf_counter()
-  split = load(
-    config['dataset'], limit_train=config['limit_train'], limit_test=config['limit_test']
-  )
-  budget = common.Budget(config['batch_size'], config['epochs'], schedule=config['schedule'])
-  seeds = list(range(config['seeds']))
-  grids = {o: config['lrs'] for o in config['optimizers']} if config['lrs'] else None
+  split = load(config.dataset, limit_train=config.limit_train, limit_test=config.limit_test)
+  budget = common.Budget(config.batch_size, config.epochs, schedule=config.schedule)
+  seeds = list(range(config.seeds))
+  grids = {o: config.lrs for o in config.optimizers} if config.lrs else None
   payload: dict[str, Any] = dict(
-    config={k: v for k, v in config.items()},
+    config=dataclasses.asdict(config),
     data=dict(train=len(split.y_train), val=len(split.y_val), test=len(split.y_test)),
     results={},
   )
@@ -245,31 +178,31 @@ def run(config: dict[str, Any], out_dir: Path | str) -> dict[str, Any]:
   def save(label: str, results: dict[str, Any]) -> None:
     payload['results'][label] = results
     payload['seconds'] = time.perf_counter() - start
-    common.write_results(config['out'], payload, markdown(payload), out_dir=out_dir)
+    common.write_results(config.out, payload, markdown(payload), out_dir=out_dir)
 
-  for bits_str in config['bits']:
+  for bits_str in config.bits:
     bits = parse_bits(bits_str)
     label = 'float' if bits is None else f'{bits}-bit'
-    model = build_model(config['model'], bits, width=config.get('width'))
+    model = build_model(config.model, bits, width=config.width)
     results = common.compare(
       model,
       split,
       budget,
-      optimizers=config['optimizers'],
+      optimizers=config.optimizers,
       seeds=seeds,
       grids=grids,
-      controls=not config['no_controls'],
-      desc=f'{config["dataset"]} {label}',
+      controls=not config.no_controls,
+      desc=f'{config.dataset} {label}',
       on_result=lambda r, label=label: save(label, r),
     )
     common.plot_curves(
       results,
-      out_dir / f'{config["out"]}_{label}.png',
-      title=f'{config["dataset"]} {config["model"]} {label}',
+      out_dir / f'{config.out}_{label}.png',
+      title=f'{config.dataset} {config.model} {label}',
     )
     save(label, results)
     print(
-      f'\n{config["dataset"]} {config["model"]} {label}: test accuracy, '
+      f'\n{config.dataset} {config.model} {label}: test accuracy, '
       f'mean +- std over {len(seeds)} seeds\n{common.table(results)}\n'
       + '\n'.join(common.verdict(results)),
       flush=True,
@@ -322,6 +255,7 @@ def markdown(payload: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+  """Runs the command line's config (or only re-renders a report with ``--render``)."""
   args = parser().parse_args(argv)
   if args.render:
     path = Path(args.render)

@@ -7,7 +7,8 @@ grid by validation accuracy, and AdamW at S-Adam's effective learning rate
 :mod:`experiments.qat`. The number of epochs is the same at every batch size,
 so small batches take more, noisier steps.
 
-Example::
+The configs are :mod:`experiments.configs.small_batch` (``default``,
+``smoke``); options given on the command line override the config. Example::
 
   python -m experiments.small_batch --seeds 3 --epochs 10
 
@@ -19,76 +20,74 @@ References:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from experiments import common
+from experiments import configs
 from experiments import qat
-
-# The Adam-family grid of experiments.qat. (The committed results used
-# (3e-4, 1e-3, 3e-3), and every optimizer picked its top: too low a grid.)
-GRID = common.ADAM_GRID
+from experiments.configs import small_batch as small_batch_configs
 
 
 def parser() -> argparse.ArgumentParser:
+  """The command line: a config (:mod:`experiments.configs.small_batch`) and overrides."""
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  p.add_argument('--batch-sizes', type=int, nargs='+', default=[2, 4, 16, 64])
-  p.add_argument(
-    '--optimizers',
-    nargs='+',
-    choices=common.OPTIMIZERS,
-    default=['adamw', 'sadam', 'sadam-literal'],
-  )
-  p.add_argument('--bits', default='4', help="bit width; 'none' for float")
-  p.add_argument('--seeds', type=int, default=3)
-  p.add_argument('--epochs', type=int, default=10)
-  p.add_argument('--lrs', type=float, nargs='+', default=list(GRID))
+  configs.add_arguments(p, name='small_batch')
+  p.add_argument('--batch-sizes', type=int, nargs='+')
+  p.add_argument('--optimizers', nargs='+', choices=common.OPTIMIZERS)
+  p.add_argument('--bits', help="bit width; 'none' for float")
+  p.add_argument('--seeds', type=int)
+  p.add_argument('--epochs', type=int)
+  p.add_argument('--lrs', type=float, nargs='+')
   p.add_argument('--limit-train', type=int, help='first N training examples')
-  p.add_argument('--out', default='small_batch')
+  p.add_argument('--out', help='results file stem (default small_batch)')
   p.add_argument('--out-dir', default=str(common.RESULTS_DIR))
   return p
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(config: small_batch_configs.Config, out_dir: Path | str) -> dict[str, Any]:
   """Runs the comparison at every batch size and writes the results.
 
   Args:
-    args: the parsed command line (:func:`parser`).
+    config: the resolved config (:func:`experiments.configs.resolve`).
+    out_dir: where ``<out>.json``, ``<out>.md`` and ``<out>.png`` go.
 
   Returns:
     The JSON payload.
   """
   start = time.perf_counter()
-  split = qat.load('mnist1d', limit_train=args.limit_train)
-  model = qat.build_model('cnn1d', qat.parse_bits(args.bits))
-  grids = {o: args.lrs for o in args.optimizers}
-  out_dir = Path(args.out_dir)
-  payload: dict[str, Any] = dict(config=vars(args), results={})
-  for batch_size in args.batch_sizes:
-    budget = common.Budget(batch_size, args.epochs)
+  split = qat.load('mnist1d', limit_train=config.limit_train)
+  model = qat.build_model('cnn1d', qat.parse_bits(config.bits))
+  grids = {o: config.lrs for o in config.optimizers}
+  out_dir = Path(out_dir)
+  payload: dict[str, Any] = dict(config=dataclasses.asdict(config), results={})
+  for batch_size in config.batch_sizes:
+    budget = common.Budget(batch_size, config.epochs)
     results = common.compare(
       model,
       split,
       budget,
-      optimizers=args.optimizers,
-      seeds=list(range(args.seeds)),
+      optimizers=config.optimizers,
+      seeds=list(range(config.seeds)),
       grids=grids,
       desc=f'batch {batch_size}',
     )
     payload['results'][str(batch_size)] = results
     payload['seconds'] = time.perf_counter() - start
-    common.write_results(args.out, payload, _markdown(args, payload), out_dir=out_dir)
+    common.write_results(config.out, payload, _markdown(config, payload), out_dir=out_dir)
     print(
       f'\nbatch {batch_size}\n{common.table(results)}\n' + '\n'.join(common.verdict(results)),
       flush=True,
     )
-  _plot(payload['results'], out_dir / f'{args.out}.png')
+  _plot(payload['results'], out_dir / f'{config.out}.png')
   return payload
 
 
-def _markdown(args: argparse.Namespace, payload: dict[str, Any]) -> str:
+def _markdown(config: small_batch_configs.Config, payload: dict[str, Any]) -> str:
+  """The readable report of a (possibly partial) payload."""
   names = list(next(iter(payload['results'].values())))
   header = '| batch | ' + ' | '.join(names) + ' |\n|---|' + '---|' * len(names)
   rows = []
@@ -105,15 +104,15 @@ def _markdown(args: argparse.Namespace, payload: dict[str, Any]) -> str:
   return '\n'.join(
     [
       '# Small batches: MNIST-1D, 1-D CNN, '
-      f'{"float" if qat.parse_bits(args.bits) is None else args.bits + "-bit"}',
+      f'{"float" if qat.parse_bits(config.bits) is None else config.bits + "-bit"}',
       '',
       f'Command: `{common.command_line()}`  ',
       f'Hardware: {common.hardware()}  ',
       f'Wall time: {payload["seconds"]:.0f} s',
       '',
-      f'Test accuracy %, mean +- std over {args.seeds} seeds, {args.epochs} '
+      f'Test accuracy %, mean +- std over {config.seeds} seeds, {config.epochs} '
       'epochs at every batch size, constant learning rate selected on a '
-      f'validation split from {args.lrs}; `@eff-lr` is AdamW at lr x mean '
+      f'validation split from {config.lrs}; `@eff-lr` is AdamW at lr x mean '
       "damping of the same seed's S-Adam run.",
       '',
       header,
@@ -121,7 +120,7 @@ def _markdown(args: argparse.Namespace, payload: dict[str, Any]) -> str:
       '',
       *verdicts,
       '',
-      f'![curves]({args.out}.png)',
+      f'![curves]({config.out}.png)',
       '',
     ]
   )
@@ -157,7 +156,9 @@ def _plot(results: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  run(parser().parse_args(argv))
+  """Runs the command line's config."""
+  args = parser().parse_args(argv)
+  run(configs.resolve(args, name='small_batch'), args.out_dir)
 
 
 if __name__ == '__main__':

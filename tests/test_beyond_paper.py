@@ -41,8 +41,8 @@ def test_two_stage_tuning_reports_every_seed_at_the_chosen_lr(tmp_path):
   # Grid on the first seed only, then seeds 1 and 2 at the chosen lr.
   beyond_paper.main(
     [
-      '--preset',
-      'smoke',
+      '--config',
+      'beyond_paper:smoke',
       '--methods',
       'adamw',
       '--seeds',
