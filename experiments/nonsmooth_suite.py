@@ -1,6 +1,6 @@
 """Non-smooth benchmark suite: does a braked Adam end closer than Adam?
 
-Seven families of random convex (and one non-convex) problems whose
+Nine families of random convex (and one non-convex) problems whose
 minimiser, or optimal value, is known to high precision. Every method starts
 every instance from the same point and runs a constant learning rate; the end
 state is compared with plain Adam's, instance by instance.
@@ -34,9 +34,15 @@ instances of a family):
 7. ``relu_net``: a teacher-student one-hidden-layer ReLU net,
    ``0.5 mean((net(w, x) - net(w_teacher, x))^2)``, realizable: ``f* = 0``;
    metric: the excess loss (the minimisers are not unique).
+8. ``quantile``: quantile regression, ``mean(pinball_tau(y - X w))`` with
+   heavy-tailed noise; ``f*`` by a linear program (HiGHS); metric: the excess
+   loss (the LP's minimiser need not be unique).
+9. ``lad_tv``: L1 denoising with total variation, ``mean|w - y| + lam
+   sum|w_{i+1} - w_i|``, on a noisy piecewise-constant signal; ``f*`` by a
+   linear program; metric: the excess loss.
 
 Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6) or ``f(w_t) - f*``
-(family 7). The *band* is ``m_t`` over the last 10% of the steps (its mean,
+(families 7-9). The *band* is ``m_t`` over the last 10% of the steps (its mean,
 ``band``, and its max, ``band_max``); also the first step at which
 ``m_t <= tol * m_0`` (``tol = 1e-2``). Bands below ``1e-6 * m_0`` are float32
 rounding and are floored there before any comparison.
@@ -637,6 +643,83 @@ def relu_net_objective_out(data, w) -> np.ndarray:
   return np.maximum(data['x'] @ w1.T + b1, 0.0) @ w2 + b2
 
 
+# 8. Quantile regression and 9. L1 denoising with total variation: linear programs.
+
+
+def _linprog(c, **constraints) -> np.ndarray:
+  """The solution of ``min c.x`` by HiGHS; raises if it is not optimal."""
+  res = scipy.optimize.linprog(c, method='highs', **constraints)
+  if res.status != 0:
+    raise RuntimeError(f'linprog: {res.message}')
+  return res.x
+
+
+def quantile_objective(data, w, xp=jnp):
+  """``mean(max(tau r, (tau - 1) r))``, ``r = y - X w`` (the pinball loss)."""
+  r = data['y'] - data['x'] @ w
+  return xp.mean(xp.maximum(data['tau'] * r, (data['tau'] - 1.0) * r))
+
+
+def make_quantile(rng: np.random.Generator, index: int) -> Instance:
+  """Heavy-tailed noise, ``tau`` uniform in [0.1, 0.9]; the optimum by LP."""
+  n, d = ((80, 5), (200, 20))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  x = _conditioned(rng, n, d, cond)
+  y = x @ rng.standard_normal(d) + rng.standard_t(2, n)
+  tau = rng.uniform(0.1, 0.9)
+  # min (tau 1.u + (1 - tau) 1.v) / n  s.t.  X w + u - v = y,  u, v >= 0.
+  cost = np.concatenate([np.zeros(d), np.full(n, tau / n), np.full(n, (1 - tau) / n)])
+  sol = _linprog(
+    cost,
+    A_eq=np.hstack([x, np.eye(n), -np.eye(n)]),
+    b_eq=y,
+    bounds=[(None, None)] * d + [(0, None)] * (2 * n),
+  )
+  w = sol[:d]
+  data = dict(x=x, y=y, tau=np.float64(tau))
+  return Instance(
+    data,
+    _start_near(rng, w),
+    w,
+    float(quantile_objective(data, w, np)),
+    dict(n=n, d=d, cond=cond, tau=tau),
+  )
+
+
+def lad_tv_objective(data, w, xp=jnp):
+  """``mean|w - y| + lam sum|w_{i+1} - w_i|``."""
+  return xp.mean(xp.abs(w - data['y'])) + data['lam'] * xp.sum(xp.abs(xp.diff(w)))
+
+
+def make_lad_tv(rng: np.random.Generator, index: int) -> Instance:
+  """A noisy piecewise-constant signal of 4 levels; the optimum by LP."""
+  d = (20, 60)[index % 2]
+  y = np.repeat(rng.standard_normal(4), d // 4) + 0.3 * rng.standard_normal(d)
+  lam = _log_uniform(rng, 2e-3, 5e-2)
+  # Variables (w, a, t): a >= |w - y|, t >= |D w|; min mean(a) + lam sum(t).
+  k = d - 1
+  diff = np.diff(np.eye(d), axis=0)
+  eye, zeros = np.eye(d), np.zeros
+  sol = _linprog(
+    np.concatenate([np.zeros(d), np.full(d, 1.0 / d), np.full(k, lam)]),
+    A_ub=np.vstack(
+      [
+        np.hstack([eye, -eye, zeros((d, k))]),
+        np.hstack([-eye, -eye, zeros((d, k))]),
+        np.hstack([diff, zeros((k, d)), -np.eye(k)]),
+        np.hstack([-diff, zeros((k, d)), -np.eye(k)]),
+      ]
+    ),
+    b_ub=np.concatenate([y, -y, np.zeros(2 * k)]),
+    bounds=[(None, None)] * d + [(0, None)] * (d + k),
+  )
+  w = sol[:d]
+  data = dict(y=y, lam=np.float64(lam))
+  return Instance(
+    data, _start_near(rng, w), w, float(lad_tv_objective(data, w, np)), dict(d=d, lam=lam)
+  )
+
+
 FAMILIES = {
   f.name: f
   for f in (
@@ -693,6 +776,21 @@ FAMILIES = {
       'excess',
       'teacher-student 1-hidden-layer ReLU net, f* = 0; (n, in, '
       'hidden) in {(16, 4, 6), (32, 8, 12)}, input cond 1-10',
+    ),
+    Family(
+      'quantile',
+      quantile_objective,
+      make_quantile,
+      'excess',
+      'mean pinball_tau(y - Xw), t(2) noise; (n, d) in {(80, 5), (200, 20)}, cond 1-30, '
+      'tau 0.1-0.9; f* by LP',
+    ),
+    Family(
+      'lad_tv',
+      lad_tv_objective,
+      make_lad_tv,
+      'excess',
+      'mean|w-y| + lam TV(w), y piecewise constant + noise; d in {20, 60}, lam 2e-3-5e-2; f* by LP',
     ),
   )
 }
@@ -1178,6 +1276,7 @@ def _fmt(x: Any) -> str:
 def markdown(payload: dict[str, Any]) -> str:
   """The readable report: headline, verdicts, every cell."""
   cfg = payload['config']
+  excess = ', '.join(f for f in cfg['families'] if FAMILIES[f].metric == 'excess') or 'none'
   lines = [
     '# Non-smooth benchmark suite: methods against Adam, instance by instance',
     '',
@@ -1189,7 +1288,7 @@ def markdown(payload: dict[str, Any]) -> str:
     f'instances each (seed {cfg["seed"]}); constant lrs {cfg["lrs"]}; '
     f'{cfg["steps"]} steps; same start per instance for every method.',
     '',
-    'Band: the distance to the minimiser (relu_net: the excess loss) '
+    f'Band: the distance to the minimiser ({excess}: the excess loss) '
     f'averaged over the last {cfg["window"]:.0%} of the steps, floored at '
     f"{cfg['floor']:g} x its initial value. Win: band <= Adam's on the "
     "same instance. Ratio: band / Adam's band (median over instances). "
@@ -1259,7 +1358,7 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += [
       '',
       'Every family (mean damping on steps away / toward; share '
-      'of steps away; relu_net: steps that raise / lower the loss):',
+      f'of steps away; {excess}: steps that raise / lower the loss):',
       '',
       '| method | family | lr | away | toward | share away |',
       '|---|---|---|---|---|---|',

@@ -62,6 +62,20 @@ def test_abs_sum_subgradient_condition_and_figure1():
     assert np.all(np.abs(mu * w[~smooth]) <= a[~smooth] + 1e-12)
 
 
+@pytest.mark.parametrize('family', ['quantile', 'lad_tv'])
+def test_linear_program_optima_beat_perturbations(family):
+  objective = ns.FAMILIES[family].objective
+  rng = np.random.default_rng(0)
+  for inst in _instances(family):
+    f_star = objective(inst.data, inst.minimiser, np)
+    assert f_star == pytest.approx(inst.optimum, rel=1e-12, abs=1e-12)
+    for scale in (1e-6, 1e-3, 1.0):
+      for _ in range(20):
+        u = rng.standard_normal(inst.minimiser.shape)
+        value = objective(inst.data, inst.minimiser + scale * u / np.linalg.norm(u), np)
+        assert value >= f_star - 1e-9 * (1 + abs(f_star))  # The LP's tolerance.
+
+
 def test_svm_and_huber_optimality():
   for inst in _instances('svm'):
     d = inst.data
