@@ -257,13 +257,56 @@ def tree_dot(a: Any, b: Any) -> jax.Array:
   )
 
 
+# XLA:CPU reduces an array to a scalar in one serial chain of additions (no
+# reassociation without fast math), about 1 ns per element: on the 2-core MLP
+# the secant's reductions took as long as a forward pass. Adding a leaf's
+# blocks elementwise first gives the chain one term per block-sized group, so
+# the reduction runs at the speed of its memory reads (the benchmarks' README).
+_CHAIN_BLOCKS = 8
+_CHAIN_MIN_SIZE = 8192
+
+
+def _chain_split(x: jax.Array) -> tuple[int, int]:
+  """``(axis, k)``: sum ``x`` as ``k`` equal blocks along ``axis`` (k=1: whole).
+
+  Only on the CPU, for leaves of at least ``_CHAIN_MIN_SIZE`` entries, along
+  an axis that no explicit sharding splits (blocks of a sharded axis would
+  move data between devices); other backends reduce in parallel anyway.
+  """
+  if x.size < _CHAIN_MIN_SIZE or jax.default_backend() != 'cpu':
+    return 0, 1
+  spec = tuple(getattr(getattr(jax.typeof(x), 'sharding', None), 'spec', ()) or ())
+  best = (1, 0)  # (blocks, -axis): the most blocks, then the leading axis.
+  for axis, n in enumerate(x.shape):
+    if axis < len(spec) and spec[axis] is not None:
+      continue
+    k = max(j for j in range(1, _CHAIN_BLOCKS + 1) if n % j == 0)
+    best = max(best, (k, -axis))
+  k, axis = best
+  return -axis, k
+
+
+def _block_sum(terms: Callable[..., jax.Array], *leaves: jax.Array) -> jax.Array:
+  """``terms(*leaves)``, its blocks along the leaves' chain split added up."""
+  axis, k = _chain_split(leaves[-1])
+  if k == 1:
+    return terms(*leaves)
+  size = leaves[-1].shape[axis] // k
+  blocks = [
+    terms(*(jax.lax.slice_in_dim(x, i * size, (i + 1) * size, axis=axis) for x in leaves))
+    for i in range(k)
+  ]
+  return functools.reduce(jnp.add, blocks)
+
+
 def _dot_and_sq_norm(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
   """``(Re <a, b>, <b, b>)`` over all leaves, one reduction per leaf.
 
   One two-output reduction per leaf, not a scaled copy and two reductions:
   on the CPU each is a kernel, and on a 2-core ResNet-18 (62 leaves) those
   kernels made the secant's step 1.52x AdamW's instead of 1.29x, the cost of
-  a forward pass (see the benchmarks' README).
+  a forward pass (see the benchmarks' README). Large leaves enter it as the
+  sum of their blocks (:data:`_CHAIN_BLOCKS`), fused into the same pass.
   """
   leaves_b = jax.tree.leaves(b)
   acc = _accumulator(leaves_b)
@@ -272,7 +315,10 @@ def _dot_and_sq_norm(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
   for x, y in zip(jax.tree.leaves(a), leaves_b):
     x, y = x.astype(_wide(x.dtype)), y.astype(_wide(y.dtype))
     d, q = jax.lax.reduce(
-      (_real_dot(x, y).astype(acc), _sq(y).astype(acc)),
+      (
+        _block_sum(lambda u, v: _real_dot(u, v).astype(acc), x, y),
+        _block_sum(lambda v: _sq(v).astype(acc), y),
+      ),
       (zero, zero),
       lambda p, r: (p[0] + r[0], p[1] + r[1]),
       tuple(range(y.ndim)),
@@ -309,6 +355,21 @@ def _axpy(params: Any, a: jax.Array, x: Any) -> Any:
 def _cast_like(tree: Any, like: Any) -> Any:
   """``tree`` with each leaf in the dtype of the matching leaf of ``like``."""
   return jax.tree.map(lambda x, p: x.astype(p.dtype), tree, like)
+
+
+def scale_step(step: Any, scale: Optional[jax.Array]) -> Any:
+  """``scale * step`` leaf by leaf, in each leaf's dtype (None: ``step``)."""
+  if scale is None:
+    return step
+  return jax.tree.map(lambda u: u * jnp.asarray(scale).astype(u.dtype), step)
+
+
+def _scale_dot_and_sq_norm(
+  dot: jax.Array, sq_norm: jax.Array, scale: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """``<a, c b>`` and ``<c b, c b>`` from ``<a, b>`` and ``<b, b>``."""
+  c = jnp.asarray(scale).astype(dot.dtype)
+  return dot * c, sq_norm * (c * c)
 
 
 def unit_direction(direction: Any) -> tuple[Any, jax.Array]:
@@ -510,6 +571,7 @@ def secant_samples(
   value: Optional[jax.Array] = None,
   *,
   axis_name: Optional[str] = None,
+  step_scale: Optional[jax.Array] = None,
 ) -> jax.Array:
   """The slope along ``step`` at its start and its mean over the step.
 
@@ -526,24 +588,33 @@ def secant_samples(
     value: ``value_fn(params)``, if the caller already has it; it must be the
       same function at the same point, or the secant is off.
     axis_name: a mapped axis over which the slopes are averaged.
+    step_scale: a scalar; if given, the step is ``step_scale * step``
+      (:func:`scale_step`). The step is then never materialised: the end
+      point computes it in its own pass and the reductions run over ``step``,
+      scaled as scalars.
 
   Returns:
     float32 array ``(s0, s)``; zeros when the step is zero, or when the loss
     changes over it by no more than its rounding and ``<grad, step>`` is as
     small (nothing to measure).
   """
-  end = _axpy(params, jnp.float32(1.0), step)
+  # XLA:CPU writes each array with several consumers in a pass of its own:
+  # the scaled step feeds the end point only (fused there), the reductions
+  # read the step as it came.
+  end = _axpy(params, jnp.float32(1.0), scale_step(step, step_scale))
   if all(
     not jnp.issubdtype(p.dtype, jnp.floating)
     or jnp.finfo(p.dtype).nmant >= jnp.finfo(jnp.float32).nmant
     for p in jax.tree.leaves(params)
   ):
-    moved = step
+    dot, sq_norm = _dot_and_sq_norm(grad, step)
+    if step_scale is not None:
+      dot, sq_norm = _scale_dot_and_sq_norm(dot, sq_norm, step_scale)
   else:
     # Measure along the segment actually travelled: in bfloat16 the end
     # point rounds, by up to a tenth of a small step.
     moved = jax.tree.map(lambda e, p: e.astype(jnp.float32) - p.astype(jnp.float32), end, params)
-  dot, sq_norm = _dot_and_sq_norm(grad, moved)
+    dot, sq_norm = _dot_and_sq_norm(grad, moved)
   norm = _safe_sqrt(sq_norm)
   safe_norm = jnp.where(norm > 0, norm, 1.0)
   s0 = jnp.where(norm > 0, dot / safe_norm, 0.0)
@@ -815,6 +886,7 @@ def read_rho(
   chunk_size: Optional[int],
   axis_name: Optional[str],
   placement: str = 'ends',
+  step_scale: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, jax.Array]:
   """``(rho, samples)`` of one reading of the loss (every estimator but
   ``'trajectory'``, which reads consecutive gradients instead).
@@ -835,12 +907,16 @@ def read_rho(
     chunk_size: probes evaluated at once; None: one at a time.
     axis_name: a mapped axis over which the samples are averaged.
     placement: where ``'step'`` places its probes (:func:`step_samples`).
+    step_scale: a scalar; if given, the step is ``step_scale * step``, formed
+      where it is used (:func:`secant_samples`).
 
   Returns:
     rho (float32 scalar) and the samples it was computed from.
   """
   if estimator in SECANT_READINGS:
-    samples = secant_samples(value_fn, params, step, grad, value, axis_name=axis_name)
+    samples = secant_samples(
+      value_fn, params, step, grad, value, axis_name=axis_name, step_scale=step_scale
+    )
     return (uphill_share if estimator == 'uphill' else secant_ratio)(samples), samples
   if estimator == 'random-jvp':
     samples = random_jvp_samples(value_fn, params, key, num_probes=num_probes, axis_name=axis_name)
@@ -851,6 +927,7 @@ def read_rho(
   if estimator == 'literal':
     samples = literal_samples(value_fn, params, key, **probes)
     return literal_ratio(samples), samples
+  step = scale_step(step, step_scale)
   samples = step_samples(value_fn, params, step, key, placement=placement, **probes)
   return instability_ratio(samples), samples
 

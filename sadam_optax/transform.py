@@ -193,6 +193,7 @@ def measure(
   grad: Any,
   value_fn: Optional[Callable[..., Any]],
   extra_args: dict[str, Any],
+  step_scale: Optional[jax.Array] = None,
 ) -> LGIProbeState:
   """One step of the probe: rho along ``step``, in the returned state.
 
@@ -206,6 +207,9 @@ def measure(
     extra_args: the ``update`` call's other keywords: ``value=`` (the loss at
       ``params``), ``probe_now=`` (a Python bool: probe on this step or
       carry rho, decided when tracing) and those ``value_fn`` names.
+    step_scale: a scalar; if given, the step is ``step_scale * step``, formed
+      only where a reading needs it (:func:`sadam_optax.lgi.secant_samples`
+      never materialises it, inside or outside a ``lax.cond``).
 
   Returns:
     The new :class:`LGIProbeState`; a probe that saw NaN or inf keeps the
@@ -225,6 +229,7 @@ def measure(
   prev_direction, prev_slope = state.prev_direction, state.prev_slope
   key = state.probe_key
   if e == 'trajectory':
+    step = lgi.scale_step(step, step_scale)
     rho, finite, prev_direction, prev_slope = _trajectory(probe, state, grad, params, step)
   else:
     if value_fn is None:
@@ -248,6 +253,7 @@ def measure(
         chunk_size=probe.chunk_size,
         axis_name=probe.axis_name,
         placement=probe.probe_placement,
+        step_scale=step_scale,
       )
       return rho.astype(jnp.float32), jnp.all(jnp.isfinite(samples))
 
@@ -473,11 +479,9 @@ def _brake_is_off(brake: Brake) -> bool:
   return isinstance(brake.lam, (int, float, np.number)) and brake.lam == 0
 
 
-def _scaled_step(step_size: Optional[ScalarOrSchedule], updates: Any, count: jax.Array) -> Any:
-  if step_size is None:
-    return updates
-  scale = -_at(step_size, count)
-  return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
+def _step_scale(step_size: Optional[ScalarOrSchedule], count: jax.Array) -> Optional[jax.Array]:
+  """The factor from the updates to the step (None: they are the step)."""
+  return None if step_size is None else -_at(step_size, count)
 
 
 def brake_update(
@@ -512,9 +516,17 @@ def brake_update(
     # Statically off: no probe, no loss needed, the graph of optax.adam.
     probe_state = state.probe_state._replace(count=optax.safe_increment(state.probe_state.count))
     return updates, state._replace(probe_state=probe_state)
-  step = _scaled_step(scale.step_size, updates, state.probe_state.count)
+  # The step is step_scale * updates, formed where a reading needs it: a
+  # scaled copy of the updates would be one more pass over the parameters.
   probe_state = measure(
-    probe, state.probe_state, step, params, grad=grad, value_fn=value_fn, extra_args=extra_args
+    probe,
+    state.probe_state,
+    updates,
+    params,
+    grad=grad,
+    value_fn=value_fn,
+    extra_args=extra_args,
+    step_scale=_step_scale(scale.step_size, state.probe_state.count),
   )
   damping = brake_factor(brake, probe_state.rho, state.damping, state.probe_state.count)
   probe_now = extra_args.get('probe_now')
