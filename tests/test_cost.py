@@ -6,7 +6,6 @@ Also runs the cost and quality benchmarks end to end in their smoke settings.
 import functools
 import json
 import pathlib
-import re
 import sys
 
 import jax
@@ -16,6 +15,7 @@ import pytest
 import sadam_optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from benchmarks import hlo_passes  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import rho_quality  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import settings as settings_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import step_time  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -266,13 +266,10 @@ def test_forward_floor_costs_adamw_plus_one_forward_pass():
   assert 0.9 * forward <= extra <= 1.3 * forward
 
 
-def _weight_sized_writes(opt, *, floor=False):
-  """Per weight shape: kernels of the compiled train step that write one.
+def _passes(opt, *, floor=False):
+  """Passes over the weights in the compiled train step (benchmarks.hlo_passes).
 
-  A two-layer ReLU network whose weight shapes no activation shares (batch
-  32). XLA:CPU writes every array with several consumers in a kernel of its
-  own (no multi-output fusion), so this counts the passes over the weights;
-  also counted: the two-output reductions (start slope and step length).
+  A two-layer ReLU network whose weight shapes no activation shares (batch 32).
   """
   params, loss, (x, y) = _problem(batch=32, dim=48, hidden=256, classes=8)
 
@@ -282,27 +279,23 @@ def _weight_sized_writes(opt, *, floor=False):
     new = optax.apply_updates(p, updates)
     return new, s, (loss(new, x, y) if floor else value)
 
-  text = (
-    jax.jit(step, donate_argnums=(0, 1)).lower(params, opt.init(params), x, y).compile().as_text()
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt.init(params), x, y).compile()
+  counts = hlo_passes.count_passes(
+    compiled.as_text(), ['f32[48,256]', 'f32[256,8]'], opcodes=('fusion',)
   )
-  counts = {
-    shape: len(re.findall(r'= ' + re.escape(shape) + r'\{[^}]*\} fusion\(', text))
-    for shape in ('f32[48,256]', 'f32[256,8]')
-  }
-  counts['reductions'] = len(re.findall(r'= \(f32\[\], f32\[\]\) fusion\(', text))
-  return counts
+  return counts['writes'], counts['reductions']
 
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='counts XLA:CPU kernels')
 def test_probe_adds_two_weight_sized_passes_to_the_floor():
-  # AdamW + one forward pass (the floor) writes mu, nu and the new weights;
-  # the probe adds Adam's direction (read by the end point, the reductions
-  # and the braked update) and the end point, never a scaled copy of the
-  # step, and one two-output reduction per leaf. Inside lax.cond
-  # (probe_every > 1) too: there the scaled step was one more pass.
+  # XLA:CPU writes every array with several consumers in a kernel of its own.
+  # AdamW + one forward pass (the floor) writes mu, nu and the new weights in
+  # fused kernels (the gradient in its dot); the probe adds Adam's direction
+  # (read by the end point, the reductions and the braked update) and the end
+  # point, never a scaled copy of the step, and one two-output reduction per
+  # leaf; inside lax.cond (probe_every > 1) too, where the scaled step used to
+  # be one more pass.
   adamw = optax.with_extra_args_support(optax.adamw(1e-3))
-  floor = _weight_sized_writes(adamw, floor=True)
-  assert floor == {'f32[48,256]': 3, 'f32[256,8]': 3, 'reductions': 0}
-  expected = {'f32[48,256]': 5, 'f32[256,8]': 5, 'reductions': 2}
-  assert _weight_sized_writes(sadam_optax.sadamw(1e-3)) == expected
-  assert _weight_sized_writes(sadam_optax.sadamw(1e-3, probe_every=4)) == expected
+  assert _passes(adamw, floor=True) == (3, 0)  # Fused kernels: mu, nu, the weights.
+  assert _passes(sadam_optax.sadamw(1e-3)) == (5, 1)
+  assert _passes(sadam_optax.sadamw(1e-3, probe_every=4)) == (5, 1)
