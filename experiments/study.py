@@ -768,7 +768,12 @@ def _fmt(values: Sequence[float]) -> str:
 
 
 def report(
-  name: str, runs: Sequence[Run], study: Study, *, out_dir: Path | str | None = None
+  name: str,
+  runs: Sequence[Run],
+  study: Study,
+  *,
+  out_dir: Path | str | None = None,
+  command: str | None = None,
 ) -> Path:
   """Writes ``<name>.md`` (table, mean +- std over finished seeds) and
   ``<name>_curves.png`` (test accuracy and loss per epoch, mean and min-max
@@ -779,6 +784,7 @@ def report(
     runs: its runs (:func:`queue`).
     study: where the results are.
     out_dir: where the report goes (default: the study's results root).
+    command: the command that runs the study (default: its name alone).
 
   Returns:
     The path of the markdown file.
@@ -798,7 +804,7 @@ def report(
   lines = [
     f'# Study `{name}`',
     '',
-    f'Command: `python -m experiments.study {name}` (resumable; '
+    f'Command: `{command or f"python -m experiments.study {name}"}` (resumable; '
     f'`--status` lists every run). Results: `{name}/runs/<key>.json`.',
     '',
   ]
@@ -932,7 +938,13 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.status:
     print(status_table(queue(study_fn, study, **options), study))
     return
-  write = lambda: report(name, queue(study_fn, study, **options), study)
+  command = ' '.join(
+    [f'SADAM_STEP_LOOP={os.environ["SADAM_STEP_LOOP"]}'] * ('SADAM_STEP_LOOP' in os.environ)
+    + ['python -m experiments.study', args.study]
+    + ['--tiny'] * args.tiny
+    + [f'--epochs {args.epochs}'] * (args.epochs is not None)
+  )
+  write = lambda: report(name, queue(study_fn, study, **options), study, command=command)
   if args.report:
     print(write())
     return
