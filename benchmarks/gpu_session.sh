@@ -13,13 +13,18 @@
 #    before the budget, and its results are tarred.
 #
 # Environment: BUDGET_S (seconds for both steps, default 560), OUT (where the
-# log, the cost table and study.tar.gz go), SADAM_CIFAR10 (the CIFAR-10 JPEG
-# archive; default .gpu_data/cifar10-jpg.tar.xz, a git-ignored copy carried
-# to the device machine), TINY=1 (tiny settings on a CPU).
+# log, the cost table and study.tar.gz go), STUDY_DIR (the study's results
+# and checkpoints, default /tmp/gpu_session_study), SADAM_CIFAR10 (the
+# CIFAR-10 JPEG archive; default .gpu_data/cifar10-jpg.tar.xz, a git-ignored
+# copy carried to the device machine), TINY=1 (tiny settings on a CPU).
+#
+# Results come back in $OUT: unpack study.tar.gz into experiments/results/study/
+# and copy step_time_resnet18_gpu.* into benchmarks/results/.
 set -uo pipefail
 start=$(date +%s)
 budget=${BUDGET_S:-560}
 out=${OUT:-/tmp/gpu_session}
+study_dir=${STUDY_DIR:-/tmp/gpu_session_study}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export SADAM_CACHE=${SADAM_CACHE:-/tmp/sadam_cache}
@@ -68,6 +73,6 @@ echo "epochs: $epochs" | tee -a "$log"
 rem=$(left)
 timeout $((rem - 10)) python3 -m experiments.study gpu_resnet18 "${tiny[@]}" --epochs "$epochs" \
   --max-minutes "$(python3 -c "print(max(($rem - 40) / 60, 0.5))")" \
-  --results-root /tmp/study_results --ckpt-root /tmp/study_ckpt 2>&1 | tee -a "$log"
-tar czf "$out/study.tar.gz" -C /tmp/study_results .
+  --results-root "$study_dir/results" --ckpt-root "$study_dir/ckpt" 2>&1 | tee -a "$log"
+tar czf "$out/study.tar.gz" -C "$study_dir/results" .
 echo "== done in $(($(date +%s) - start)) s" | tee -a "$log"

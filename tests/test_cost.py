@@ -5,6 +5,7 @@ Also runs the cost and quality benchmarks end to end in their smoke settings.
 
 import functools
 import json
+import os
 import pathlib
 import sys
 
@@ -139,6 +140,32 @@ def test_step_time_smoke(tmp_path):
   saved = json.loads(next(tmp_path.glob('step_time_smoke_*.json')).read_text())
   assert saved['rows'][0]['name'] == 'adamw'
   assert '| step k4 every4 |' in next(tmp_path.glob('*.md')).read_text()
+
+
+@pytest.mark.slow
+def test_gpu_session_script_tiny(tmp_path):
+  """The one-call GPU script, end to end on a CPU (its two steps run tiny in the default suite)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tarfile  # pylint: disable=g-import-not-at-top
+
+  root = pathlib.Path(__file__).resolve().parent.parent
+  env = {k: v for k, v in os.environ.items() if k != 'SADAM_STEP_LOOP'}
+  env.update(
+    TINY='1',
+    OUT=str(tmp_path / 'out'),
+    STUDY_DIR=str(tmp_path / 'study'),
+    PATH=f'{pathlib.Path(sys.executable).parent}:{os.environ["PATH"]}',
+  )
+  done = subprocess.run(
+    ['bash', 'benchmarks/gpu_session.sh'], cwd=root, env=env, capture_output=True, text=True
+  )
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+  assert '10 done, 0 partial' in done.stdout
+  out = tmp_path / 'out'
+  assert list(out.glob('step_time_tiny_*.json'))
+  with tarfile.open(out / 'study.tar.gz') as tar:
+    names = tar.getnames()
+  assert sum(n.endswith('.json') for n in names) == 10
 
 
 def test_gpu_step_time_tiny(tmp_path):
