@@ -939,7 +939,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(status_table(queue(study_fn, study, **options), study))
     return
   command = ' '.join(
-    [f'SADAM_STEP_LOOP={os.environ["SADAM_STEP_LOOP"]}'] * ('SADAM_STEP_LOOP' in os.environ)
+    [f'SADAM_STEP_LOOP={loop}' for loop in [os.environ.get('SADAM_STEP_LOOP')] if loop]
     + ['python -m experiments.study', args.study]
     + ['--tiny'] * args.tiny
     + [f'--epochs {args.epochs}'] * (args.epochs is not None)

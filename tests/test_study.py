@@ -131,4 +131,14 @@ def test_gpu_preset_tiny_runs_on_cpu(tmp_path, monkeypatch):
   assert {r.config.loop for r in runs} == {'scan'}
   report = (root / 'gpu_resnet18_tiny.md').read_text()
   assert 'INCOMPLETE' not in report and '2/2' in report
+  # The report names the command that reproduces these keys.
+  assert 'SADAM_STEP_LOOP=scan python -m experiments.study gpu_resnet18 --tiny --epochs 1' in report
   assert (root / 'gpu_resnet18_tiny_curves.png').exists()
+
+
+def test_report_command_without_step_loop_override(tmp_path, monkeypatch):
+  monkeypatch.delenv('SADAM_STEP_LOOP', raising=False)
+  root = tmp_path / 'res'
+  study_lib.main(['cifar10_qatnet_cpu', '--tiny', '--report', '--results-root', str(root)])
+  report = (root / 'cifar10_qatnet_cpu_tiny.md').read_text()
+  assert 'Command: `python -m experiments.study cifar10_qatnet_cpu --tiny`' in report
