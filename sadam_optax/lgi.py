@@ -987,10 +987,12 @@ def check_value_fn(
       f'(shapes {_shapes(params)}): {type(e).__name__}: {e} {advice}'
     ) from e
   if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
-    raise ValueError(
-      f'value_fn must return the loss as a scalar, got {_shapes(out)}: '
-      'reduce it (e.g. jnp.mean over the batch).'
+    fix = (
+      'return the loss alone (for a (loss, aux) function f, pass value_fn=lambda p: f(p)[0]).'
+      if isinstance(out, (tuple, list, dict))
+      else 'reduce it (e.g. jnp.mean over the batch).'
     )
+    raise ValueError(f'value_fn must return the loss as a scalar, got {_shapes(out)}: {fix}')
   if (
     estimator == 'literal'
     and jnp.issubdtype(out.dtype, jnp.floating)

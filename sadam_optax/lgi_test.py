@@ -203,6 +203,9 @@ def test_estimate_lgi_refuses_missing_direction_and_vector_losses():
       lgi.estimate_lgi(jnp.abs, w, -w, KEY, estimator=estimator)
   with pytest.raises(ValueError, match='scalar'):
     lgi.estimate_lgi(jnp.abs, w, None, KEY, estimator='literal')
+  # A (loss, aux) function: the message says how to pass the loss alone.
+  with pytest.raises(ValueError, match=r'f\(p\)\[0\]'):
+    lgi.estimate_lgi(lambda p: (abs_loss(p), p), w, -w, KEY, estimator='secant')
 
 
 @pytest.mark.parametrize('estimator', ['secant', 'step', 'trajectory'])
