@@ -1,6 +1,6 @@
 """Non-smooth benchmark suite: does a braked Adam end closer than Adam?
 
-Nine families of random convex (and one non-convex) problems whose
+Eleven families of random convex (and one non-convex) problems whose
 minimiser, or optimal value, is known to high precision. Every method starts
 every instance from the same point and runs a constant learning rate; the end
 state is compared with plain Adam's, instance by instance.
@@ -40,9 +40,14 @@ instances of a family):
 9. ``lad_tv``: L1 denoising with total variation, ``mean|w - y| + lam
    sum|w_{i+1} - w_i|``, on a noisy piecewise-constant signal; ``f*`` by a
    linear program; metric: the excess loss.
+10. ``group_lasso``: ``0.5/n ||X w - y||^2 + l1 sum_g ||w_g||`` over groups of
+    4 coordinates (a kink on each zero group that no coordinate sees alone);
+    ``w*`` by FISTA with restarts in float64, optimality residual ``< 1e-12``.
+11. ``l1_logistic``: L1-regularised logistic regression with 10% flipped
+    labels; ``w*`` likewise.
 
-Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6) or ``f(w_t) - f*``
-(families 7-9). The *band* is ``m_t`` over the last 10% of the steps (its mean,
+Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6, 10, 11) or
+``f(w_t) - f*`` (families 7-9). The *band* is ``m_t`` over the last 10% of the steps (its mean,
 ``band``, and its max, ``band_max``); also the first step at which
 ``m_t <= tol * m_0`` (``tol = 1e-2``). Bands below ``1e-6 * m_0`` are float32
 rounding and are floored there before any comparison.
@@ -117,6 +122,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import scipy.optimize
+import scipy.special
 
 import sadam_optax
 from experiments import common
@@ -720,6 +726,161 @@ def make_lad_tv(rng: np.random.Generator, index: int) -> Instance:
   )
 
 
+# 10. Group LASSO and 11. L1-regularised logistic regression: proximal gradient.
+
+GROUP = 4  # Coordinates per group of the group LASSO.
+
+
+def _prox_gradient(
+  grad: Callable[[np.ndarray], np.ndarray],
+  prox: Callable[[np.ndarray, float], np.ndarray],
+  lipschitz: float,
+  start: np.ndarray,
+  *,
+  iters: int = 500000,
+  tol: float = 1e-15,
+) -> np.ndarray:
+  """``argmin f + h`` in float64 by FISTA with gradient restarts.
+
+  ``grad`` is ``f``'s gradient (``lipschitz``-Lipschitz), ``prox(v, t)`` the
+  proximal map of ``t h``. Restarting the momentum whenever it points
+  against the last step makes the convergence linear on these strongly
+  convex problems (O'Donoghue and Candes, 2015).
+  """
+  step = 1.0 / lipschitz
+  w, z, t = start.copy(), start.copy(), 1.0
+  for _ in range(iters):
+    new = prox(z - step * grad(z), step)
+    if np.max(np.abs(new - w)) <= tol * (1.0 + np.max(np.abs(new))):
+      return new
+    t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+    if np.dot(z - new, new - w) > 0:
+      z, t_next = new, 1.0
+    else:
+      z = new + (t - 1.0) / t_next * (new - w)
+    w, t = new, t_next
+  return w
+
+
+def _soft_threshold(v: np.ndarray, t: float) -> np.ndarray:
+  return np.sign(v) * np.maximum(np.abs(v) - t, 0.0)
+
+
+def group_lasso_objective(data, w, xp=jnp):
+  """``0.5/n ||X w - y||^2 + l1 sum_g ||w_g||`` over groups of ``GROUP``."""
+  r = data['x'] @ w - data['y']
+  norms = xp.sqrt(xp.sum(w.reshape(-1, GROUP) ** 2, axis=1))
+  return 0.5 * xp.mean(r**2) + data['l1'] * xp.sum(norms)
+
+
+def group_lasso_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
+  """Largest violation of the group LASSO's optimality condition."""
+  g = (x.T @ (x @ w - y) / len(y)).reshape(-1, GROUP)
+  wg = w.reshape(-1, GROUP)
+  norms = np.linalg.norm(wg, axis=1)
+  on = norms > 0
+  active = np.linalg.norm(g[on] + l1 * wg[on] / norms[on, None], axis=1)
+  return float(
+    max(np.max(active, initial=0.0), np.max(np.linalg.norm(g[~on], axis=1) - l1, initial=0.0))
+  )
+
+
+def make_group_lasso(rng: np.random.Generator, index: int) -> Instance:
+  """Group-sparse truth, ``l1`` a log-uniform share of the all-zero threshold."""
+  n, d = ((60, 20), (120, 48))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  x = _conditioned(rng, n, d, cond)
+  truth = rng.standard_normal((d // GROUP, GROUP))
+  truth[rng.random(d // GROUP) < 0.5] = 0.0
+  y = x @ truth.ravel() + 0.1 * rng.standard_normal(n)
+  l1_max = np.max(np.linalg.norm((x.T @ y / n).reshape(-1, GROUP), axis=1))
+  share = _log_uniform(rng, 0.03, 0.5)
+  l1 = share * l1_max
+
+  def prox(v, t):
+    v = v.reshape(-1, GROUP)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return (v * np.maximum(1.0 - t * l1 / np.maximum(norms, 1e-300), 0.0)).ravel()
+
+  w_star = _prox_gradient(
+    lambda w: x.T @ (x @ w - y) / n, prox, np.linalg.norm(x, 2) ** 2 / n, np.zeros(d)
+  )
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(group_lasso_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      cond=cond,
+      l1=l1,
+      l1_share=share,
+      zero_groups=int(np.sum(np.all(w_star.reshape(-1, GROUP) == 0, axis=1))),
+      kkt=group_lasso_kkt(x, y, l1, w_star),
+    ),
+  )
+
+
+def l1_logistic_objective(data, w, xp=jnp):
+  """``mean(log(1 + exp(-y x.w))) + l1 ||w||_1``, labels ``y`` in {-1, 1}."""
+  margins = data['y'] * (data['x'] @ w)
+  return xp.mean(xp.logaddexp(0.0, -margins)) + data['l1'] * xp.sum(xp.abs(w))
+
+
+def _logistic_gradient(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+  return -x.T @ (y * scipy.special.expit(-y * (x @ w))) / len(y)
+
+
+def l1_logistic_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
+  """Largest violation of the subgradient optimality condition."""
+  g = _logistic_gradient(x, y, w)
+  on = w != 0
+  return float(
+    max(
+      np.max(np.abs(g[on] + l1 * np.sign(w[on])), initial=0.0),
+      np.max(np.abs(g[~on]) - l1, initial=0.0),
+    )
+  )
+
+
+def make_l1_logistic(rng: np.random.Generator, index: int) -> Instance:
+  """Sparse truth, 10% flipped labels, ``l1`` a share of the all-zero threshold."""
+  n, d = ((100, 10), (200, 40))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  x = _conditioned(rng, n, d, cond)
+  truth = np.zeros(d)
+  k = max(2, d // 4)
+  truth[rng.choice(d, k, replace=False)] = rng.standard_normal(k) * 3.0
+  y = np.sign(x @ truth + 1e-12)
+  y[rng.random(n) < 0.1] *= -1.0
+  share = _log_uniform(rng, 0.02, 0.3)
+  l1 = share * np.max(np.abs(x.T @ y)) / (2 * n)  # |gradient at 0|_inf
+  w_star = _prox_gradient(
+    lambda w: _logistic_gradient(x, y, w),
+    lambda v, t: _soft_threshold(v, t * l1),
+    np.linalg.norm(x, 2) ** 2 / (4 * n),
+    np.zeros(d),
+  )
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(l1_logistic_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      cond=cond,
+      l1=l1,
+      l1_share=share,
+      nonzeros=int(np.sum(w_star != 0)),
+      kkt=l1_logistic_kkt(x, y, l1, w_star),
+    ),
+  )
+
+
 FAMILIES = {
   f.name: f
   for f in (
@@ -791,6 +952,22 @@ FAMILIES = {
       make_lad_tv,
       'excess',
       'mean|w-y| + lam TV(w), y piecewise constant + noise; d in {20, 60}, lam 2e-3-5e-2; f* by LP',
+    ),
+    Family(
+      'group_lasso',
+      group_lasso_objective,
+      make_group_lasso,
+      'distance',
+      f'0.5/n |Xw-y|^2 + l1 sum_g |w_g|, groups of {GROUP}; (n, d) in {{(60, 20), (120, 48)}}, '
+      'cond 1-30, l1 = 0.03-0.5 x l1_max',
+    ),
+    Family(
+      'l1_logistic',
+      l1_logistic_objective,
+      make_l1_logistic,
+      'distance',
+      'mean log(1+exp(-y x.w)) + l1|w|_1, 10% flipped labels; (n, d) in {(100, 10), (200, 40)}, '
+      'cond 1-30, l1 = 0.02-0.3 x l1_max',
     ),
   )
 }

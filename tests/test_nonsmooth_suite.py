@@ -45,6 +45,19 @@ def test_lasso_subgradient_condition():
     assert 0 < np.sum(inst.minimiser != 0) < len(inst.minimiser)
 
 
+@pytest.mark.parametrize(
+  'family, kkt', [('group_lasso', ns.group_lasso_kkt), ('l1_logistic', ns.l1_logistic_kkt)]
+)
+def test_prox_gradient_families_meet_their_optimality_condition(family, kkt):
+  at_zero = 0
+  for inst in _instances(family):
+    d = inst.data
+    assert kkt(d['x'], d['y'], float(d['l1']), inst.minimiser) < 1e-12
+    at_zero += int(np.sum(inst.minimiser == 0))
+  # The kinks are active: some coordinates of the minimisers sit exactly at zero.
+  assert at_zero > 0
+
+
 def test_abs_sum_subgradient_condition_and_figure1():
   insts = _instances('abs_sum')
   first = insts[0]
