@@ -683,10 +683,11 @@ def gpu_resnet18(
       (:func:`build_model`), 2 epochs (seconds on a CPU; the same code
       path).
     epochs: override the default budget (10 epochs). Sized on one H200
-      (``gpu_resnet18.md``): an epoch of AdamW takes 2.3 s, of S-AdamW 2.6 s,
-      of the paper's preset 6.5 s, and each optimizer compiles in 30-55 s,
-      so the 10 runs of 7 epochs took 8.6 minutes and 10 epochs fit one call
-      of 9 minutes only without the cost table beside them.
+      (``gpu_resnet18.md``): an epoch takes 1.8 s with AdamW, 2.3 s with
+      S-AdamW and 6.4 s with the paper's preset, each optimizer compiles in
+      28-53 s, and the 10 runs of 7 epochs took 371 s of epochs, about 8
+      minutes with loading and checkpoints; 10 epochs fit a 9-minute call
+      only without the cost table beside them.
 
   Returns:
     The runs in queue order.
