@@ -4,7 +4,9 @@
 #   bash benchmarks/gpu_session.sh          # on a machine with one GPU, repo root
 #   TINY=1 bash benchmarks/gpu_session.sh   # the same steps on a CPU, in a minute
 #
-# 1. The GPU cost table: benchmarks.gpu_step_time (ResNet-18, batch 256).
+# 1. The GPU cost table: benchmarks.gpu_step_time (ResNet-18, batch 256);
+#    STEP_DEADLINE (default 150) counts from its start, tracing and compiling
+#    included (about 70 s on an H200), so 60 leaves no time for a repetition.
 # 2. The GPU study preset: experiments.study gpu_resnet18 (ResNet-18 4-bit,
 #    full CIFAR-10) with as many epochs as the time left fits. The epoch count
 #    is sized from step 1's AdamW step and forward pass (a QAT step at batch
@@ -45,7 +47,7 @@ left() { echo $((budget - $(date +%s) + start)); }
 
 echo "== step 1: cost table ($(left) s left)" | tee -a "$log"
 timeout $(($(left) / 2)) python3 -m benchmarks.gpu_step_time "${tiny[@]}" \
-  --deadline "${STEP_DEADLINE:-120}" --out-dir "$out" 2>&1 | tee -a "$log"
+  --deadline "${STEP_DEADLINE:-150}" --out-dir "$out" 2>&1 | tee -a "$log"
 
 echo "== step 2: study gpu_resnet18 ($(left) s left)" | tee -a "$log"
 epochs=$(
