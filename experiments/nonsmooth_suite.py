@@ -270,9 +270,8 @@ def lasso_solve(
   return w
 
 
-def lasso_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
-  """Largest violation of the LASSO's subgradient optimality condition."""
-  g = x.T @ (x @ w - y) / len(y)
+def _l1_kkt(g: np.ndarray, l1: float, w: np.ndarray) -> float:
+  """Largest violation of ``0 in g + l1 d|w|_1`` (``g`` the smooth part's gradient)."""
   on = w != 0
   return float(
     max(
@@ -282,14 +281,25 @@ def lasso_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
   )
 
 
+def _sparse_truth(rng: np.random.Generator, d: int, scale: float) -> np.ndarray:
+  """``max(2, d // 4)`` random coordinates ``N(0, scale^2)``, the rest 0."""
+  truth = np.zeros(d)
+  k = max(2, d // 4)
+  truth[rng.choice(d, k, replace=False)] = rng.standard_normal(k) * scale
+  return truth
+
+
+def lasso_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
+  """Largest violation of the LASSO's subgradient optimality condition."""
+  return _l1_kkt(x.T @ (x @ w - y) / len(y), l1, w)
+
+
 def make_lasso(rng: np.random.Generator, index: int) -> Instance:
   """Sparse ground truth, ``l1`` a log-uniform share of ``l1_max``."""
   n, d = ((50, 20), (100, 50))[index % 2]
   cond = _log_uniform(rng, 1.0, 100.0)
   x = _conditioned(rng, n, d, cond)
-  truth = np.zeros(d)
-  k = max(2, d // 4)
-  truth[rng.choice(d, k, replace=False)] = rng.standard_normal(k) * 2.0
+  truth = _sparse_truth(rng, d, 2.0)
   y = x @ truth + 0.1 * rng.standard_normal(n)
   share = _log_uniform(rng, 0.01, 0.3)
   l1 = share * np.max(np.abs(x.T @ y)) / n
@@ -835,14 +845,7 @@ def _logistic_gradient(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarra
 
 def l1_logistic_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
   """Largest violation of the subgradient optimality condition."""
-  g = _logistic_gradient(x, y, w)
-  on = w != 0
-  return float(
-    max(
-      np.max(np.abs(g[on] + l1 * np.sign(w[on])), initial=0.0),
-      np.max(np.abs(g[~on]) - l1, initial=0.0),
-    )
-  )
+  return _l1_kkt(_logistic_gradient(x, y, w), l1, w)
 
 
 def make_l1_logistic(rng: np.random.Generator, index: int) -> Instance:
@@ -850,9 +853,7 @@ def make_l1_logistic(rng: np.random.Generator, index: int) -> Instance:
   n, d = ((100, 10), (200, 40))[index % 2]
   cond = _log_uniform(rng, 1.0, 30.0)
   x = _conditioned(rng, n, d, cond)
-  truth = np.zeros(d)
-  k = max(2, d // 4)
-  truth[rng.choice(d, k, replace=False)] = rng.standard_normal(k) * 3.0
+  truth = _sparse_truth(rng, d, 3.0)
   y = np.sign(x @ truth + 1e-12)
   y[rng.random(n) < 0.1] *= -1.0
   share = _log_uniform(rng, 0.02, 0.3)
