@@ -62,11 +62,11 @@ adamw = rows['adamw']['ms_per_step'] / 1e3
 forward = max(rows['adamw+forward']['ms_per_step'] / 1e3 - adamw, 0.25 * adamw)
 compile_s = max(r['compile_s'] or 0 for r in rows.values())
 steps, evals = 351, 15000 / 256  # 45,000 / 128 steps; validation + test forwards.
-# Two seeds of: AdamW and the two effective-lr controls, the default (one
-# forward), the paper's preset (8 forwards).
-epoch = 2 * (steps * (5 * adamw + 9 * forward) + 5 * evals * forward)
-fit = int((left - 3 * compile_s - 60) / (1.2 * epoch))
-print(f'epoch of all 10 runs ~{epoch:.0f} s, compile ~{compile_s:.0f} s: {fit} epochs fit',
+# Two seeds of: AdamW and the three effective-lr controls, the default and
+# the 0.2 default (one forward each), the paper's preset (8 forwards).
+epoch = 2 * (steps * (7 * adamw + 10 * forward) + 7 * evals * forward)
+fit = int((left - 4 * compile_s - 60) / (1.2 * epoch))
+print(f'epoch of all 14 runs ~{epoch:.0f} s, compile ~{compile_s:.0f} s: {fit} epochs fit',
       file=sys.stderr)
 print(max(1, min(10, fit)))
 EOF

@@ -1023,7 +1023,17 @@ def sadam_late(lr: Any, *, steps: int = STEPS, lam: float = 2.0) -> optax.Gradie
   return sadam_optax.sadam(lr, lam=lambda count: jnp.where(count >= start, lam, 0.0))
 
 
-METHODS: dict[str, Factory] = {'adam': adam, 'adam-cosine': adam_cosine, 'sadam-late': sadam_late}
+def sadam_no_release(lr: Any) -> optax.GradientTransformation:
+  """The default's brake without the release (the 0.2 default): what it takes is lost."""
+  return sadam_optax.sadam(lr, release=None)
+
+
+METHODS: dict[str, Factory] = {
+  'adam': adam,
+  'adam-cosine': adam_cosine,
+  'sadam-late': sadam_late,
+  'sadam-no-release': sadam_no_release,
+}
 for _rule in ('exp', 'compound'):
   for _est in ('uphill', 'secant', 'step', 'literal', 'trajectory', 'random-jvp'):
     _name = (

@@ -9,7 +9,9 @@ the options it needs; :func:`make` builds an optimizer by name.
 Built-in names (:data:`BUILTIN`): ``'adamw'``; ``'sadam'`` (S-AdamW, the
 default estimator ``'uphill'``), ``'sadam-secant'`` (the default before 0.2),
 ``'sadam-step'``, ``'sadam-literal'`` (the paper's estimator and probes: k 8,
-sigma 0.01, as :func:`sadam_optax.paper_sadamw`), ``'sadam-trajectory'``;
+sigma 0.01, no release, as :func:`sadam_optax.paper_sadamw`),
+``'sadam-trajectory'``, ``'sadam-0.2'`` (the default of 0.2: ``'uphill'``
+without the release);
 ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1 soft-thresholding),
 ``'sam'`` (SAM around momentum SGD; two gradients per step, ``update`` needs
 ``grad_fn``).
@@ -35,6 +37,9 @@ from sadam_optax import quant_aware as qa
 ADAM_GRID = (1e-3, 3e-3, 1e-2)
 SGD_GRID = (0.01, 0.03, 0.1)
 SGD_FAMILY = ('sgd', 'prox-sgd', 'sam')
+# The probes of the paper's scripts (:func:`sadam_optax.paper_sadamw`), whose
+# brake discards what it takes (no release).
+PAPER_PROBES = dict(num_probes=8, probe_radius=0.01, release=None)
 # The S-AdamW names and their estimators; the comparison runs AdamW at the
 # effective learning rate after each of them.
 SADAM_ESTIMATORS = {
@@ -43,10 +48,11 @@ SADAM_ESTIMATORS = {
   'sadam-step': 'step',
   'sadam-literal': 'literal',
   'sadam-trajectory': 'trajectory',
+  'sadam-0.2': 'uphill',
 }
+# Settings beyond the estimator, per S-AdamW name.
+SADAM_SETTINGS = {'sadam-literal': PAPER_PROBES, 'sadam-0.2': dict(release=None)}
 
-# The probes of the paper's scripts (:func:`sadam_optax.paper_sadamw`).
-PAPER_PROBES = dict(num_probes=8, probe_radius=0.01)
 # Settings of the quantization-aware candidates (one each, not tuned).
 BRAKE_LAM = 25.0  # per weight: frequency 0.04 keeps exp(-1) of the step
 TENSOR_LAM = 50.0  # per tensor: the mean frequency is smaller
@@ -195,7 +201,7 @@ def _sam(learning_rate: Any, o: Options) -> optax.GradientTransformation:
 BUILTIN: dict[str, Factory] = {
   'adamw': _adamw,
   **{
-    name: _sadamw(estimator=estimator, **(PAPER_PROBES if estimator == 'literal' else {}))
+    name: _sadamw(estimator=estimator, **SADAM_SETTINGS.get(name, {}))
     for name, estimator in SADAM_ESTIMATORS.items()
   },
   'sgd': _sgd,

@@ -31,15 +31,17 @@ Studies (configuration as code, one function each, :data:`STUDIES`):
   10% validation split (45,000 train, 5,000 validation, used only to choose
   learning rates), the 10,000 test images, batch 128, 10 epochs, weight decay
   1e-2, 3 seeds. Arms: AdamW (lr grid 1e-4..3e-3), S-AdamW with the
-  library's defaults (grid 3e-4..3e-3), the paper's preset
+  library's defaults (``'sadamw'``, grid 3e-4..3e-3), S-AdamW with the
+  defaults of 0.2 (``'sadamw-0.2'``: no release, lr 1e-3), the paper's preset
   (:func:`sadam_optax.paper_sadamw`, lr 1e-3), AdamW at each S-Adam run's
   effective lr (lr x mean damping of the same seed, scheduled once that run
   is finished), AdamW with cosine decay (1e-3, 3e-4). The queue runs the most
   informative runs first: seed 0 of AdamW 1e-3 and 3e-4, the paper preset
-  and S-AdamW 1e-3, with their controls; then seeds 1 and 2; then cosine;
-  then the rest of the grids.
+  and S-AdamW 0.2 at 1e-3, with their controls; then seeds 1 and 2; then
+  the current default at 1e-3 (queued when 0.3 made the release the
+  default); then cosine; then the rest of the grids.
 * ``gpu_resnet18``: ResNet-18 (CIFAR stem) 4-bit on the full training set,
-  AdamW / S-AdamW default / the paper's preset at lr 1e-3, and the
+  AdamW / S-AdamW default / S-AdamW 0.2 / the paper's preset at lr 1e-3, and the
   effective-lr controls, 2 seeds; the data live on the accelerator (the
   epoch is one jitted scan there). ``--epochs`` sets the budget. ``--tiny``
   runs the same code path on synthetic 8x8 images with a width-4 ResNet cut
@@ -119,8 +121,16 @@ from experiments import qat
 STUDY_VERSION = 'study-1'
 RESULTS_ROOT = common.RESULTS_DIR / 'study'
 CKPT_ROOT = Path(__file__).resolve().parent / '.study_ckpt'
-OPTIMIZERS = ('adamw', 'sadamw', 'paper_sadamw')
-SADAM_OPTIMIZERS = ('sadamw', 'paper_sadamw')
+OPTIMIZERS = ('adamw', 'sadamw', 'sadamw-0.2', 'paper_sadamw')
+SADAM_OPTIMIZERS = ('sadamw', 'sadamw-0.2', 'paper_sadamw')
+# The name each optimizer's runs were first stored under, and its release
+# (:func:`sadam_optax.sadamw`): 'sadamw-0.2' is the library's default before
+# the release existed (0.2); its runs keep their keys, stored as 'sadamw'.
+STORED_AS = {'sadamw-0.2': 'sadamw', 'sadamw': 'sadamw-release'}
+RELEASE = {'sadamw': 'default', 'sadamw-0.2': None, 'paper_sadamw': None}
+# Library versions that changed only what the optimizers without a release
+# do not use: their runs keep the keys of the version before.
+SAME_WITHOUT_RELEASE = {'0.3.0': '0.2.0'}
 # Per-epoch curves, in this order in the checkpoint's ``curves`` array.
 CURVES = ('train_loss', 'val_acc', 'val_loss', 'test_acc', 'test_loss', 'mean_damping', 'seconds')
 TINY_SIZE = 8  # Side of the synthetic images of ``--tiny``.
@@ -231,17 +241,25 @@ def code_version(optimizer: str) -> dict[str, Any]:
   """
   version = dict(study=STUDY_VERSION, optax=optax.__version__)
   if optimizer in SADAM_OPTIMIZERS:
+    defaults = _defaults(sadam_optax.sadamw)
+    release = defaults.pop('release')  # Keyed only where it is used.
+    library = sadam_optax.__version__
+    if RELEASE[optimizer] is None:
+      library = SAME_WITHOUT_RELEASE.get(library, library)
     version.update(
-      sadam_optax=sadam_optax.__version__,
-      sadamw_defaults=_defaults(sadam_optax.sadamw),
+      sadam_optax=library,
+      sadamw_defaults=defaults,
       paper_sadamw_defaults=_defaults(sadam_optax.paper_sadamw),
     )
+    if RELEASE[optimizer] is not None:
+      version['release'] = release
   return version
 
 
 def key_payload(config: RunConfig) -> dict[str, Any]:
   """Everything the key hashes: the configuration and the code version."""
-  return dict(config=dataclasses.asdict(config), code=code_version(config.optimizer))
+  stored = dataclasses.replace(config, optimizer=STORED_AS.get(config.optimizer, config.optimizer))
+  return dict(config=dataclasses.asdict(stored), code=code_version(config.optimizer))
 
 
 def run_key(config: RunConfig) -> str:
@@ -366,6 +384,10 @@ def _register(optimizer: str, weight_decay: float) -> str:
     make = lambda lr, seed: optax.adamw(lr, weight_decay=weight_decay)
   elif optimizer == 'sadamw':  # The library's defaults, the study's decay.
     make = lambda lr, seed: sadam_optax.sadamw(lr, weight_decay=weight_decay, seed=seed)
+  elif optimizer == 'sadamw-0.2':  # The defaults of 0.2: no release.
+    make = lambda lr, seed: sadam_optax.sadamw(
+      lr, weight_decay=weight_decay, seed=seed, release=None
+    )
   elif optimizer == 'paper_sadamw':
     make = lambda lr, seed: sadam_optax.paper_sadamw(lr, weight_decay=weight_decay, seed=seed)
   else:
@@ -646,7 +668,7 @@ def cifar10_qatnet_cpu(
       arm('adamw lr 0.001', 'adamw', 1e-3, seed, 'adamw', True),
       arm('adamw lr 0.0003', 'adamw', 3e-4, seed, 'adamw', True),
       arm('paper_sadamw lr 0.001', 'paper_sadamw', 1e-3, seed, primary=True),
-      arm('sadamw lr 0.001', 'sadamw', 1e-3, seed, 'sadamw', True),
+      arm('sadamw-0.2 (no release) lr 0.001', 'sadamw-0.2', 1e-3, seed, 'sadamw-0.2', True),
     ]
 
   def with_controls(runs):
@@ -655,6 +677,8 @@ def cifar10_qatnet_cpu(
   runs = []
   for seed in seeds:
     runs += with_controls(first(seed))
+  for seed in seeds:  # The default since 0.3 (the release), queued when it came.
+    runs += with_controls([arm('sadamw lr 0.001', 'sadamw', 1e-3, seed, 'sadamw', True)])
   for seed in seeds:
     for lr in (1e-3, 3e-4):
       runs.append(

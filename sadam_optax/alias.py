@@ -36,6 +36,7 @@ def sadam(
   rule: transform.BrakeRule = 'exp',
   recovery: float = 0.1,
   min_damping: float = 0.03,
+  release: Optional[float] = transform.DEFAULT_RELEASE,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -45,8 +46,16 @@ def sadam(
   r"""S-Adam: Adam whose step is braked by ``exp(-lam * rho)``.
 
   .. math::
-    \theta_{t+1} = \theta_t - \eta_t\, e^{-\lambda \rho_t}\,
-      \hat m_t / (\sqrt{\hat v_t} + \epsilon)
+    u_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon), \quad
+    d_t = e^{-\lambda \rho_t}, \\
+    \theta_{t+1} = \theta_t - \eta_t\, (d_t u_t + r h_t), \quad
+    h_{t+1} = (1 - r) h_t + (1 - d_t) u_t
+
+  The brake holds back what it takes from a step (``h``, zero at the start)
+  and returns ``r = release`` of it per step: what it holds on steps that
+  chatter across a kink cancels, a direction the iterate keeps travelling
+  in arrives late instead of never. ``release=None`` (the paper) drops
+  ``h``: the step is then ``d_t u_t``.
 
   ``rho`` is measured along Adam's proposed step (``estimator='uphill'``: the
   share of the step along which the loss rises, from its start slope, given
@@ -100,6 +109,11 @@ def sadam(
       families of the non-smooth suite (see the documentation's findings).
     recovery: ``'compound'`` only, see :func:`sadam_optax.damping_scale`.
     min_damping: ``'compound'`` only, see :func:`sadam_optax.damping_scale`.
+    release: share of the braked-off part of past steps returned per step
+      (default 0.01; None: discarded, the paper's brake). The brake then
+      delays what it reads as unstable instead of cutting the learning
+      rate; see :func:`sadam_optax.damping_scale`. Costs one more array
+      like the parameters in the state.
     chunk_size: probes evaluated at once (None: one at a time, the fastest
       in our benchmarks; ``num_probes`` or more: all at once, vmapped).
     axis_name: data-parallel axis over which probe values are averaged.
@@ -132,6 +146,7 @@ def sadam(
     rule=rule,
     recovery=recovery,
     min_damping=min_damping,
+    release=release,
     chunk_size=chunk_size,
     axis_name=axis_name,
     eps_root=eps_root,
@@ -157,6 +172,7 @@ def sadamw(
   rule: transform.BrakeRule = 'exp',
   recovery: float = 0.1,
   min_damping: float = 0.03,
+  release: Optional[float] = transform.DEFAULT_RELEASE,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -165,8 +181,10 @@ def sadamw(
 ) -> optax.GradientTransformationExtraArgs:
   """S-AdamW: S-Adam with decoupled weight decay, which is not braked.
 
-  ``theta -= lr * (exp(-lam * rho) * adam_direction + weight_decay * theta)``,
-  as in the authors' scripts. With ``lam=0`` this is ``optax.adamw`` exactly.
+  ``theta -= lr * (exp(-lam * rho) * adam_direction + release * held +
+  weight_decay * theta)``, where ``held`` is what the brake took from past
+  steps and has not returned yet (``release=None``: the authors' scripts).
+  With ``lam=0`` this is ``optax.adamw`` exactly.
 
   Args:
     learning_rate: a float or an optax schedule.
@@ -185,6 +203,7 @@ def sadamw(
     rule: see :func:`sadam`.
     recovery: see :func:`sadam`.
     min_damping: see :func:`sadam`.
+    release: see :func:`sadam`.
     chunk_size: see :func:`sadam`.
     axis_name: see :func:`sadam`.
     eps_root: as in ``optax.adamw``.
@@ -213,7 +232,7 @@ def sadamw(
     seed=seed,
   )
   brake = transform.damping_scale(
-    lam, probe=probe, rule=rule, recovery=recovery, min_damping=min_damping
+    lam, probe=probe, rule=rule, recovery=recovery, min_damping=min_damping, release=release
   )
   return _braked_adamw(
     learning_rate,
@@ -293,7 +312,7 @@ def paper_sadamw(
   )
   return _braked_adamw(
     learning_rate,
-    transform.damping_scale(lam, probe=probe),
+    transform.damping_scale(lam, probe=probe, release=None),  # The paper discards.
     weight_decay=weight_decay,
     mask=None,
     adam=optax.scale_by_adam(),

@@ -363,3 +363,69 @@ def test_secant_reads_grad_keyword_in_place_of_clipped_updates():
   assert rho(off) != pytest.approx(rho(ref))
   # Same direction, the true gradient for the start slope: rho as unclipped.
   assert rho(fixed) == pytest.approx(rho(ref), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- the release
+
+
+def _released(updates, damping, release):
+  """Braked steps and the final store for a sequence of updates."""
+  held = jnp.zeros_like(updates[0])
+  steps = []
+  for u, d in zip(updates, damping):
+    step, held = sadam_optax.transform.brake_and_release(u, held, jnp.float32(d), release)
+    steps.append(step)
+  return jnp.stack(steps), held
+
+
+def test_release_conserves_the_path_and_cancels_chattering():
+  rng = np.random.default_rng(0)
+  updates = jnp.asarray(rng.normal(size=(200, 5)), jnp.float32)
+  damping = rng.uniform(0.05, 1.0, size=200)
+  steps, held = _released(updates, damping, 0.01)
+  # Nothing is lost: what the brake took is either returned or still held.
+  np.testing.assert_allclose(steps.sum(0) + held, updates.sum(0), rtol=1e-5, atol=1e-4)
+  # A direction kept on every step: the braked steps reach the full step.
+  steps, _ = _released(jnp.ones((2000, 1)), np.full(2000, 0.3), 0.01)
+  np.testing.assert_allclose(steps[-1], 1.0, rtol=1e-4)
+  # Chattering (+1, -1, ...) braked alike: the store never holds more than
+  # one step's held part (0.7) and the steps stay braked (0.3 + 0.01 * 0.35).
+  chatter = jnp.asarray(np.tile([1.0, -1.0], 1000)[:, None], jnp.float32)
+  steps, held = _released(chatter, np.full(2000, 0.3), 0.01)
+  assert float(jnp.max(jnp.abs(steps[-100:]))) < 0.31
+  assert float(jnp.abs(held[0])) < 0.7
+
+
+def test_release_none_discards_and_keeps_no_store():
+  opt = sadam_optax.sadam(1e-2, release=None)
+  w = jnp.zeros(3)
+  assert optax.tree.get(opt.init(w), 'held') == ()
+  steps, held = _released(jnp.ones((10, 1)), np.full(10, 0.5), None)
+  np.testing.assert_array_equal(steps, 0.5)
+  # lam=0: no store either (the state of optax.adam plus scalars).
+  assert optax.tree.get(sadam_optax.sadam(1e-2, lam=0.0).init(w), 'held') == ()
+
+
+@pytest.mark.parametrize('release', [0.0, -0.1, 1.5, float('nan'), (0.1, 0.2)])
+def test_bad_release_fails_with_advice(release):
+  with pytest.raises(ValueError, match='release=None'):
+    sadam_optax.sadam(1e-2, release=release)
+
+
+@pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_release_keeps_the_dtypes_under_scan(dtype):
+  loss, w = _quadratic_kink_problem()
+  w = w.astype(dtype)
+  opt = sadam_optax.sadamw(1e-2)
+  f = lambda w: loss(w.astype(jnp.float32))
+
+  def body(carry, _):
+    w, state = carry
+    value, g = jax.value_and_grad(f)(w)
+    u, state = opt.update(g, state, w, value_fn=f, value=value)
+    return (optax.apply_updates(w, u), state), None
+
+  (w_end, state), _ = jax.lax.scan(body, (w, opt.init(w)), length=20)
+  assert w_end.dtype == dtype
+  assert optax.tree.get(state, 'held').dtype == dtype
+  assert bool(jnp.all(jnp.isfinite(w_end.astype(jnp.float32))))

@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import numpy as np
+import optax
 
 import sadam_optax
 from experiments import study as study_lib
@@ -63,7 +64,7 @@ def test_finished_runs_are_skipped_and_controls_follow(tmp_path):
   fn = study_lib.cifar10_qatnet_cpu
   runs = study_lib.queue(fn, study, tiny=True)
   # The queue starts with AdamW; controls wait for their S-Adam run.
-  assert [r.config.optimizer for r in runs[:4]] == ['adamw', 'adamw', 'paper_sadamw', 'sadamw']
+  assert [r.config.optimizer for r in runs[:4]] == ['adamw', 'adamw', 'paper_sadamw', 'sadamw-0.2']
   assert all(r.config is None for r in runs if r.parent is not None)
   for r, damping in zip(runs[:4], (1.0, 1.0, 0.25, 0.8)):
     _fake_result(study, r.config, damping)
@@ -78,12 +79,25 @@ def test_finished_runs_are_skipped_and_controls_follow(tmp_path):
   assert [c.config.lr for c in controls] == [2.5e-4, 8e-4]
   assert all(c.config.optimizer == 'adamw' for c in controls)
   table = study_lib.status_table(runs, study)
-  assert '4 done' in table and '10 waiting' in table
+  assert '4 done' in table and '13 waiting' in table
   # A run stopped before its first epoch is still pending, not partial.
   assert not study_lib.train_run(study, controls[0].config, stop_after=0, log=lambda _: None)
   assert study.epochs_done(controls[0].config) == 0
   report = study_lib.report('s', runs, study).read_text()
   assert 'INCOMPLETE (1 of 3 seeds)' in report
+
+
+def test_runs_stored_before_the_release_keep_their_keys(monkeypatch):
+  # The 0.2 default's first CIFAR-10 run, as committed under
+  # experiments/results/study/cifar10_qatnet_cpu/runs/ (key 114faa0126eca22f).
+  base = dict(study_lib._base(loop='python'), optimizer='sadamw-0.2', lr=1e-3, seed=0)
+  legacy = study_lib.RunConfig(**base)
+  monkeypatch.setattr(optax, '__version__', '0.2.8')
+  for version in ('0.2.0', '0.3.0'):  # 0.3 changed only the release, which it does not use.
+    monkeypatch.setattr(sadam_optax, '__version__', version)
+    assert study_lib.run_key(legacy) == '114faa0126eca22f'
+  # The current default (with the release) is another run.
+  assert study_lib.run_key(dataclasses.replace(legacy, optimizer='sadamw')) != '114faa0126eca22f'
 
 
 def test_keys(monkeypatch):
@@ -125,7 +139,7 @@ def test_gpu_preset_tiny_runs_on_cpu(tmp_path, monkeypatch):
   )
   study = study_lib.Study('gpu_resnet18_tiny', root, tmp_path / 'ck')
   runs = study_lib.queue(study_lib.gpu_resnet18, study, tiny=True, epochs=1)
-  assert len(runs) == 10 and all(r.config is not None for r in runs)
+  assert len(runs) == 14 and all(r.config is not None for r in runs)
   assert all(study.finished(r.config) is not None for r in runs)
   assert {r.config.model for r in runs} == {'resnet-tiny'}
   assert {r.config.loop for r in runs} == {'scan'}
