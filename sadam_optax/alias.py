@@ -36,7 +36,7 @@ def sadam(
   rule: transform.BrakeRule = 'exp',
   recovery: float = 0.1,
   min_damping: float = 0.03,
-  release: Optional[float] = transform.DEFAULT_RELEASE,
+  release: transform.Release = 'auto',
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -110,10 +110,11 @@ def sadam(
     recovery: ``'compound'`` only, see :func:`sadam_optax.damping_scale`.
     min_damping: ``'compound'`` only, see :func:`sadam_optax.damping_scale`.
     release: share of the braked-off part of past steps returned per step
-      (default 0.01; None: discarded, the paper's brake). The brake then
-      delays what it reads as unstable instead of cutting the learning
-      rate; see :func:`sadam_optax.damping_scale`. Costs one more array
-      like the parameters in the state.
+      (``'auto'``: 0.01 with ``rule='exp'``, None with ``'compound'``;
+      None: discarded, the paper's brake). The brake then delays what it
+      reads as unstable instead of cutting the learning rate; see
+      :func:`sadam_optax.damping_scale`. Costs one more array like the
+      parameters in the state.
     chunk_size: probes evaluated at once (None: one at a time, the fastest
       in our benchmarks; ``num_probes`` or more: all at once, vmapped).
     axis_name: data-parallel axis over which probe values are averaged.
@@ -172,7 +173,7 @@ def sadamw(
   rule: transform.BrakeRule = 'exp',
   recovery: float = 0.1,
   min_damping: float = 0.03,
-  release: Optional[float] = transform.DEFAULT_RELEASE,
+  release: transform.Release = 'auto',
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,

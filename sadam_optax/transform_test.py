@@ -404,9 +404,15 @@ def test_release_none_discards_and_keeps_no_store():
   np.testing.assert_array_equal(steps, 0.5)
   # lam=0: no store either (the state of optax.adam plus scalars).
   assert optax.tree.get(sadam_optax.sadam(1e-2, lam=0.0).init(w), 'held') == ()
+  # 'auto': the compound rule discards (its damping sits near its floor), 'exp' stores.
+  assert optax.tree.get(sadam_optax.sadam(1e-2, rule='compound').init(w), 'held') == ()
+  assert optax.tree.get(sadam_optax.sadam(1e-2).init(w), 'held').shape == (3,)
+  compound = sadam_optax.Brake(lam=1.0, rule='compound', recovery=0.1, min_damping=0.03)
+  wrapped = sadam_optax.singularity_aware(optax.sgd(0.1), brake=compound)
+  assert optax.tree.get(wrapped.init(w), 'held') == ()
 
 
-@pytest.mark.parametrize('release', [0.0, -0.1, 1.5, float('nan'), (0.1, 0.2)])
+@pytest.mark.parametrize('release', [0.0, -0.1, 1.5, float('nan'), (0.1, 0.2), 'fast'])
 def test_bad_release_fails_with_advice(release):
   with pytest.raises(ValueError, match='release=None'):
     sadam_optax.sadam(1e-2, release=release)
