@@ -56,6 +56,8 @@ class Setting:
       train step twice (``probe_now=True`` / ``False``, chosen from Python by
       the step count: :func:`sadam_optax.every_k`) instead of a
       ``lax.cond``; the same trajectory.
+    release: the brake returns what it takes (the library's ``'auto'``);
+      False: ``release=None``, the brake of 0.2 (no store in the state).
   """
 
   kind: str = SADAMW
@@ -69,6 +71,7 @@ class Setting:
   seed: int = 0
   give_value: bool = True
   two_steps: bool = False
+  release: bool = True
 
   @property
   def name(self) -> str:
@@ -93,6 +96,8 @@ class Setting:
       parts.append(self.noise)
     if not self.give_value:
       parts.append('no-value')
+    if not self.release:
+      parts.append('no-release')
     return ' '.join(parts)
 
   def options(self) -> dict[str, Any]:
@@ -131,6 +136,7 @@ def make_optimizer(
     probe_every=1 if setting.two_steps else setting.probe_every,
     chunk_size=vmap_or_chunk(setting),
     seed=setting.seed,
+    release='auto' if setting.release else None,
   )
 
 
@@ -206,6 +212,8 @@ def cost_settings() -> list[Setting]:
     Setting(estimator='uphill', probe_every=2, two_steps=True),
     Setting(estimator='uphill', probe_every=4, two_steps=True),
     Setting(estimator='uphill', probe_every=8, two_steps=True),
+    Setting(estimator='uphill', release=False),  # The 0.2 default.
+    Setting(estimator='uphill', probe_every=4, two_steps=True, release=False),
     Setting(estimator='secant'),  # Its ratio, the same two slopes.
     Setting(estimator='secant', give_value=False),
     Setting(estimator='secant', probe_every=4),

@@ -67,9 +67,11 @@ those cells. Headline verdict per family for a method: in every converged
 cell, win rate ``>= 95%`` and median ratio ``<= 0.5``.
 
 Methods (``METHODS``, name -> factory of the learning rate): Adam, Adam with
-cosine decay to 0, ``sadam_optax.sadam`` with every estimator and rule, and
-``sadam-late``, an oracle braked like the default over the last sixth of the
-run only (it reaches Adam's band as fast as Adam, then brakes);
+cosine decay to 0, ``sadam_optax.sadam`` with every estimator and rule,
+``sadam-no-release`` (the default of 0.2: what the brake takes is lost),
+``sadam-compound-release`` (the compound rule made to return what it takes),
+and ``sadam-late``, an oracle braked like the default over the last sixth of
+the run only (it reaches Adam's band as fast as Adam, then brakes);
 after each method named in ``controls`` (default: the core's default,
 ``'sadam'``), Adam runs at that method's effective learning rate, ``lr`` times
 the run's mean damping, per instance (``adam@eff-lr(sadam)``). Every method is
@@ -1028,11 +1030,17 @@ def sadam_no_release(lr: Any) -> optax.GradientTransformation:
   return sadam_optax.sadam(lr, release=None)
 
 
+def sadam_compound_release(lr: Any) -> optax.GradientTransformation:
+  """The compound rule with the exp rule's release (its ``'auto'`` discards)."""
+  return sadam_optax.sadam(lr, rule='compound', release=sadam_optax.transform.DEFAULT_RELEASE)
+
+
 METHODS: dict[str, Factory] = {
   'adam': adam,
   'adam-cosine': adam_cosine,
   'sadam-late': sadam_late,
   'sadam-no-release': sadam_no_release,
+  'sadam-compound-release': sadam_compound_release,
 }
 for _rule in ('exp', 'compound'):
   for _est in ('uphill', 'secant', 'step', 'literal', 'trajectory', 'random-jvp'):
