@@ -1,8 +1,9 @@
 """Brake candidates that were tried against the max-affine failure, and lost.
 
-The default S-Adam fails the non-smooth suite on one family, max-affine plus
-ridge at lr 1e-2 (win rate 50%, median band ratio 1.3 after 3,000 steps),
-because Adam is still travelling along a valley there and braking slows it.
+The 0.2 default S-Adam failed the non-smooth suite on max-affine plus ridge at
+lr 1e-2 (win rate 50%, median band ratio 1.3 after 3,000 steps), because Adam
+is still travelling along a valley there and braking slows it. (0.3's release,
+which returns what the brake takes, passes it; see the findings page.)
 Each candidate here tries to brake only the steps that chatter in place,
 not those that travel. They are prototypes kept so that the figures quoted
 in the documentation can be rerun, not parts of the library:
@@ -19,7 +20,8 @@ in the documentation can be rerun, not parts of the library:
   gradient are braked.
 
 Every candidate reads rho as the default does (``'uphill'``, from the start
-slope and the secant of the proposed step) and brakes by ``exp(-lam rho)``.
+slope and the secant of the proposed step) and brakes by ``exp(-lam rho)``,
+discarding what it takes (no release), as 0.2 did.
 
 Example::
 

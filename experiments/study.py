@@ -128,6 +128,8 @@ SADAM_OPTIMIZERS = ('sadamw', 'sadamw-0.2', 'paper_sadamw')
 # the release existed (0.2); its runs keep their keys, stored as 'sadamw'.
 STORED_AS = {'sadamw-0.2': 'sadamw', 'sadamw': 'sadamw-release'}
 RELEASE = {'sadamw': 'default', 'sadamw-0.2': None, 'paper_sadamw': None}
+# The S-Adam names as stored results carry them (their ``config``).
+SADAM_STORED = tuple(STORED_AS.get(o, o) for o in SADAM_OPTIMIZERS)
 # Library versions that changed only what the optimizers without a release
 # do not use: their runs keep the keys of the version before.
 SAME_WITHOUT_RELEASE = {'0.3.0': '0.2.0'}
@@ -881,7 +883,7 @@ def report(
     )
     damping = (
       [r['mean_damping'] for r in res]
-      if res and res[0]['config']['optimizer'] in SADAM_OPTIMIZERS
+      if res and res[0]['config']['optimizer'] in SADAM_STORED
       else []
     )
     loss = [r['final']['test_loss'] for r in res]

@@ -43,7 +43,7 @@ BrakeRule = Literal['exp', 'compound']
 BRAKE_RULES = ('exp', 'compound')
 # Share of the held-back step returned per step (a time constant of 100 steps): on the non-smooth
 # suite 0.005-0.01 pass every family with 'exp', 0.02 loses max-affine again. 'compound' holds up
-# to 97% of every step, and returned 100 steps late that swings 7-13x wider than Adam: it keeps
+# to 97% of every step, and returned 100 steps late that swings 7-33x wider than Adam: it keeps
 # discarding (docs: findings, the release).
 DEFAULT_RELEASE = 0.01
 RELEASE_BY_RULE = {'exp': DEFAULT_RELEASE, 'compound': None}

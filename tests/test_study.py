@@ -85,6 +85,12 @@ def test_finished_runs_are_skipped_and_controls_follow(tmp_path):
   assert study.epochs_done(controls[0].config) == 0
   report = study_lib.report('s', runs, study).read_text()
   assert 'INCOMPLETE (1 of 3 seeds)' in report
+  # The current default's runs are stored as 'sadamw-release': its damping is reported too.
+  default = next(r for r in runs if r.config is not None and r.config.optimizer == 'sadamw')
+  _fake_result(study, default.config, 0.9)
+  report = study_lib.report('s', study_lib.queue(fn, study, tiny=True), study).read_text()
+  row = next(line for line in report.splitlines() if line.startswith('| sadamw lr 0.001 |'))
+  assert '| 0.900 |' in row
 
 
 def test_runs_stored_before_the_release_keep_their_keys(monkeypatch):
