@@ -123,11 +123,12 @@ RESULTS_ROOT = common.RESULTS_DIR / 'study'
 CKPT_ROOT = Path(__file__).resolve().parent / '.study_ckpt'
 OPTIMIZERS = ('adamw', 'sadamw', 'sadamw-0.2', 'paper_sadamw')
 SADAM_OPTIMIZERS = ('sadamw', 'sadamw-0.2', 'paper_sadamw')
-# The name each optimizer's runs were first stored under, and its release
-# (:func:`sadam_optax.sadamw`): 'sadamw-0.2' is the library's default before
-# the release existed (0.2); its runs keep their keys, stored as 'sadamw'.
+# The name each optimizer's runs are stored under: 'sadamw-0.2' is the
+# library's default before the release existed (0.2); its runs keep the keys
+# they were stored under as 'sadamw'.
 STORED_AS = {'sadamw-0.2': 'sadamw', 'sadamw': 'sadamw-release'}
-RELEASE = {'sadamw': 'default', 'sadamw-0.2': None, 'paper_sadamw': None}
+# The S-Adam optimizers that discard what the brake takes (release None).
+WITHOUT_RELEASE = ('sadamw-0.2', 'paper_sadamw')
 # The S-Adam names as stored results carry them (their ``config``).
 SADAM_STORED = tuple(STORED_AS.get(o, o) for o in SADAM_OPTIMIZERS)
 # Library versions that changed only what the optimizers without a release
@@ -246,14 +247,14 @@ def code_version(optimizer: str) -> dict[str, Any]:
     defaults = _defaults(sadam_optax.sadamw)
     release = defaults.pop('release')  # Keyed only where it is used.
     library = sadam_optax.__version__
-    if RELEASE[optimizer] is None:
+    if optimizer in WITHOUT_RELEASE:
       library = SAME_WITHOUT_RELEASE.get(library, library)
     version.update(
       sadam_optax=library,
       sadamw_defaults=defaults,
       paper_sadamw_defaults=_defaults(sadam_optax.paper_sadamw),
     )
-    if RELEASE[optimizer] is not None:
+    if optimizer not in WITHOUT_RELEASE:
       version['release'] = release
   return version
 

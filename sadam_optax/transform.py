@@ -510,10 +510,9 @@ def brake_and_release(updates: Any, held: Any, damping: jax.Array, release: Opti
   """``(damping * updates + release * held, new held)``.
 
   The brake holds back ``(1 - damping)`` of each step and returns
-  ``release`` of what it holds on every step. What a step holds back is
-  returned later, so the sum of the steps is the sum of the undamped
-  ones: parts held on steps that chatter back and forth
-  cancel in the store, a component that keeps one direction (the
+  ``release`` of what it holds on every step, so the sum of the steps is
+  the sum of the undamped ones: parts held on steps that chatter back and
+  forth cancel in the store, a component that keeps one direction (the
   iterate still travelling) arrives late instead of never.
 
   Args:
