@@ -35,11 +35,12 @@ Studies (configuration as code, one function each, :data:`STUDIES`):
   defaults of 0.2 (``'sadamw-0.2'``: no release, lr 1e-3), the paper's preset
   (:func:`sadam_optax.paper_sadamw`, lr 1e-3), AdamW at each S-Adam run's
   effective lr (lr x mean damping of the same seed, scheduled once that run
-  is finished), AdamW with cosine decay (1e-3, 3e-4). The queue runs the most
+  is finished), AdamW with cosine decay (1e-3, 3e-4), S-AdamW with cosine
+  decay (1e-3, with its control, cosine too). The queue runs the most
   informative runs first: seed 0 of AdamW 1e-3 and 3e-4, the paper preset
   and S-AdamW 0.2 at 1e-3, with their controls; then seeds 1 and 2; then
   the current default at 1e-3 (queued when 0.3 made the release the
-  default); then cosine; then the rest of the grids.
+  default); then cosine (AdamW, then S-AdamW); then the rest of the grids.
 * ``gpu_resnet18``: ResNet-18 (CIFAR stem) 4-bit on the full training set,
   AdamW / S-AdamW default / S-AdamW 0.2 / the paper's preset at lr 1e-3, and the
   effective-lr controls, 2 seeds; the data live on the accelerator (the
@@ -687,6 +688,9 @@ def cifar10_qatnet_cpu(
       runs.append(
         arm(f'adamw-cosine lr {lr:g}', 'adamw', lr, seed, 'adamw-cosine', schedule='cosine')
       )
+  for seed in seeds:  # The same schedule for all: cosine led AdamW's first seed.
+    cosine = arm('sadamw-cosine lr 0.001', 'sadamw', 1e-3, seed, 'sadamw-cosine', schedule='cosine')
+    runs += with_controls([cosine])
   for seed in seeds:
     runs += with_controls(
       [
