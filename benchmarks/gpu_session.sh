@@ -18,7 +18,13 @@
 # log, the cost table and study.tar.gz go), STUDY_DIR (the study's results
 # and checkpoints, default /tmp/gpu_session_study), SADAM_CIFAR10 (the
 # CIFAR-10 JPEG archive; default .gpu_data/cifar10-jpg.tar.xz, a git-ignored
-# copy carried to the device machine), TINY=1 (tiny settings on a CPU).
+# copy carried to the device machine), TINY=1 (tiny settings on a CPU),
+# EPOCHS (the study's epochs instead of the sized count) and REUSE=1 (start
+# the study from the committed runs in experiments/results/study/gpu_resnet18,
+# so that only runs missing there train; with EPOCHS=7 that is the 0.3
+# default's arm and its control, 4 runs):
+#
+#   EPOCHS=7 REUSE=1 bash benchmarks/gpu_session.sh
 #
 # Results come back in $OUT: unpack study.tar.gz into experiments/results/study/
 # and copy step_time_resnet18_gpu.* into benchmarks/results/.
@@ -71,7 +77,12 @@ print(f'epoch of all 14 runs ~{epoch:.0f} s, compile ~{compile_s:.0f} s: {fit} e
 print(max(1, min(10, fit)))
 EOF
 )
+epochs=${EPOCHS:-$epochs}
 echo "epochs: $epochs" | tee -a "$log"
+if [[ -n ${REUSE:-} ]]; then
+  mkdir -p "$study_dir/results"
+  cp -r experiments/results/study/gpu_resnet18 "$study_dir/results/"
+fi
 rem=$(left)
 timeout $((rem - 10)) python3 -m experiments.study gpu_resnet18 "${tiny[@]}" --epochs "$epochs" \
   --max-minutes "$(python3 -c "print(max(($rem - 40) / 60, 0.5))")" \
