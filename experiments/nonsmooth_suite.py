@@ -142,6 +142,7 @@ CONVERGED_BAND = 0.5  # Adam converges: band <= CONVERGED_BAND * m_0, ...
 PLATEAU = 0.5  # ... band >= PLATEAU * (mean over the previous window), ...
 BANDED = 10.0  # ... band >= BANDED * FLOOR * m_0 (a band, not the point), ...
 CELL_SHARE = 0.9  # ... on at least this share of the instances.
+SETTLED = 0.95  # Diagnostic only: Adam's band >= SETTLED * previous window: settled.
 WIN_TARGET = 0.95
 RATIO_TARGET = 0.5
 DEFAULT = 'sadam'
@@ -1203,6 +1204,28 @@ def compare(adam_band: np.ndarray, band: np.ndarray) -> dict[str, float]:
   return dict(win_rate=float(np.mean(band <= adam_band)), median_ratio=float(np.median(ratio)))
 
 
+def losses(adam: dict[str, np.ndarray], band: np.ndarray) -> dict[str, int]:
+  """Instances a method loses to Adam, and how many of them Adam had not settled.
+
+  A diagnostic beside the verdict (which it does not change): a brake that
+  holds part of a step back arrives late, so it loses where Adam is still
+  closing in at the end of the run even in a cell that counts as converged.
+
+  Args:
+    adam: Adam's ``band`` and ``previous_band``, (instances,).
+    band: the method's bands, (instances,).
+
+  Returns:
+    ``losses`` (band above Adam's) and ``losses_adam_falling`` (of those,
+    Adam's band below :data:`SETTLED` x its previous window's).
+  """
+  adam_band = np.asarray(adam['band'], np.float64)
+  lost = np.asarray(band, np.float64) > adam_band
+  with np.errstate(invalid='ignore'):
+    falling = adam_band < SETTLED * np.asarray(adam['previous_band'], np.float64)
+  return dict(losses=int(lost.sum()), losses_adam_falling=int((lost & falling).sum()))
+
+
 def adam_converges(metrics: dict[str, np.ndarray]) -> dict[str, Any]:
   """The criterion of the module doc for one (family, lr) cell of Adam.
 
@@ -1387,6 +1410,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             adam_converged=conv['converged'],
             adam_criterion=conv,
             **compare(get(baseline, 'band', j), band),
+            **losses({k: get(baseline, k, j) for k in ('band', 'previous_band')}, band),
             mean_damping=float(np.mean(get(name, 'mean_damping', j))),
             median_band=float(np.median(band / m0)),
             reached_tol=float(np.mean(get(name, 'steps_to_tol', j) > 0)),
@@ -1469,6 +1493,12 @@ def _fmt(x: Any) -> str:
   return f'{x:.3g}' if isinstance(x, float) else str(x)
 
 
+def _losses(cell: dict[str, Any]) -> str:
+  if 'losses' not in cell:  # Results stored before the diagnostic.
+    return '-'
+  return f'{cell["losses"]} ({cell["losses_adam_falling"]})'
+
+
 def markdown(payload: dict[str, Any]) -> str:
   """The readable report: headline, verdicts, every cell."""
   cfg = payload['config']
@@ -1535,6 +1565,25 @@ def markdown(payload: dict[str, Any]) -> str:
     lines.append(
       f'| {m} | ' + ' | '.join(payload['verdicts'][f].get(m, '-') for f in cfg['families']) + ' |'
     )
+  lost = [
+    c for c in cells if c['method'] in headline and c['adam_converged'] and c.get('losses', 0) > 0
+  ]
+  if lost:
+    lines += [
+      '',
+      '## Losses in the counted cells',
+      '',
+      'Instances where a headline method ends with a wider band than Adam, in the cells where '
+      'Adam converges; in brackets those where Adam itself had not settled (its band below '
+      f'{SETTLED} x its mean over the previous window: still closing in). A diagnostic: the '
+      'verdicts count every loss.',
+      '',
+    ]
+    lines += [
+      f'- {c["method"]}, {c["family"]} lr {c["lr"]:g}: {c["losses"]} of '
+      f'{cfg["instances"]} ({c["losses_adam_falling"]})'
+      for c in lost
+    ]
   diag = payload.get('diagnostics') or {}
   if diag:
     lines += [
@@ -1570,15 +1619,16 @@ def markdown(payload: dict[str, Any]) -> str:
     '## Every cell',
     '',
     '| family | lr | method | Adam conv. | win rate | median ratio '
-    '| median band / m0 | reached tol | mean damping |',
-    '|---|---|---|---|---|---|---|---|---|',
+    '| median band / m0 | reached tol | mean damping | losses (Adam still falling) |',
+    '|---|---|---|---|---|---|---|---|---|---|',
   ]
   for c in cells:
     lines.append(
       f'| {c["family"]} | {c["lr"]:g} | {c["method"]} | '
       f'{"yes" if c["adam_converged"] else "no"} | {c["win_rate"]:.0%} | '
       f'{_fmt(c["median_ratio"])} | {_fmt(c["median_band"])} | '
-      f'{c["reached_tol"]:.0%} | {c["mean_damping"]:.3f} |'
+      f'{c["reached_tol"]:.0%} | {c["mean_damping"]:.3f} | '
+      f'{_losses(c)} |'
     )
   lines += [
     '',

@@ -143,6 +143,14 @@ def test_win_rate_and_ratio_arithmetic():
   assert both_diverge == dict(win_rate=1.0, median_ratio=1.0)
 
 
+def test_losses_count_where_adam_still_falls():
+  adam = dict(band=np.array([1.0, 1.0, 1.0, 2.0]), previous_band=np.array([1.0, 2.0, 1.0, 2.0]))
+  # Instance 1 loses while Adam still falls (1 < 0.95 x 2), instance 3 loses
+  # to a settled Adam, instance 2 ties (a win).
+  out = ns.losses(adam, np.array([0.5, 1.1, 1.0, 2.5]))
+  assert out == dict(losses=2, losses_adam_falling=1)
+
+
 def test_run_metrics_and_criteria():
   steps = 100
   m0 = np.array([1.0, 1.0])
