@@ -64,7 +64,10 @@ plateaued (its band is at least half its mean over the preceding 10% of the
 steps: a band, not a descent still under way) and it is a band, not the
 point (``>= 10x`` the float32 floor, ``1e-5 m_0``). The verdicts only count
 those cells. Headline verdict per family for a method: in every converged
-cell, win rate ``>= 95%`` and median ratio ``<= 0.5``.
+cell, win rate ``>= 95%`` and median ratio ``<= 0.5``. Beside it, a
+diagnostic that changes no verdict (:func:`losses`): how many instances a
+method loses, and on how many of them Adam was still closing in (its band
+below ``SETTLED = 0.95`` x its previous window's).
 
 Methods (``METHODS``, name -> factory of the learning rate): Adam, Adam with
 cosine decay to 0, ``sadam_optax.sadam`` with every estimator and rule,
