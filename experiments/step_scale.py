@@ -123,6 +123,7 @@ def run(*, bits: int | None, train_steps: int, probes: int, seed: int = 0) -> li
 
 
 def markdown(payload: dict[str, Any]) -> str:
+  """The readable report: one row per model and step scale."""
   lines = [
     '# rho against the step length: 4-bit and float 1-D CNN on MNIST-1D',
     '',
