@@ -35,6 +35,7 @@ def test_sadamw_trains_an_aqt_network_above_chance():
   loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
     model.apply({'params': p}, x[:100]), y[:100]
   ).mean()
-  _, state = opt.update(jax.grad(loss)(params), opt.init(params), params, value_fn=loss)
+  update = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p, value_fn=loss))
+  _, state = update(params, opt.init(params))
   damping = float(optax.tree.get(state, 'damping'))
   assert 0.0 < damping <= 1.0
