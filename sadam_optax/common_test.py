@@ -9,6 +9,8 @@ checks: extra arguments, one compilation, ``optax.tree.map_params``, dtype
 stability under ``lax.cond`` and ``lax.scan``, ``optax.MultiSteps``,
 ``optax.inject_hyperparams``, schedules, serialization (flax, orbax,
 pickle), ``jax.vmap`` over seeds, ``lam=0`` against optax, convergence.
+The two costliest (every dtype, vmap) run on :data:`DISTINCT`, one
+configuration per code path, to keep the suite's compile time in bounds.
 
 A check marked ``xfail(strict=True, reason='core: ...')`` states how the
 core should behave and does not yet; remove the mark with the fix.
