@@ -36,7 +36,8 @@ Studies (configuration as code, one function each, :data:`STUDIES`):
   (:func:`sadam_optax.paper_sadamw`, lr 1e-3), AdamW at each S-Adam run's
   effective lr (lr x mean damping of the same seed, scheduled once that run
   is finished), AdamW with cosine decay (1e-3, 3e-4), S-AdamW with cosine
-  decay (1e-3, with its control, cosine too). The queue runs the most
+  decay (1e-3, with its control, cosine too), both with cosine at 3e-3 (the
+  grid's edge once cosine was selected). The queue runs the most
   informative runs first: seed 0 of AdamW 1e-3 and 3e-4, the paper preset
   and S-AdamW 0.2 at 1e-3, with their controls; then seeds 1 and 2; then
   the current default at 1e-3 (queued when 0.3 made the release the
@@ -698,6 +699,9 @@ def cifar10_qatnet_cpu(
         arm('adamw lr 0.003', 'adamw', 3e-3, seed, 'adamw'),
         arm('sadamw lr 0.0003', 'sadamw', 3e-4, seed, 'sadamw'),
         arm('sadamw lr 0.003', 'sadamw', 3e-3, seed, 'sadamw'),
+        # Cosine was selected for both; 1e-3 was its grid's top edge.
+        arm('adamw-cosine lr 0.003', 'adamw', 3e-3, seed, 'adamw-cosine', schedule='cosine'),
+        arm('sadamw-cosine lr 0.003', 'sadamw', 3e-3, seed, 'sadamw-cosine', schedule='cosine'),
       ]
     )
   return runs
