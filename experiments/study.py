@@ -803,6 +803,32 @@ def _cells(runs: Sequence[Run], study: Study) -> dict[str, dict[str, Any]]:
   return cells
 
 
+def select_on_validation(cells: dict[str, dict[str, Any]]) -> set[str]:
+  """Per family, the cell with the best mean validation accuracy.
+
+  The mean is over the seeds that every finished cell of the family has, so
+  that a grid point with one seed is compared with the others on that seed,
+  not with their 3-seed means (all of a cell's seeds when they share none).
+
+  Args:
+    cells: :func:`_cells`'s rows.
+
+  Returns:
+    The names of the selected cells.
+  """
+  by_family: dict[str, dict[str, dict[int, float]]] = {}
+  for name, c in cells.items():
+    if c['family'] and c['results']:
+      vals = {r['config']['seed']: r['final']['val_acc'] for r in c['results']}
+      by_family.setdefault(c['family'], {})[name] = vals
+  selected = set()
+  for family in by_family.values():
+    shared = set.intersection(*(set(v) for v in family.values()))
+    score = lambda name: np.mean([v for s, v in family[name].items() if not shared or s in shared])
+    selected.add(max(family, key=score))
+  return selected
+
+
 def _fmt(values: Sequence[float]) -> str:
   if not values:
     return '-'
@@ -837,13 +863,7 @@ def report(
   out_dir = Path(out_dir or study.results_root)
   out_dir.mkdir(parents=True, exist_ok=True)
   cells = _cells(runs, study)
-  best: dict[str, str] = {}
-  for cell_name, c in cells.items():
-    if c['family'] and c['results']:
-      val = np.mean([r['final']['val_acc'] for r in c['results']])
-      if c['family'] not in best or val > best[c['family']][1]:
-        best[c['family']] = (cell_name, val)
-  selected = {v[0] for v in best.values()}
+  selected = select_on_validation(cells)
   example = next((r.config for r in runs if r.config is not None), None)
   hardware = sorted({r['hardware'] for c in cells.values() for r in c['results']})
   lines = [
@@ -865,7 +885,8 @@ def report(
       'seeds; a cell with fewer seeds than planned is marked incomplete '
       'and is not yet a result. "selected" marks the grid point with the '
       'best mean validation accuracy among the finished ones of its '
-      'family. Effective-lr controls: AdamW at lr x mean damping of the '
+      'family, over the seeds they all have. Effective-lr controls: AdamW '
+      'at lr x mean damping of the '
       "same seed's S-Adam run.",
       '',
     ]

@@ -162,3 +162,25 @@ def test_report_command_without_step_loop_override(tmp_path, monkeypatch):
   study_lib.main(['cifar10_qatnet_cpu', '--tiny', '--report', '--results-root', str(root)])
   report = (root / 'cifar10_qatnet_cpu_tiny.md').read_text()
   assert 'Command: `python -m experiments.study cifar10_qatnet_cpu --tiny`' in report
+
+
+def test_selection_compares_grid_points_on_the_seeds_they_share():
+  def cell(family, vals):
+    results = [dict(config=dict(seed=s), final=dict(val_acc=v)) for s, v in vals.items()]
+    return dict(family=family, results=results)
+
+  cells = {
+    # 3 seeds, mean 0.66; seed 0 alone 0.666.
+    'sadamw lr 0.001': cell('sadamw', {0: 0.666, 1: 0.655, 2: 0.659}),
+    # 1 seed: above the other's 3-seed mean, below its seed 0.
+    'sadamw lr 0.0003': cell('sadamw', {0: 0.665}),
+    'adamw lr 0.001': cell('adamw', {0: 0.60, 1: 0.70}),
+    'adamw lr 0.003': cell('adamw', {1: 0.66}),
+    'sadamw lr 0.003': cell('sadamw', {}),  # Nothing finished: not a candidate.
+    'control': cell(None, {0: 0.99}),
+  }
+  cells['sadamw lr 0.003']['results'] = []
+  assert study_lib.select_on_validation(cells) == {'sadamw lr 0.001', 'adamw lr 0.001'}
+  # No seed in common: each cell's own mean.
+  cells['adamw lr 0.003'] = cell('adamw', {2: 0.66})
+  assert 'adamw lr 0.003' in study_lib.select_on_validation(cells)
