@@ -379,8 +379,8 @@ def test_tree_map_params(config):
 
 
 DTYPES = ('float16', 'bfloat16', 'float32', 'float64')
-# bfloat16 (the narrowest exponent's neighbour, the common mixed-precision
-# type) on the whole table; every dtype on the distinct code paths.
+# bfloat16 (the common mixed-precision type, 8 bits of mantissa) on the
+# whole table; every dtype on the distinct code paths.
 DTYPE_CASES = [
   pytest.param(c, d, id=f'{c.name}-{d}')
   for c in CONFIGS
