@@ -179,7 +179,6 @@ def test_selection_compares_grid_points_on_the_seeds_they_share():
     'sadamw lr 0.003': cell('sadamw', {}),  # Nothing finished: not a candidate.
     'control': cell(None, {0: 0.99}),
   }
-  cells['sadamw lr 0.003']['results'] = []
   assert study_lib.select_on_validation(cells) == {'sadamw lr 0.001', 'adamw lr 0.001'}
   # No seed in common: each cell's own mean.
   cells['adamw lr 0.003'] = cell('adamw', {2: 0.66})
