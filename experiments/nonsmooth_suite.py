@@ -138,6 +138,7 @@ LRS = (1e-3, 1e-2, 3e-2)
 STEPS = 3000
 INSTANCES = 24
 SEED = 0
+B1, B2 = 0.9, 0.999  # Adam's moments for every method (optax's defaults; --betas).
 WINDOW = 0.1  # Share of the steps over which the band is measured.
 TOL = 1e-2  # Steps to reach m_t <= TOL * m_0.
 FLOOR = 1e-6  # Bands below FLOOR * m_0 are float32 rounding.
@@ -999,25 +1000,33 @@ def make_instances(family: str, num: int, *, seed: int = SEED) -> list[Instance]
 # ------------------------------------------------------------------- methods
 
 
-def adam(lr: Any) -> optax.GradientTransformation:
+# Every factory takes Adam's b1 and b2 (``--betas``): held-out settings run
+# Adam and the brakes with the same moments.
+
+
+def adam(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """``optax.adam`` at a constant learning rate."""
-  return optax.adam(lr)
+  return optax.adam(lr, b1=b1, b2=b2)
 
 
-def adam_cosine(lr: Any, *, steps: int = STEPS) -> optax.GradientTransformation:
+def adam_cosine(
+  lr: Any, *, steps: int = STEPS, b1: float = B1, b2: float = B2
+) -> optax.GradientTransformation:
   """``optax.adam`` with cosine decay from ``lr`` to 0 over ``steps``."""
-  return optax.adam(optax.cosine_decay_schedule(lr, steps))
+  return optax.adam(optax.cosine_decay_schedule(lr, steps), b1=b1, b2=b2)
 
 
 def _sadam(estimator: str, rule: str) -> Factory:
-  def factory(lr: Any) -> optax.GradientTransformation:
-    return sadam_optax.sadam(lr, estimator=estimator, rule=rule)
+  def factory(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
+    return sadam_optax.sadam(lr, b1, b2, estimator=estimator, rule=rule)
 
   factory.__doc__ = f'sadam_optax.sadam(lr, estimator={estimator!r}, rule={rule!r})'
   return factory
 
 
-def sadam_late(lr: Any, *, steps: int = STEPS, lam: float = 2.0) -> optax.GradientTransformation:
+def sadam_late(
+  lr: Any, *, steps: int = STEPS, lam: float = 2.0, b1: float = B1, b2: float = B2
+) -> optax.GradientTransformation:
   """The default braked only over the last :data:`LATE_SHARE` of the run.
 
   An oracle, not a method: it knows when the run ends. Adam until then, so it
@@ -1026,17 +1035,26 @@ def sadam_late(lr: Any, *, steps: int = STEPS, lam: float = 2.0) -> optax.Gradie
   no brake that only shortens steps can win on that instance.
   """
   start = int(round((1.0 - LATE_SHARE) * steps))
-  return sadam_optax.sadam(lr, lam=lambda count: jnp.where(count >= start, lam, 0.0))
+  return sadam_optax.sadam(lr, b1, b2, lam=lambda count: jnp.where(count >= start, lam, 0.0))
 
 
-def sadam_no_release(lr: Any) -> optax.GradientTransformation:
+def sadam_no_release(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """The default's brake without the release (the 0.2 default): what it takes is lost."""
-  return sadam_optax.sadam(lr, release=None)
+  return sadam_optax.sadam(lr, b1, b2, release=None)
 
 
-def sadam_compound_release(lr: Any) -> optax.GradientTransformation:
+def sadam_no_wait(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
+  """The 0.3 default: the release returns the store everywhere, uphill or not."""
+  return sadam_optax.sadam(lr, b1, b2, release_waits=False)
+
+
+def sadam_compound_release(
+  lr: Any, *, b1: float = B1, b2: float = B2
+) -> optax.GradientTransformation:
   """The compound rule with the exp rule's release (its ``'auto'`` discards)."""
-  return sadam_optax.sadam(lr, rule='compound', release=sadam_optax.transform.DEFAULT_RELEASE)
+  return sadam_optax.sadam(
+    lr, b1, b2, rule='compound', release=sadam_optax.transform.DEFAULT_RELEASE
+  )
 
 
 METHODS: dict[str, Factory] = {
@@ -1044,6 +1062,7 @@ METHODS: dict[str, Factory] = {
   'adam-cosine': adam_cosine,
   'sadam-late': sadam_late,
   'sadam-no-release': sadam_no_release,
+  'sadam-0.3': sadam_no_wait,
   'sadam-compound-release': sadam_compound_release,
 }
 for _rule in ('exp', 'compound'):
@@ -1054,11 +1073,17 @@ for _rule in ('exp', 'compound'):
     METHODS[_name] = _sadam(_est, _rule)
 
 
-def build(factory: Factory, lr: Any, *, steps: int) -> optax.GradientTransformationExtraArgs:
-  """``factory(lr)`` (with ``steps=`` if it takes it), extra args accepted."""
-  takes_steps = 'steps' in inspect.signature(factory).parameters
-  tx = factory(lr, steps=steps) if takes_steps else factory(lr)
-  return optax.with_extra_args_support(tx)
+def build(
+  factory: Factory, lr: Any, *, steps: int, betas: tuple[float, float] = (B1, B2)
+) -> optax.GradientTransformationExtraArgs:
+  """``factory(lr)`` (``steps=``, ``b1=``, ``b2=`` where it takes them), extra args accepted."""
+  takes = inspect.signature(factory).parameters
+  kwargs: dict[str, Any] = {'steps': steps} if 'steps' in takes else {}
+  if 'b1' in takes and 'b2' in takes:
+    kwargs.update(b1=betas[0], b2=betas[1])
+  elif tuple(betas) != (B1, B2):
+    raise ValueError(f'betas={betas}: the method {factory!r} takes no b1= and b2=.')
+  return optax.with_extra_args_support(factory(lr, **kwargs))
 
 
 # ------------------------------------------------------------------- running
@@ -1072,12 +1097,12 @@ def _group_by_shape(instances: Sequence[Instance]) -> list[list[int]]:
   return list(groups.values())
 
 
-def _trace(family: Family, factory: Factory, steps: int):
+def _trace(family: Family, factory: Factory, steps: int, betas: tuple[float, float]):
   """Jitted runs: vmap over instances (axis 0) and their lrs (axis 1)."""
 
   def one(data, start, w_star, optimum, lr):
     loss = lambda w: family.objective(data, w, jnp)
-    opt = build(factory, lr, steps=steps)
+    opt = build(factory, lr, steps=steps, betas=betas)
     if family.metric == 'distance':
       metric = lambda w, value: jnp.linalg.norm(w - w_star)
     else:
@@ -1150,7 +1175,13 @@ def run_metrics(m0: np.ndarray, ms: np.ndarray, dampings: np.ndarray) -> dict[st
 
 
 def run_family(
-  family: str, instances: Sequence[Instance], factory: Factory, lrs: np.ndarray, *, steps: int
+  family: str,
+  instances: Sequence[Instance],
+  factory: Factory,
+  lrs: np.ndarray,
+  *,
+  steps: int,
+  betas: tuple[float, float] = (B1, B2),
 ) -> tuple[dict, np.ndarray]:
   """Runs one method on every instance of a family at every lr.
 
@@ -1160,6 +1191,7 @@ def run_family(
     factory: the method.
     lrs: (instances, lrs) learning rates (per instance: the controls).
     steps: steps per run.
+    betas: Adam's ``(b1, b2)``, passed to factories that take them.
 
   Returns:
     :func:`run_metrics` arrays of shape (instances, lrs), and the median over
@@ -1170,7 +1202,7 @@ def run_family(
   metrics: dict[str, np.ndarray] = {}
   points = np.unique(np.linspace(0, steps - 1, CURVE_POINTS).astype(int))
   curves = np.zeros((len(instances), lrs.shape[1], len(points)))
-  run = _trace(fam, factory, steps)
+  run = _trace(fam, factory, steps, betas)
   for group in _group_by_shape(instances):
     stack = lambda get: jnp.asarray(
       np.stack(  # pylint: disable=g-long-lambda
@@ -1291,6 +1323,7 @@ def run_suite(
   seed: int = SEED,
   baseline: str = BASELINE,
   controls: Sequence[str] = (DEFAULT,),
+  betas: tuple[float, float] = (B1, B2),
   progress: bool = True,
 ) -> dict[str, Any]:
   """Runs every method on every instance of every family at every lr.
@@ -1308,6 +1341,8 @@ def run_suite(
     controls: methods after which Adam runs at their effective learning rate
       (per instance: lr times that run's mean damping), named
       ``adam@eff-lr(<name>)``; names absent from ``methods`` are skipped.
+    betas: Adam's ``(b1, b2)`` for every method (each factory must take
+      ``b1=`` and ``b2=`` unless they are optax's defaults).
     progress: print one line per (family, method).
 
   Returns:
@@ -1334,6 +1369,7 @@ def run_suite(
       methods=list(methods),
       baseline=baseline,
       controls=list(controls),
+      betas=list(betas),
       window=WINDOW,
       tol=TOL,
       floor=FLOOR,
@@ -1363,7 +1399,9 @@ def run_suite(
     while queue:
       name, factory, lr_grid = queue.pop(0)
       t1 = time.time()
-      runs[name], curves[name] = run_family(family, insts, factory, lr_grid, steps=steps)
+      runs[name], curves[name] = run_family(
+        family, insts, factory, lr_grid, steps=steps, betas=betas
+      )
       out['timings'][f'{family}/{name}'] = round(time.time() - t1, 2)
       if progress:
         print(f'  {family:16s} {name:28s} {time.time() - t1:6.1f} s', file=sys.stderr, flush=True)
@@ -1506,6 +1544,7 @@ def markdown(payload: dict[str, Any]) -> str:
   """The readable report: headline, verdicts, every cell."""
   cfg = payload['config']
   excess = ', '.join(f for f in cfg['families'] if FAMILIES[f].metric == 'excess') or 'none'
+  b1, b2 = cfg.get('betas', (B1, B2))  # Results written before --betas ran at optax's.
   lines = [
     '# Non-smooth benchmark suite: methods against Adam, instance by instance',
     '',
@@ -1515,7 +1554,8 @@ def markdown(payload: dict[str, Any]) -> str:
     f'Date: {payload["date"]}; wall time {payload.get("wall_s", 0):.0f} s  ',
     f'Families: {", ".join(cfg["families"])}; {cfg["instances"]} '
     f'instances each (seed {cfg["seed"]}); constant lrs {cfg["lrs"]}; '
-    f'{cfg["steps"]} steps; same start per instance for every method.',
+    f'{cfg["steps"]} steps; Adam b1 {b1}, b2 {b2} for every method; same start per '
+    'instance for every method.',
     '',
     f'Band: the distance to the minimiser ({excess}: the excess loss) '
     f'averaged over the last {cfg["window"]:.0%} of the steps, floored at '
@@ -1762,6 +1802,14 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--instances', type=int, default=INSTANCES)
   p.add_argument('--seed', type=int, default=SEED)
   p.add_argument(
+    '--betas',
+    type=float,
+    nargs=2,
+    default=[B1, B2],
+    metavar=('B1', 'B2'),
+    help="Adam's moments for every method (held-out settings)",
+  )
+  p.add_argument(
     '--controls',
     nargs='*',
     default=[DEFAULT],
@@ -1791,6 +1839,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     instances=args.instances,
     seed=args.seed,
     controls=args.controls,
+    betas=tuple(args.betas),
   )
   payload['wall_s'] = round(time.time() - t0, 1)
   path = write(payload, args.out)

@@ -31,7 +31,9 @@ Studies (configuration as code, one function each, :data:`STUDIES`):
   10% validation split (45,000 train, 5,000 validation, used only to choose
   learning rates), the 10,000 test images, batch 128, 10 epochs, weight decay
   1e-2, 3 seeds. Arms: AdamW (lr grid 1e-4..3e-3), S-AdamW with the
-  library's defaults (``'sadamw'``, grid 3e-4..3e-3), S-AdamW with the
+  defaults of 0.3 (``'sadamw-0.3'``: the release never waits, grid
+  3e-4..3e-3), S-AdamW with the library's defaults (``'sadamw'``, since 0.4:
+  1e-3, constant and cosine), S-AdamW with the
   defaults of 0.2 (``'sadamw-0.2'``: no release, lr 1e-3), the paper's preset
   (:func:`sadam_optax.paper_sadamw`, lr 1e-3), AdamW at each S-Adam run's
   effective lr (lr x mean damping of the same seed, scheduled once that run
@@ -40,11 +42,13 @@ Studies (configuration as code, one function each, :data:`STUDIES`):
   grid's edge once cosine was selected). The queue runs the most
   informative runs first: seed 0 of AdamW 1e-3 and 3e-4, the paper preset
   and S-AdamW 0.2 at 1e-3, with their controls; then seeds 1 and 2; then
-  the current default at 1e-3 (queued when 0.3 made the release the
-  default); then cosine (AdamW, then S-AdamW); then, seed by seed, cosine at
+  0.3's default at 1e-3 (queued when 0.3 made the release the default);
+  then cosine (AdamW, then S-AdamW 0.3); then 0.4's default at 1e-3,
+  constant and cosine (queued when it came); then, seed by seed, cosine at
   3e-3 and the rest of the grids.
 * ``gpu_resnet18``: ResNet-18 (CIFAR stem) 4-bit on the full training set,
-  AdamW / S-AdamW default / S-AdamW 0.2 / the paper's preset at lr 1e-3, and the
+  AdamW / S-AdamW default / S-AdamW 0.2 / the paper's preset at lr 1e-3 (0.3's
+  default is not queued there), and the
   effective-lr controls, 2 seeds; the data live on the accelerator (the
   epoch is one jitted scan there). ``--epochs`` sets the budget. ``--tiny``
   runs the same code path on synthetic 8x8 images with a width-4 ResNet cut
@@ -124,19 +128,22 @@ from experiments import qat
 STUDY_VERSION = 'study-1'
 RESULTS_ROOT = common.RESULTS_DIR / 'study'
 CKPT_ROOT = Path(__file__).resolve().parent / '.study_ckpt'
-OPTIMIZERS = ('adamw', 'sadamw', 'sadamw-0.2', 'paper_sadamw')
-SADAM_OPTIMIZERS = ('sadamw', 'sadamw-0.2', 'paper_sadamw')
+OPTIMIZERS = ('adamw', 'sadamw', 'sadamw-0.3', 'sadamw-0.2', 'paper_sadamw')
+SADAM_OPTIMIZERS = ('sadamw', 'sadamw-0.3', 'sadamw-0.2', 'paper_sadamw')
 # The name each optimizer's runs are stored under: 'sadamw-0.2' is the
 # library's default before the release existed (0.2); its runs keep the keys
-# they were stored under as 'sadamw'.
-STORED_AS = {'sadamw-0.2': 'sadamw', 'sadamw': 'sadamw-release'}
+# they were stored under as 'sadamw'. 'sadamw-0.3' (the release without the
+# wait, ``release_waits=False``) keeps the keys of 0.3's 'sadamw'.
+STORED_AS = {'sadamw-0.2': 'sadamw', 'sadamw-0.3': 'sadamw-release', 'sadamw': 'sadamw-release'}
+# The library version a former default's runs are keyed under (what ran them).
+LIBRARY_OF = {'sadamw-0.3': '0.3.0'}
 # The S-Adam optimizers that discard what the brake takes (release None).
 WITHOUT_RELEASE = ('sadamw-0.2', 'paper_sadamw')
 # The S-Adam names as stored results carry them (their ``config``).
 SADAM_STORED = tuple(STORED_AS.get(o, o) for o in SADAM_OPTIMIZERS)
 # Library versions that changed only what the optimizers without a release
 # do not use: their runs keep the keys of the version before.
-SAME_WITHOUT_RELEASE = {'0.3.0': '0.2.0'}
+SAME_WITHOUT_RELEASE = {'0.3.0': '0.2.0', '0.4.0': '0.2.0'}
 # Per-epoch curves, in this order in the checkpoint's ``curves`` array.
 CURVES = ('train_loss', 'val_acc', 'val_loss', 'test_acc', 'test_loss', 'mean_damping', 'seconds')
 TINY_SIZE = 8  # Side of the synthetic images of ``--tiny``.
@@ -249,7 +256,8 @@ def code_version(optimizer: str) -> dict[str, Any]:
   if optimizer in SADAM_OPTIMIZERS:
     defaults = _defaults(sadam_optax.sadamw)
     release = defaults.pop('release')  # Keyed only where it is used.
-    library = sadam_optax.__version__
+    waits = defaults.pop('release_waits')  # Since 0.4; keyed only for 'sadamw'.
+    library = LIBRARY_OF.get(optimizer, sadam_optax.__version__)
     if optimizer in WITHOUT_RELEASE:
       library = SAME_WITHOUT_RELEASE.get(library, library)
     version.update(
@@ -259,6 +267,8 @@ def code_version(optimizer: str) -> dict[str, Any]:
     )
     if optimizer not in WITHOUT_RELEASE:
       version['release'] = release
+    if optimizer == 'sadamw':
+      version['release_waits'] = waits
   return version
 
 
@@ -390,6 +400,10 @@ def _register(optimizer: str, weight_decay: float) -> str:
     make = lambda lr, seed: optax.adamw(lr, weight_decay=weight_decay)
   elif optimizer == 'sadamw':  # The library's defaults, the study's decay.
     make = lambda lr, seed: sadam_optax.sadamw(lr, weight_decay=weight_decay, seed=seed)
+  elif optimizer == 'sadamw-0.3':  # The defaults of 0.3: the release never waits.
+    make = lambda lr, seed: sadam_optax.sadamw(
+      lr, weight_decay=weight_decay, seed=seed, release_waits=False
+    )
   elif optimizer == 'sadamw-0.2':  # The defaults of 0.2: no release.
     make = lambda lr, seed: sadam_optax.sadamw(
       lr, weight_decay=weight_decay, seed=seed, release=None
@@ -680,33 +694,38 @@ def cifar10_qatnet_cpu(
   def with_controls(runs):
     return runs + [_control(r, finished) for r in runs if r.config.optimizer in SADAM_OPTIMIZERS]
 
+  def cosine(name, optimizer, lr, seed):
+    return arm(f'{name}-cosine lr {lr:g}', optimizer, lr, seed, f'{name}-cosine', schedule='cosine')
+
   runs = []
   for seed in seeds:
     runs += with_controls(first(seed))
-  for seed in seeds:  # The default since 0.3 (the release), queued when it came.
-    runs += with_controls([arm('sadamw lr 0.001', 'sadamw', 1e-3, seed, 'sadamw', True)])
+  for seed in seeds:  # The default of 0.3 (the release), queued when it came.
+    default = arm('sadamw-0.3 lr 0.001', 'sadamw-0.3', 1e-3, seed, 'sadamw-0.3', True)
+    runs += with_controls([default])
   for seed in seeds:
     for lr in (1e-3, 3e-4):
-      runs.append(
-        arm(f'adamw-cosine lr {lr:g}', 'adamw', lr, seed, 'adamw-cosine', schedule='cosine')
-      )
+      runs.append(cosine('adamw', 'adamw', lr, seed))
   for seed in seeds:  # The same schedule for all: cosine led AdamW's first seed.
-    cosine = arm('sadamw-cosine lr 0.001', 'sadamw', 1e-3, seed, 'sadamw-cosine', schedule='cosine')
-    runs += with_controls([cosine])
+    runs += with_controls([cosine('sadamw-0.3', 'sadamw-0.3', 1e-3, seed)])
+  for seed in seeds:  # The default since 0.4 (the release waits uphill), queued when it came.
+    runs += with_controls(
+      [
+        arm('sadamw lr 0.001', 'sadamw', 1e-3, seed, 'sadamw', True),
+        cosine('sadamw', 'sadamw', 1e-3, seed),
+      ]
+    )
   for seed in seeds:
     # Cosine was selected for both; 1e-3 was its grid's top edge.
     runs += with_controls(
-      [
-        arm('adamw-cosine lr 0.003', 'adamw', 3e-3, seed, 'adamw-cosine', schedule='cosine'),
-        arm('sadamw-cosine lr 0.003', 'sadamw', 3e-3, seed, 'sadamw-cosine', schedule='cosine'),
-      ]
+      [cosine('adamw', 'adamw', 3e-3, seed), cosine('sadamw-0.3', 'sadamw-0.3', 3e-3, seed)]
     )
     runs += with_controls(
       [
         arm('adamw lr 0.0001', 'adamw', 1e-4, seed, 'adamw'),
         arm('adamw lr 0.003', 'adamw', 3e-3, seed, 'adamw'),
-        arm('sadamw lr 0.0003', 'sadamw', 3e-4, seed, 'sadamw'),
-        arm('sadamw lr 0.003', 'sadamw', 3e-3, seed, 'sadamw'),
+        arm('sadamw-0.3 lr 0.0003', 'sadamw-0.3', 3e-4, seed, 'sadamw-0.3'),
+        arm('sadamw-0.3 lr 0.003', 'sadamw-0.3', 3e-3, seed, 'sadamw-0.3'),
       ]
     )
   return runs
@@ -750,6 +769,7 @@ def gpu_resnet18(
     arms = [
       Run(f'{o} lr 0.001', seed, RunConfig(**base, optimizer=o, lr=1e-3, seed=seed), primary=True)
       for o in OPTIMIZERS
+      if o not in LIBRARY_OF  # Former defaults: queued where they already ran.
     ]
     runs += arms + [_control(r, finished) for r in arms if r.config.optimizer in SADAM_OPTIMIZERS]
   return runs

@@ -24,7 +24,7 @@ from sadam_optax.transform import LGIProbeState
 from sadam_optax.transform import singularity_aware
 from sadam_optax.transform import SingularityAwareState
 
-__version__ = '0.3.0'
+__version__ = '0.4.0'
 
 __all__ = (
   'Brake',

@@ -37,6 +37,7 @@ def sadam(
   recovery: float = 0.1,
   min_damping: float = 0.03,
   release: transform.Release = 'auto',
+  release_waits: bool = True,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -48,14 +49,19 @@ def sadam(
   .. math::
     u_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon), \quad
     d_t = e^{-\lambda \rho_t}, \\
-    \theta_{t+1} = \theta_t - \eta_t\, (d_t u_t + r h_t), \quad
-    h_{t+1} = (1 - r) h_t + (1 - d_t) u_t
+    \theta_{t+1} = \theta_t - \eta_t\, (d_t u_t + r_t \odot h_t), \quad
+    h_{t+1} = (1 - r_t) \odot h_t + (1 - d_t) u_t
 
   The brake holds back what it takes from a step (``h``, zero at the start)
   and returns ``r = release`` of it per step: what it holds on steps that
   chatter across a kink cancels, a direction the iterate keeps travelling
-  in arrives late instead of never. ``release=None`` (the paper) drops
-  ``h``: the step is then ``d_t u_t``.
+  in arrives late instead of never. Coordinate by coordinate, the store
+  waits (``r_t = 0`` there) while returning it would go uphill along the
+  current gradient (``g_t h_t < 0``: ``-h`` is the store's step). Since 0.4:
+  returned blindly, what was held as uphill pushed the iterate away again,
+  and with a short second-moment memory (``b2`` 0.95) S-Adam then ended
+  wider than Adam. ``release=None`` (the paper) drops ``h``: the step is
+  then ``d_t u_t``.
 
   ``rho`` is measured along Adam's proposed step (``estimator='uphill'``: the
   share of the step along which the loss rises, from its start slope, given
@@ -112,9 +118,12 @@ def sadam(
     release: share of the braked-off part of past steps returned per step
       (``'auto'``: 0.01 with ``rule='exp'``, None with ``'compound'``;
       None: discarded, the paper's brake). The brake then delays what it
-      reads as unstable instead of cutting the learning rate; see
+      reads as unstable instead of cutting the learning rate; the store
+      waits on the coordinates where returning it would go uphill; see
       :func:`sadam_optax.damping_scale`. Costs one more array like the
       parameters in the state.
+    release_waits: the store waits on the coordinates where returning it
+      would go uphill (since 0.4); False returns it everywhere, as 0.3 did.
     chunk_size: probes evaluated at once (None: one at a time, the fastest
       in our benchmarks; ``num_probes`` or more: all at once, vmapped).
     axis_name: data-parallel axis over which probe values are averaged.
@@ -148,6 +157,7 @@ def sadam(
     recovery=recovery,
     min_damping=min_damping,
     release=release,
+    release_waits=release_waits,
     chunk_size=chunk_size,
     axis_name=axis_name,
     eps_root=eps_root,
@@ -174,6 +184,7 @@ def sadamw(
   recovery: float = 0.1,
   min_damping: float = 0.03,
   release: transform.Release = 'auto',
+  release_waits: bool = True,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -205,6 +216,7 @@ def sadamw(
     recovery: see :func:`sadam`.
     min_damping: see :func:`sadam`.
     release: see :func:`sadam`.
+    release_waits: see :func:`sadam`.
     chunk_size: see :func:`sadam`.
     axis_name: see :func:`sadam`.
     eps_root: as in ``optax.adamw``.
@@ -233,7 +245,13 @@ def sadamw(
     seed=seed,
   )
   brake = transform.damping_scale(
-    lam, probe=probe, rule=rule, recovery=recovery, min_damping=min_damping, release=release
+    lam,
+    probe=probe,
+    rule=rule,
+    recovery=recovery,
+    min_damping=min_damping,
+    release=release,
+    release_waits=release_waits,
   )
   return _braked_adamw(
     learning_rate,

@@ -42,7 +42,8 @@ ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
 BrakeRule = Literal['exp', 'compound']
 BRAKE_RULES = ('exp', 'compound')
 # Share of the held-back step returned per step (a time constant of 100 steps): on the non-smooth
-# suite 0.005-0.01 pass every family with 'exp', 0.02 loses max-affine again. 'compound' holds up
+# suite 0.005-0.01 pass every family with 'exp', 0.02 loses max-affine again (chosen in 0.3,
+# before the store waited where its return goes uphill). 'compound' holds up
 # to 97% of every step, and returned 100 steps late that swings 7-33x wider than Adam: it keeps
 # discarding (docs: findings, the release).
 DEFAULT_RELEASE = 0.01
@@ -403,6 +404,8 @@ class Brake(NamedTuple):
     release: share of the held-back part of past steps returned per step,
       in (0, 1]; None discards it (the paper's brake); ``'auto'``: 0.01
       with ``'exp'``, None with ``'compound'``.
+    release_waits: the store waits on the coordinates where returning it
+      would go uphill along the gradient (since 0.4; False: as 0.3).
   """
 
   lam: ScalarOrSchedule
@@ -410,6 +413,7 @@ class Brake(NamedTuple):
   recovery: float
   min_damping: float
   release: Release = 'auto'
+  release_waits: bool = True
 
 
 class DampingScaleState(NamedTuple):
@@ -506,20 +510,37 @@ def resolve_release(release: Release, rule: str) -> Optional[float]:
   return release
 
 
-def brake_and_release(updates: Any, held: Any, damping: jax.Array, release: Optional[float]):
-  """``(damping * updates + release * held, new held)``.
+def brake_and_release(
+  updates: Any,
+  held: Any,
+  damping: jax.Array,
+  release: Optional[float],
+  *,
+  grad: Any = None,
+  step_sign: Any = 1.0,
+):
+  """``(damping * updates + rate * held, new held)``.
 
-  The brake holds back ``(1 - damping)`` of each step and returns
-  ``release`` of what it holds on every step, so the sum of the steps is
-  the sum of the undamped ones: parts held on steps that chatter back and
-  forth cancel in the store, a component that keeps one direction (the
-  iterate still travelling) arrives late instead of never.
+  The brake holds back ``(1 - damping)`` of each step and returns ``rate``
+  of what it holds on every step, so the sum of the steps is the sum of the
+  undamped ones: parts held on steps that chatter back and forth cancel in
+  the store, a component that keeps one direction (the iterate still
+  travelling) arrives late instead of never. ``rate`` is ``release``, and 0
+  on the coordinates where returning the store would go uphill along the
+  gradient (to first order): there it waits. What was held back was read as
+  going uphill once; returned blindly it pushes the iterate away from the
+  minimiser it was held from (with a short second-moment memory, ``b2``
+  0.95, that made the band wider than Adam's).
 
   Args:
     updates: the step to brake.
     held: the store (like ``updates``), or ``()`` when ``release`` is None.
     damping: float32 scalar in (0, 1].
     release: share of the store returned per step, or None (discard).
+    grad: the loss's gradient at the parameters (like ``updates``), or None
+      to return the store everywhere.
+    step_sign: the sign of the map from ``updates`` to the parameters' step
+      (-1 for Adam's direction, scaled by ``-lr`` later in the chain).
 
   Returns:
     ``(braked updates, new store)``.
@@ -527,14 +548,27 @@ def brake_and_release(updates: Any, held: Any, damping: jax.Array, release: Opti
   if release is None:
     return jax.tree.map(lambda u: u * damping.astype(u.dtype), updates), held
 
-  def braked(u, h):
-    return damping.astype(u.dtype) * u + jnp.asarray(release, u.dtype) * h.astype(u.dtype)
+  def rate(h, g, dtype):
+    r = jnp.asarray(release, dtype)
+    if g is None:
+      return r
+    # Signs, not the product: a product of two small floats can underflow.
+    uphill = jnp.sign(g).astype(dtype) * jnp.sign(h).astype(dtype) * step_sign > 0
+    return jnp.where(uphill, jnp.zeros((), dtype), r)
 
-  def kept(u, h):  # In the store's own dtype: a scan's carry keeps its type.
-    r, d = jnp.asarray(release, h.dtype), damping.astype(h.dtype)
-    return (1 - r) * h + (1 - d) * u.astype(h.dtype)
+  def braked(u, h, g):
+    return damping.astype(u.dtype) * u + rate(h, g, u.dtype) * h.astype(u.dtype)
 
-  return jax.tree.map(braked, updates, held), jax.tree.map(kept, updates, held)
+  def kept(u, h, g):  # In the store's own dtype: a scan's carry keeps its type.
+    d = damping.astype(h.dtype)
+    return (1 - rate(h, g, h.dtype)) * h + (1 - d) * u.astype(h.dtype)
+
+  if grad is None:
+    return (
+      jax.tree.map(lambda u, h: braked(u, h, None), updates, held),
+      jax.tree.map(lambda u, h: kept(u, h, None), updates, held),
+    )
+  return jax.tree.map(braked, updates, held, grad), jax.tree.map(kept, updates, held, grad)
 
 
 def _brake_is_off(brake: Brake) -> bool:
@@ -581,6 +615,7 @@ def brake_update(
     return updates, state._replace(probe_state=probe_state)
   # The step is step_scale * updates, formed where a reading needs it: a
   # scaled copy of the updates would be one more pass over the parameters.
+  step_scale = _step_scale(scale.step_size, state.probe_state.count)
   probe_state = measure(
     probe,
     state.probe_state,
@@ -589,7 +624,7 @@ def brake_update(
     grad=grad,
     value_fn=value_fn,
     extra_args=extra_args,
-    step_scale=_step_scale(scale.step_size, state.probe_state.count),
+    step_scale=step_scale,
   )
   damping = brake_factor(brake, probe_state.rho, state.damping, state.probe_state.count)
   probe_now = extra_args.get('probe_now')
@@ -597,7 +632,14 @@ def brake_update(
     # The compound rule compounds once per probe, not per carried step.
     due = _probe_due(probe, state.probe_state.count) if probe_now is None else jnp.bool_(probe_now)
     damping = jnp.where(due, damping, state.damping)
-  braked, held = brake_and_release(updates, state.held, damping, brake.release)
+  braked, held = brake_and_release(
+    updates,
+    state.held,
+    damping,
+    brake.release,
+    grad=grad if brake.release_waits else None,
+    step_sign=1.0 if step_scale is None else jnp.sign(step_scale),
+  )
   return braked, DampingScaleState(damping=damping, probe_state=probe_state, held=held)
 
 
@@ -610,6 +652,7 @@ def damping_scale(
   recovery: float = 0.1,
   min_damping: float = 0.03,
   release: Release = 'auto',
+  release_waits: bool = True,
   seed: Optional[int] = None,
 ) -> DampingScale:
   """Brakes the adaptive step where the loss is locally non-smooth.
@@ -629,8 +672,10 @@ def damping_scale(
   parts of steps read as unstable instead of shortening the run's path.
   Parts held on steps that chatter across a kink cancel in the store; a
   direction the iterate keeps travelling in arrives about ``1 / release``
-  steps late. ``release=None`` discards them (the paper's brake, which
-  amounts to a cut of the learning rate by the mean damping).
+  steps late. Where ``grad=`` is known, the store waits on the coordinates
+  where returning it would go uphill along that gradient (first order).
+  ``release=None`` discards them (the paper's brake, which amounts to a
+  cut of the learning rate by the mean damping).
 
   Place it after the adaptive scaling, never on the raw gradient (the
   module's docstring says why)::
@@ -671,6 +716,9 @@ def damping_scale(
       while chattering lasts: returned late, the held steps swing wider
       than Adam). The store is one more array like the parameters in the
       state.
+    release_waits: where ``grad=`` is known, the store waits on the
+      coordinates where returning it would go uphill along it (to first
+      order); False returns it everywhere (the 0.3 brake).
     seed: seed of the probes' PRNG key (None: the probe's own).
 
   Returns:
@@ -696,7 +744,14 @@ def damping_scale(
   if seed is not None:
     probe = _with_seed(probe, seed)
 
-  brake = Brake(lam=lam, rule=rule, recovery=recovery, min_damping=min_damping, release=release)
+  brake = Brake(
+    lam=lam,
+    rule=rule,
+    recovery=recovery,
+    min_damping=min_damping,
+    release=release,
+    release_waits=bool(release_waits),
+  )
 
   def init_fn(params):
     stores = release is not None and not _brake_is_off(brake)
@@ -820,6 +875,7 @@ def singularity_aware(
     recovery=brake.recovery,
     min_damping=brake.min_damping,
     release=brake.release,
+    release_waits=brake.release_waits,
     seed=seed,
   )
   inner = optax.with_extra_args_support(inner)

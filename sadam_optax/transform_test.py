@@ -396,6 +396,37 @@ def test_release_conserves_the_path_and_cancels_chattering():
   assert float(jnp.abs(held[0])) < 0.7
 
 
+def test_release_waits_where_returning_the_store_goes_uphill():
+  brake_and_release = sadam_optax.transform.brake_and_release
+  u = jnp.zeros(4, jnp.float32)
+  held = jnp.asarray([1.0, 1.0, -1.0, 2.0], jnp.float32)
+  grad = jnp.asarray([1.0, -1.0, -1.0, 0.0], jnp.float32)
+  # Adam's direction, scaled by -lr later: the store's step is -h, downhill
+  # where h has the gradient's sign (0 and 2), uphill where not (1: it
+  # waits); with no slope (grad[3] = 0) it is returned.
+  step, kept = brake_and_release(u, held, jnp.float32(0.5), 0.1, grad=grad, step_sign=-1.0)
+  np.testing.assert_allclose(step, [0.1, 0.0, -0.1, 0.2], rtol=1e-6)
+  np.testing.assert_allclose(kept, [0.9, 1.0, -0.9, 1.8], rtol=1e-6)
+  # The updates are the step itself: the store's step is +h, and the
+  # coordinates that wait flip.
+  step, _ = brake_and_release(u, held, jnp.float32(0.5), 0.1, grad=grad, step_sign=1.0)
+  np.testing.assert_allclose(step, [0.0, 0.1, 0.0, 0.2], rtol=1e-6)
+  # Without a gradient the store is returned everywhere.
+  step, _ = brake_and_release(u, held, jnp.float32(0.5), 0.1)
+  np.testing.assert_allclose(step, 0.1 * held, rtol=1e-6)
+  # Nothing is lost either way: steps plus the store are the steps proposed.
+  rng = np.random.default_rng(1)
+  updates = jnp.asarray(rng.normal(size=(100, 5)), jnp.float32)
+  grads = jnp.asarray(rng.normal(size=(100, 5)), jnp.float32)
+  store, total = jnp.zeros(5), jnp.zeros(5)
+  for t in range(100):
+    step, store = brake_and_release(
+      updates[t], store, jnp.float32(rng.uniform(0.1, 1)), 0.01, grad=grads[t], step_sign=-1.0
+    )
+    total = total + step
+  np.testing.assert_allclose(total + store, updates.sum(0), rtol=1e-5, atol=1e-4)
+
+
 def test_release_none_discards_and_keeps_no_store():
   opt = sadam_optax.sadam(1e-2, release=None)
   w = jnp.zeros(3)

@@ -232,6 +232,22 @@ def test_run_suite_api_with_any_transformation():
   assert 'damping_away' in out['diagnostics'] or out['diagnostics'] == {}
 
 
+def test_betas_reach_every_method_and_a_method_without_them_fails():
+  import optax  # pylint: disable=g-import-not-at-top
+
+  w = jnp.array([0.3, -0.2])
+  g = jnp.array([1.0, -2.0])
+  for name in ('adam', 'sadam', 'sadam-no-release', 'adam-cosine', 'sadam-late'):
+    tx = ns.build(ns.METHODS[name], 0.1, steps=10, betas=(0.5, 0.6))
+    state = tx.init(w)
+    mu = optax.tree.get(state, 'mu')
+    _, state = tx.update(g, state, w, value_fn=lambda p: jnp.sum(jnp.abs(p)), value=0.5, grad=g)
+    np.testing.assert_allclose(optax.tree.get(state, 'mu'), mu + 0.5 * g, err_msg=name)
+  with pytest.raises(ValueError, match='b1= and b2='):
+    ns.build(lambda lr: optax.sgd(lr), 0.1, steps=10, betas=(0.5, 0.6))
+  ns.build(lambda lr: optax.sgd(lr), 0.1, steps=10)  # optax's betas: nothing to pass.
+
+
 def test_sadam_late_is_adam_until_the_last_sixth():
   import optax  # pylint: disable=g-import-not-at-top
 

@@ -79,7 +79,7 @@ def test_finished_runs_are_skipped_and_controls_follow(tmp_path):
   assert [c.config.lr for c in controls] == [2.5e-4, 8e-4]
   assert all(c.config.optimizer == 'adamw' for c in controls)
   table = study_lib.status_table(runs, study)
-  assert '4 done' in table and '19 waiting' in table
+  assert '4 done' in table and '25 waiting' in table
   # A run stopped before its first epoch is still pending, not partial.
   assert not study_lib.train_run(study, controls[0].config, stop_after=0, log=lambda _: None)
   assert study.epochs_done(controls[0].config) == 0
@@ -104,6 +104,17 @@ def test_runs_stored_before_the_release_keep_their_keys(monkeypatch):
     assert study_lib.run_key(legacy) == '114faa0126eca22f'
   # The current default (with the release) is another run.
   assert study_lib.run_key(dataclasses.replace(legacy, optimizer='sadamw')) != '114faa0126eca22f'
+
+
+def test_the_former_default_keeps_the_keys_it_ran_under(monkeypatch):
+  # The 0.3 default's first CIFAR-10 run, as committed under
+  # experiments/results/study/cifar10_qatnet_cpu/runs/ (key 3bae4689484bdd84).
+  base = dict(study_lib._base(loop='python'), optimizer='sadamw-0.3', lr=1e-3, seed=0)
+  config = study_lib.RunConfig(**base)
+  monkeypatch.setattr(optax, '__version__', '0.2.8')
+  assert study_lib.run_key(config) == '3bae4689484bdd84'
+  # The default since 0.4 (the release waits uphill) is another run.
+  assert study_lib.run_key(dataclasses.replace(config, optimizer='sadamw')) != '3bae4689484bdd84'
 
 
 def test_keys(monkeypatch):
