@@ -58,6 +58,8 @@ class Setting:
       ``lax.cond``; the same trajectory.
     release: the brake returns what it takes (the library's ``'auto'``);
       False: ``release=None``, the brake of 0.2 (no store in the state).
+    release_waits: the store waits where returning it goes uphill (the
+      default since 0.4); False: the release of 0.3.
   """
 
   kind: str = SADAMW
@@ -72,6 +74,7 @@ class Setting:
   give_value: bool = True
   two_steps: bool = False
   release: bool = True
+  release_waits: bool = True
 
   @property
   def name(self) -> str:
@@ -98,6 +101,8 @@ class Setting:
       parts.append('no-value')
     if not self.release:
       parts.append('no-release')
+    elif not self.release_waits:
+      parts.append('no-wait')
     return ' '.join(parts)
 
   def options(self) -> dict[str, Any]:
@@ -137,6 +142,7 @@ def make_optimizer(
     chunk_size=vmap_or_chunk(setting),
     seed=setting.seed,
     release='auto' if setting.release else None,
+    release_waits=setting.release_waits,
   )
 
 
@@ -212,6 +218,7 @@ def cost_settings() -> list[Setting]:
     Setting(estimator='uphill', probe_every=2, two_steps=True),
     Setting(estimator='uphill', probe_every=4, two_steps=True),
     Setting(estimator='uphill', probe_every=8, two_steps=True),
+    Setting(estimator='uphill', release_waits=False),  # The 0.3 default.
     Setting(estimator='uphill', release=False),  # The 0.2 default.
     Setting(estimator='uphill', probe_every=4, two_steps=True, release=False),
     Setting(estimator='secant'),  # Its ratio, the same two slopes.

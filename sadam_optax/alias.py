@@ -56,8 +56,9 @@ def sadam(
   and returns ``r = release`` of it per step: what it holds on steps that
   chatter across a kink cancels, a direction the iterate keeps travelling
   in arrives late instead of never. Coordinate by coordinate, the store
-  waits (``r_t = 0`` there) while returning it would go uphill along the
-  current gradient (``g_t h_t < 0``: ``-h`` is the store's step). Since 0.4:
+  mostly waits (``r_t = r / 10`` there) while returning it would go uphill
+  along the current gradient (``g_t h_t < 0``: ``-h`` is the store's step).
+  Since 0.4:
   returned blindly, what was held as uphill pushed the iterate away again,
   and with a short second-moment memory (``b2`` 0.95) S-Adam then ended
   wider than Adam. ``release=None`` (the paper) drops ``h``: the step is
@@ -119,11 +120,13 @@ def sadam(
       (``'auto'``: 0.01 with ``rule='exp'``, None with ``'compound'``;
       None: discarded, the paper's brake). The brake then delays what it
       reads as unstable instead of cutting the learning rate; the store
-      waits on the coordinates where returning it would go uphill; see
+      mostly waits (a tenth of the rate) on the coordinates where returning
+      it would go uphill; see
       :func:`sadam_optax.damping_scale`. Costs one more array like the
       parameters in the state.
-    release_waits: the store waits on the coordinates where returning it
-      would go uphill (since 0.4); False returns it everywhere, as 0.3 did.
+    release_waits: the store returns at a tenth of the rate on the
+      coordinates where returning it would go uphill (since 0.4); False
+      returns it everywhere at the full rate, as 0.3 did.
     chunk_size: probes evaluated at once (None: one at a time, the fastest
       in our benchmarks; ``num_probes`` or more: all at once, vmapped).
     axis_name: data-parallel axis over which probe values are averaged.
