@@ -532,7 +532,7 @@ def brake_and_release(
   undamped ones: parts held on steps that chatter back and forth cancel in
   the store, a component that keeps one direction (the iterate still
   travelling) arrives late instead of never. ``rate`` is ``release``, and a
-  tenth of it (:data:`UPHILL_RELEASE_SHARE`) on the coordinates where
+  tenth of it (``UPHILL_RELEASE_SHARE``) on the coordinates where
   returning the store would go uphill along the gradient (to first order):
   there it mostly waits. What was held back was read as going uphill once;
   returned blindly it pushes the iterate away from the minimiser it was
