@@ -70,10 +70,18 @@ def train(opt, params, xs, ys, *, grad_axis=None, track_spread=False):
   return p, rhos, spreads
 
 
+# The release's wait compares the sign of each gradient coordinate with the
+# store's: where a coordinate of the pmean'd gradient is within rounding of 0,
+# the reduction order can flip that decision (a tenth of the rate or all of
+# it), a difference later steps carry. The plumbing is checked without the
+# wait, to rounding; the default (with it) to a looser tolerance.
+EXACT = dict(release_waits=False)
+
+
 @functools.cache
-def single_device(estimator):
+def single_device(estimator, waits=False):
   """The reference: one device, the whole global batch."""
-  opt = sadam_optax.sadam(1e-2, estimator=estimator)
+  opt = sadam_optax.sadam(1e-2, estimator=estimator, **({} if waits else EXACT))
   xs, ys = batches()
   return jax.jit(functools.partial(train, opt))(init_params(), xs, ys)
 
@@ -83,9 +91,11 @@ def per_replica(tree):
   return jax.tree.map(lambda a: a[None], tree)
 
 
-def shard_mapped(estimator, *, axis_name):
+def shard_mapped(estimator, *, axis_name, waits=False):
   """Every replica's params, rhos and divergence, batch split over 'data'."""
-  opt = sadam_optax.sadam(1e-2, estimator=estimator, axis_name=axis_name)
+  opt = sadam_optax.sadam(
+    1e-2, estimator=estimator, axis_name=axis_name, **({} if waits else EXACT)
+  )
 
   def replica(params, xs, ys):
     return per_replica(train(opt, params, xs, ys, grad_axis='data', track_spread=True))
@@ -98,8 +108,10 @@ def shard_mapped(estimator, *, axis_name):
   return jax.jit(fn)(params, xs, ys)
 
 
-def pmapped(estimator, *, axis_name):
-  opt = sadam_optax.sadam(1e-2, estimator=estimator, axis_name=axis_name)
+def pmapped(estimator, *, axis_name, waits=False):
+  opt = sadam_optax.sadam(
+    1e-2, estimator=estimator, axis_name=axis_name, **({} if waits else EXACT)
+  )
   xs, ys = batches()
   split = lambda a: jnp.moveaxis(  # pylint: disable=g-long-lambda
     a.reshape(STEPS, NUM_DEVICES, -1, a.shape[-1]), 1, 0
@@ -118,13 +130,13 @@ def assert_replicas_identical(tree):
       np.testing.assert_array_equal(leaf[i], leaf[0])
 
 
-def assert_matches(replicated, reference):
+def assert_matches(replicated, reference, *, rtol=2e-4, atol=2e-5, rho_atol=2e-4):
   """Replica 0 equals the single-device run (reduction order aside)."""
   (p, rhos, _), (p_ref, rhos_ref, _) = replicated, reference
   jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(np.asarray(a)[0], b, rtol=2e-4, atol=2e-5), p, p_ref
+    lambda a, b: np.testing.assert_allclose(np.asarray(a)[0], b, rtol=rtol, atol=atol), p, p_ref
   )
-  np.testing.assert_allclose(np.asarray(rhos)[0], rhos_ref, atol=2e-4)
+  np.testing.assert_allclose(np.asarray(rhos)[0], rhos_ref, atol=rho_atol)
 
 
 @pytest.mark.parametrize(
@@ -154,6 +166,15 @@ def test_pmap_replicas_agree_with_axis_name(estimator):
   assert_replicas_identical(out[:2])
   assert float(jnp.max(out[2])) == 0.0
   assert_matches(out, single_device(estimator))
+
+
+@pytest.mark.parametrize('estimator', ['uphill', 'step'])
+def test_the_default_with_its_wait_agrees_within_rounding_flips(estimator):
+  out = shard_mapped(estimator, axis_name='data', waits=True)
+  assert_replicas_identical(out[:2])  # The replicas themselves stay bitwise equal.
+  assert float(jnp.max(out[2])) == 0.0
+  # 50 steps: parameters of about 0.2, flips of the wait near zero gradients.
+  assert_matches(out, single_device(estimator, waits=True), rtol=1e-2, atol=1e-3, rho_atol=5e-2)
 
 
 def test_pmap_without_axis_name_drifts_silently():
