@@ -51,7 +51,7 @@ RELEASE_BY_RULE = {'exp': DEFAULT_RELEASE, 'compound': None}
 # Where returning the store would go uphill it returns at this share of the rate (0.4): waiting
 # there kept S-Adam's band below Adam's with b2 0.95 (0.3, never waiting: 17 failing cells of the
 # suite, 8 with the wait); never returning there held travel back for good (max-affine at lr
-# 3e-3: 4.1x Adam's band on one instance with 0, 1.9x with 0.1).
+# 3e-3: 4.1x Adam's band on one instance with 0, 1.8x with 0.1).
 UPHILL_RELEASE_SHARE = 0.1
 Release = Union[float, None, Literal['auto']]
 
