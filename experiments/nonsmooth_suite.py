@@ -1016,6 +1016,13 @@ def adam_cosine(
   return optax.adam(optax.cosine_decay_schedule(lr, steps), b1=b1, b2=b2)
 
 
+def sadam_cosine(
+  lr: Any, *, steps: int = STEPS, b1: float = B1, b2: float = B2
+) -> optax.GradientTransformation:
+  """The default S-Adam under :func:`adam_cosine`'s schedule (``--baseline adam-cosine``)."""
+  return sadam_optax.sadam(optax.cosine_decay_schedule(lr, steps), b1, b2)
+
+
 def _sadam(estimator: str, rule: str) -> Factory:
   def factory(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
     return sadam_optax.sadam(lr, b1, b2, estimator=estimator, rule=rule)
@@ -1060,6 +1067,7 @@ def sadam_compound_release(
 METHODS: dict[str, Factory] = {
   'adam': adam,
   'adam-cosine': adam_cosine,
+  'sadam-cosine': sadam_cosine,
   'sadam-late': sadam_late,
   'sadam-no-release': sadam_no_release,
   'sadam-0.3': sadam_no_wait,
@@ -1810,6 +1818,12 @@ def parser() -> argparse.ArgumentParser:
     help="Adam's moments for every method (held-out settings)",
   )
   p.add_argument(
+    '--baseline',
+    default=BASELINE,
+    choices=list(METHODS),
+    help='the method every other is compared with (adam-cosine for the scheduled ones)',
+  )
+  p.add_argument(
     '--controls',
     nargs='*',
     default=[DEFAULT],
@@ -1829,7 +1843,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.smoke:
     args.methods = [m for m in args.methods if m in (BASELINE, DEFAULT)] or [BASELINE, DEFAULT]
     args.instances, args.steps, args.lrs = 1, 60, [1e-2]
-  names = [BASELINE] + [m for m in args.methods if m != BASELINE]
+  names = [args.baseline] + [m for m in args.methods if m != args.baseline]
   t0 = time.time()
   payload = run_suite(
     {m: METHODS[m] for m in names},
@@ -1838,6 +1852,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     steps=args.steps,
     instances=args.instances,
     seed=args.seed,
+    baseline=args.baseline,
     controls=args.controls,
     betas=tuple(args.betas),
   )

@@ -213,6 +213,27 @@ def test_smoke_end_to_end(tmp_path):
   assert payload['diagnostics'] == {}  # relu_regression was not run.
 
 
+def test_scheduled_methods_against_a_scheduled_baseline(tmp_path):
+  # --baseline adam-cosine: S-Adam under the same schedule is compared with
+  # Adam under it, and the effective-lr control runs the baseline's schedule.
+  payload = ns.main([
+    '--baseline', 'adam-cosine', '--methods', 'sadam-cosine', '--controls', 'sadam-cosine',
+    '--families', 'lasso', '--lrs', '1e-2', '--steps', '40', '--instances', '2',
+    '--out', str(tmp_path / 'cos'),
+  ])  # fmt: skip
+  rows = {c['method']: c for c in payload['cells']}
+  assert set(rows) == {'adam-cosine', 'sadam-cosine', 'adam@eff-lr(sadam-cosine)'}
+  assert payload['config']['baseline'] == 'adam-cosine'
+  assert rows['adam-cosine']['win_rate'] == 1.0 and rows['adam-cosine']['mean_damping'] == 1.0
+  # The schedule reaches 0 after `steps` steps: the next one moves nothing.
+  w, g = jnp.array([0.3, -0.2]), jnp.array([1.0, -2.0])
+  tx = ns.build(ns.METHODS['sadam-cosine'], 0.1, steps=3)
+  state = tx.init(w)
+  for _ in range(4):
+    u, state = tx.update(g, state, w, value_fn=lambda p: jnp.sum(p * p), value=0.13, grad=g)
+  np.testing.assert_array_equal(u, 0.0)
+
+
 def test_run_suite_api_with_any_transformation():
   import optax  # pylint: disable=g-import-not-at-top
 
@@ -237,7 +258,7 @@ def test_betas_reach_every_method_and_a_method_without_them_fails():
 
   w = jnp.array([0.3, -0.2])
   g = jnp.array([1.0, -2.0])
-  for name in ('adam', 'sadam', 'sadam-no-release', 'adam-cosine', 'sadam-late'):
+  for name in ('adam', 'sadam', 'sadam-no-release', 'adam-cosine', 'sadam-cosine', 'sadam-late'):
     tx = ns.build(ns.METHODS[name], 0.1, steps=10, betas=(0.5, 0.6))
     state = tx.init(w)
     mu = optax.tree.get(state, 'mu')
