@@ -1565,6 +1565,14 @@ def markdown(payload: dict[str, Any]) -> str:
     f'{cfg["steps"]} steps; Adam b1 {b1}, b2 {b2} for every method; same start per '
     'instance for every method.',
     '',
+  ]
+  if cfg.get('baseline', BASELINE) != BASELINE:
+    lines += [
+      f'Baseline: `{cfg["baseline"]}`; every "Adam" below means it, and the lrs are the '
+      "schedules' peaks.",
+      '',
+    ]
+  lines += [
     f'Band: the distance to the minimiser ({excess}: the excess loss) '
     f'averaged over the last {cfg["window"]:.0%} of the steps, floored at '
     f"{cfg['floor']:g} x its initial value. Win: band <= Adam's on the "
@@ -1583,7 +1591,14 @@ def markdown(payload: dict[str, Any]) -> str:
     lines.append(f'- `{family}`: {FAMILIES[family].summary}')
   lines.append('')
   cells = payload['cells']
-  preferred = ('sadam', 'sadam-secant', 'sadam-step', 'sadam-compound', 'sadam-late')
+  preferred = (
+    'sadam',
+    'sadam-cosine',
+    'sadam-secant',
+    'sadam-step',
+    'sadam-compound',
+    'sadam-late',
+  )
   # Methods from outside the registry (candidates) are what a report is about.
   headline = [m for m in preferred if m in cfg['methods']] + [
     m for m in cfg['methods'] if m not in METHODS
