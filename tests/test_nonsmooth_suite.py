@@ -269,20 +269,29 @@ def test_betas_reach_every_method_and_a_method_without_them_fails():
   ns.build(lambda lr: optax.sgd(lr), 0.1, steps=10)  # optax's betas: nothing to pass.
 
 
-def test_the_wait_keeps_the_band_below_adams_with_a_short_second_moment():
-  # Huber instance 1 of seed 0 with b1 = b2 = 0.95 at lr 1e-2 (committed in
-  # nonsmooth_suite_wait_b095.md): returned blindly (0.3), what the brake held
-  # pushed the iterate away again, 3.9x wider than Adam; with the wait 0.15x.
+@pytest.mark.parametrize(
+  'family, lr, betas, index',
+  [
+    # Huber instance 1 of seed 0, b1 = b2 = 0.95, lr 1e-2 (nonsmooth_suite_wait_b095.md):
+    # returned blindly (0.3), what the brake held pushed the iterate away
+    # again, 3.9x wider than Adam; with the wait 0.15x.
+    ('huber', 1e-2, (0.95, 0.95), 1),
+    # Group LASSO instance 0, b1 0.99, lr 3e-2 (nonsmooth_suite_wait_b1_099.md):
+    # 0.3 52x wider than Adam, the wait 0.15x.
+    ('group_lasso', 3e-2, (0.99, 0.999), 0),
+  ],
+)
+def test_the_wait_keeps_the_band_below_adams_with_held_out_moments(family, lr, betas, index):
   out = ns.run_suite(
     {m: ns.METHODS[m] for m in ('adam', 'sadam', 'sadam-0.3')},
-    families=['huber'],
-    lrs=[1e-2],
-    instances=2,
-    betas=(0.95, 0.95),
+    families=[family],
+    lrs=[lr],
+    instances=index + 1,
+    betas=betas,
     controls=(),
     progress=False,
   )
-  band = {m: out['runs']['huber'][m]['band'][0][1] for m in ('adam', 'sadam', 'sadam-0.3')}
+  band = {m: out['runs'][family][m]['band'][0][index] for m in ('adam', 'sadam', 'sadam-0.3')}
   assert band['sadam'] < 0.5 * band['adam']
   assert band['sadam-0.3'] > band['adam']
 
