@@ -1023,6 +1023,33 @@ def sadam_cosine(
   return sadam_optax.sadam(optax.cosine_decay_schedule(lr, steps), b1, b2)
 
 
+def warmup_cosine(lr: Any, steps: int) -> optax.Schedule:
+  """``optax.warmup_cosine_decay_schedule(0, lr, steps // 10, steps)``.
+
+  Built from :func:`optax.join_schedules` because optax's own checks its
+  arguments in Python, which a traced ``lr`` (the suite vmaps over it) fails.
+  """
+  warmup = steps // 10
+  return optax.join_schedules(
+    [optax.linear_schedule(0.0, lr, warmup), optax.cosine_decay_schedule(lr, steps - warmup)],
+    [warmup],
+  )
+
+
+def adam_warmup_cosine(
+  lr: Any, *, steps: int = STEPS, b1: float = B1, b2: float = B2
+) -> optax.GradientTransformation:
+  """``optax.adam`` with :func:`warmup_cosine` (a linear warmup over 10% of the run)."""
+  return optax.adam(warmup_cosine(lr, steps), b1=b1, b2=b2)
+
+
+def sadam_warmup_cosine(
+  lr: Any, *, steps: int = STEPS, b1: float = B1, b2: float = B2
+) -> optax.GradientTransformation:
+  """The default S-Adam with :func:`warmup_cosine` (``--baseline adam-warmup-cosine``)."""
+  return sadam_optax.sadam(warmup_cosine(lr, steps), b1, b2)
+
+
 def _sadam(estimator: str, rule: str) -> Factory:
   def factory(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
     return sadam_optax.sadam(lr, b1, b2, estimator=estimator, rule=rule)
@@ -1068,6 +1095,8 @@ METHODS: dict[str, Factory] = {
   'adam': adam,
   'adam-cosine': adam_cosine,
   'sadam-cosine': sadam_cosine,
+  'adam-warmup-cosine': adam_warmup_cosine,
+  'sadam-warmup-cosine': sadam_warmup_cosine,
   'sadam-late': sadam_late,
   'sadam-no-release': sadam_no_release,
   'sadam-0.3': sadam_no_wait,
@@ -1594,6 +1623,7 @@ def markdown(payload: dict[str, Any]) -> str:
   preferred = (
     'sadam',
     'sadam-cosine',
+    'sadam-warmup-cosine',
     'sadam-secant',
     'sadam-step',
     'sadam-compound',

@@ -214,6 +214,8 @@ def test_smoke_end_to_end(tmp_path):
 
 
 def test_scheduled_methods_against_a_scheduled_baseline(tmp_path):
+  import optax  # pylint: disable=g-import-not-at-top
+
   # --baseline adam-cosine: S-Adam under the same schedule is compared with
   # Adam under it, and the effective-lr control runs the baseline's schedule.
   payload = ns.main([
@@ -232,6 +234,11 @@ def test_scheduled_methods_against_a_scheduled_baseline(tmp_path):
   for _ in range(4):
     u, state = tx.update(g, state, w, value_fn=lambda p: jnp.sum(p * p), value=0.13, grad=g)
   np.testing.assert_array_equal(u, 0.0)
+  # Optax's own warmup-cosine, at a concrete lr; the suite's accepts a traced one.
+  reference = optax.warmup_cosine_decay_schedule(0.0, 0.1, 30, 300)
+  ours = jax.jit(lambda lr, c: ns.warmup_cosine(lr, 300)(c))
+  for count in (0, 10, 30, 31, 150, 299, 300):
+    np.testing.assert_allclose(ours(0.1, count), reference(count), rtol=1e-6, atol=1e-9)
 
 
 def test_run_suite_api_with_any_transformation():
@@ -258,7 +265,8 @@ def test_betas_reach_every_method_and_a_method_without_them_fails():
 
   w = jnp.array([0.3, -0.2])
   g = jnp.array([1.0, -2.0])
-  for name in ('adam', 'sadam', 'sadam-no-release', 'adam-cosine', 'sadam-cosine', 'sadam-late'):
+  scheduled = ('adam-cosine', 'sadam-cosine', 'adam-warmup-cosine', 'sadam-warmup-cosine')
+  for name in ('adam', 'sadam', 'sadam-no-release', 'sadam-late') + scheduled:
     tx = ns.build(ns.METHODS[name], 0.1, steps=10, betas=(0.5, 0.6))
     state = tx.init(w)
     mu = optax.tree.get(state, 'mu')
