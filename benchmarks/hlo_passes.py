@@ -158,6 +158,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--reps', type=int, default=3, help='profiled repetitions')
   p.add_argument('--dump', type=pathlib.Path, default=None, help='write each HLO there')
   p.add_argument('--baseline', default=None, help='count the library at this git commit instead')
+  p.add_argument('--tag', default='', help='suffix of the results file (default: the baseline)')
   p.add_argument('--out-dir', type=pathlib.Path, default=step_time.RESULTS)
   return p.parse_args(argv)
 
@@ -221,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
       print({k: v for k, v in row.items() if k != 'reduction_kernels'}, flush=True)
   text = markdown(task, rows, argv)
   args.out_dir.mkdir(parents=True, exist_ok=True)
-  suffix = f'_{args.baseline}' if args.baseline else ''
+  suffix = f'_{args.tag or args.baseline}' if (args.tag or args.baseline) else ''
   (args.out_dir / f'hlo_passes_{task.name}{suffix}.md').write_text(text)
   print(text)
   return rows

@@ -570,12 +570,26 @@ def brake_and_release(
     d = damping.astype(h.dtype)
     return (1 - rate(h, g, h.dtype)) * h + (1 - d) * u.astype(h.dtype)
 
-  if grad is None:
-    return (
-      jax.tree.map(lambda u, h: braked(u, h, None), updates, held),
-      jax.tree.map(lambda u, h: kept(u, h, None), updates, held),
-    )
-  return jax.tree.map(braked, updates, held, grad), jax.tree.map(kept, updates, held, grad)
+  def braked_from_new(u, new, g):
+    # The same step, read from the new store: new - (1 - d) u = (1 - rate) h
+    # has h's sign, which picks the rate. Reading the old store in one pass
+    # only lets XLA update a donated store in place; two readers of it cost a
+    # copy of the store, one more pass over the parameters (XLA:CPU).
+    d = damping.astype(u.dtype)
+    x = new.astype(u.dtype) - (1 - d) * u
+    r = rate(x, g, u.dtype)
+    return d * u + r / (1 - r) * x
+
+  def leafwise(fn, u_tree, h_tree):
+    if grad is None:
+      return jax.tree.map(lambda u, h: fn(u, h, None), u_tree, h_tree)
+    return jax.tree.map(fn, u_tree, h_tree, grad)
+
+  if isinstance(release, jax.core.Tracer) or not float(release) < 1:
+    # 1 - rate is 0 (or unknown at trace time): read the old store twice.
+    return leafwise(braked, updates, held), leafwise(kept, updates, held)
+  new = leafwise(kept, updates, held)
+  return leafwise(braked_from_new, updates, new), new
 
 
 def _brake_is_off(brake: Brake) -> bool:

@@ -299,10 +299,11 @@ def test_forward_floor_costs_adamw_plus_one_forward_pass():
   assert 0.9 * forward <= extra <= 1.3 * forward
 
 
-def _passes(opt, *, floor=False):
+def _passes(opt, *, floor=False, opcodes=('fusion',)):
   """Passes over the weights in the compiled train step (benchmarks.hlo_passes).
 
-  A two-layer ReLU network whose weight shapes no activation shares (batch 32).
+  A two-layer ReLU network whose weight shapes no activation shares (batch 32);
+  the step donates the parameters and the state, as training loops do.
   """
   params, loss, (x, y) = _problem(batch=32, dim=48, hidden=256, classes=8)
 
@@ -314,7 +315,7 @@ def _passes(opt, *, floor=False):
 
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt.init(params), x, y).compile()
   counts = hlo_passes.count_passes(
-    compiled.as_text(), ['f32[48,256]', 'f32[256,8]'], opcodes=('fusion',)
+    compiled.as_text(), ['f32[48,256]', 'f32[256,8]'], opcodes=opcodes
   )
   return counts['writes'], counts['reductions']
 
@@ -335,3 +336,18 @@ def test_probe_adds_two_weight_sized_passes_to_the_floor():
   # The release writes its store once more per leaf, and nothing else.
   assert _passes(sadam_optax.sadamw(1e-3)) == (6, 1)
   assert _passes(sadam_optax.sadamw(1e-3, probe_every=4)) == (6, 1)
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='counts XLA:CPU kernels')
+@pytest.mark.parametrize('waits', [True, False])
+def test_donated_store_is_updated_in_place(waits):
+  # The braked step is read from the new store, so the old one has a single
+  # reader and XLA writes the new store over it; two readers of it (the 0.4.0
+  # code) made XLA copy the store first, one more pass over the parameters.
+  opt = sadam_optax.sadamw(1e-3, release_waits=waits)
+  writes, _ = _passes(opt, opcodes=('copy',))
+  assert writes == 0
+  # release=1 cannot be read back from the new store (it is emptied): two readers.
+  assert (
+    _passes(sadam_optax.sadamw(1e-3, release=1.0, release_waits=waits), opcodes=('copy',))[0] == 1
+  )
