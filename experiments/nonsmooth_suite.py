@@ -1082,6 +1082,11 @@ def sadam_no_wait(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientT
   return sadam_optax.sadam(lr, b1, b2, release_waits=False)
 
 
+def sadam_every4(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
+  """The default probing every 4th step: rho and the damping carried between probes."""
+  return sadam_optax.sadam(lr, b1, b2, probe_every=4)
+
+
 def sadam_compound_release(
   lr: Any, *, b1: float = B1, b2: float = B2
 ) -> optax.GradientTransformation:
@@ -1100,6 +1105,7 @@ METHODS: dict[str, Factory] = {
   'sadam-late': sadam_late,
   'sadam-no-release': sadam_no_release,
   'sadam-0.3': sadam_no_wait,
+  'sadam-every4': sadam_every4,
   'sadam-compound-release': sadam_compound_release,
 }
 for _rule in ('exp', 'compound'):

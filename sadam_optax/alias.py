@@ -106,7 +106,9 @@ def sadam(
       ``'literal'`` (the paper's scripts), ``'random-jvp'`` (the paper's
       text) or ``'trajectory'`` (no extra pass of the loss); see
       :func:`sadam_optax.lgi_probe`.
-    probe_every: probe every this many steps, carrying rho in between.
+    probe_every: probe every this many steps, carrying rho in between; the
+      steps in between cost AdamW's passes (the store acts on probed steps
+      only, see :func:`sadam_optax.lgi_probe`).
     seed: seed of the probes' PRNG key (``'step'``, ``'literal'`` and
       ``'random-jvp'``; the other estimators draw nothing).
     rule: ``'exp'`` (the paper) or ``'compound'``, see

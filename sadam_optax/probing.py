@@ -5,7 +5,8 @@ compiled step, with a ``lax.cond`` around the probe's forward pass. On XLA:CPU
 (and on a GPU, where the predicate is read back) that conditional costs about
 as much as it saves. :func:`every_k` compiles the train step twice instead,
 once with the probe (``probe_now=True``) and once without it
-(``probe_now=False``: rho carried, the graph of AdamW plus a few scalars), and
+(``probe_now=False``: rho and the damping carried, the brake's store left
+alone: AdamW's passes over the parameters plus a few scalars), and
 picks one from Python by the step count. Both versions share one optimizer
 state, so the trajectory is the one ``probe_every=k`` gives, bit for bit.
 

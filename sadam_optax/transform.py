@@ -334,7 +334,10 @@ def lgi_probe(
     probe_radius: > 0; relative noise radius for ``'step'`` (default 0.01),
       absolute finite-difference sigma for ``'literal'`` (default 0.01).
     probe_every: probe on the first step and then every ``probe_every``-th,
-      carrying rho in between (a static int >= 1). Under ``jit`` the skipped
+      carrying rho in between (a static int >= 1). The brake's store (its
+      ``release``) takes and returns on the probed steps only; the steps in
+      between are braked by the carried damping and what that holds back is
+      dropped, so that they cost AdamW's passes. Under ``jit`` the skipped
       probe sits in a ``lax.cond``; to compile the skipped steps without it,
       pass ``probe_now=False`` / ``True`` to ``update`` from Python instead.
     probe_offset: probe where ``count % probe_every == probe_offset`` (and on
@@ -648,20 +651,43 @@ def brake_update(
     step_scale=step_scale,
   )
   damping = brake_factor(brake, probe_state.rho, state.damping, state.probe_state.count)
-  probe_now = extra_args.get('probe_now')
-  if brake.rule == 'compound' and (probe_now is not None or not _every_step(probe)):
+  due = _probed(probe, state.probe_state.count, extra_args.get('probe_now'))
+  if brake.rule == 'compound' and due is not True:
     # The compound rule compounds once per probe, not per carried step.
-    due = _probe_due(probe, state.probe_state.count) if probe_now is None else jnp.bool_(probe_now)
     damping = jnp.where(due, damping, state.damping)
-  braked, held = brake_and_release(
-    updates,
-    state.held,
-    damping,
-    brake.release,
-    grad=grad if brake.release_waits else None,
-    step_sign=1.0 if step_scale is None else jnp.sign(step_scale),
-  )
+
+  def stored():
+    return brake_and_release(
+      updates,
+      state.held,
+      damping,
+      brake.release,
+      grad=grad if brake.release_waits else None,
+      step_sign=1.0 if step_scale is None else jnp.sign(step_scale),
+    )
+
+  def carried():
+    # The store waits for the next probed step: reading and writing it costs
+    # two passes over the parameters, which would leave a step without the
+    # probe dearer than AdamW's. What the brake holds back here is dropped.
+    return jax.tree.map(lambda u: u * damping.astype(u.dtype), updates), state.held
+
+  if brake.release is None or due is True:
+    braked, held = stored()
+  elif due is False:
+    braked, held = carried()
+  else:
+    # A select, not lax.cond: a conditional copies the store on XLA:CPU
+    # (two more passes on every step than computing both).
+    braked, held = jax.tree.map(lambda a, b: jnp.where(due, a, b), stored(), carried())
   return braked, DampingScaleState(damping=damping, probe_state=probe_state, held=held)
+
+
+def _probed(probe: LGIProbe, count: jax.Array, probe_now: Optional[bool]) -> Any:
+  """Whether this step probes: True or False when known while tracing, else traced."""
+  if probe_now is not None:
+    return probe_now
+  return True if _every_step(probe) else _probe_due(probe, count)
 
 
 def damping_scale(
@@ -732,8 +758,9 @@ def damping_scale(
     min_damping: ``'compound'`` only, in (0, 1]. 0.03 passed the chattering
       study everywhere; 1e-3 froze coordinates still travelling to the
       minimiser.
-    release: share of the held-back part of past steps returned per step,
-      in (0, 1], or None to discard it. ``'auto'`` (default): 0.01 with
+    release: share of the held-back part of past steps returned per step
+      (per probed step with ``probe_every > 1``), in (0, 1], or None to
+      discard it. ``'auto'`` (default): 0.01 with
       ``'exp'``, None with ``'compound'`` (whose damping sits near its floor
       while chattering lasts: returned late, the held steps swing wider
       than Adam). The store is one more array like the parameters in the

@@ -299,17 +299,20 @@ def test_forward_floor_costs_adamw_plus_one_forward_pass():
   assert 0.9 * forward <= extra <= 1.3 * forward
 
 
-def _passes(opt, *, floor=False, opcodes=('fusion',)):
+def _passes(opt, *, floor=False, opcodes=('fusion',), **update_kwargs):
   """Passes over the weights in the compiled train step (benchmarks.hlo_passes).
 
   A two-layer ReLU network whose weight shapes no activation shares (batch 32);
   the step donates the parameters and the state, as training loops do.
+  ``update_kwargs`` go to ``opt.update`` (``probe_now=``).
   """
   params, loss, (x, y) = _problem(batch=32, dim=48, hidden=256, classes=8)
 
   def step(p, s, x, y):
     value, grads = jax.value_and_grad(loss)(p, x, y)
-    updates, s = opt.update(grads, s, p, value_fn=lambda q: loss(q, x, y), value=value, grad=grads)
+    updates, s = opt.update(
+      grads, s, p, value_fn=lambda q: loss(q, x, y), value=value, grad=grads, **update_kwargs
+    )
     new = optax.apply_updates(p, updates)
     return new, s, (loss(new, x, y) if floor else value)
 
@@ -336,6 +339,17 @@ def test_probe_adds_two_weight_sized_passes_to_the_floor():
   # The release writes its store once more per leaf, and nothing else.
   assert _passes(sadam_optax.sadamw(1e-3)) == (6, 1)
   assert _passes(sadam_optax.sadamw(1e-3, probe_every=4)) == (6, 1)
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='counts XLA:CPU kernels')
+@pytest.mark.parametrize('options', [{}, {'release': None}, {'rule': 'compound'}])
+def test_step_without_the_probe_makes_adamws_passes(options):
+  # every_k's carried step (probe_now=False) leaves the store alone: it makes
+  # AdamW's passes over the weights, the damping a scalar folded into them.
+  adamw = optax.with_extra_args_support(optax.adamw(1e-3))
+  carried = _passes(sadam_optax.sadamw(1e-3, **options), probe_now=False)
+  assert carried == _passes(adamw) == (3, 0)
+  assert _passes(sadam_optax.sadamw(1e-3, **options), probe_now=True)[0] > 3
 
 
 @pytest.mark.skipif(jax.default_backend() != 'cpu', reason='counts XLA:CPU kernels')
