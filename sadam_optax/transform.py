@@ -527,6 +527,7 @@ def brake_and_release(
   *,
   grad: Any = None,
   step_sign: Any = 1.0,
+  store_now: Any = None,
 ):
   """``(damping * updates + rate * held, new held)``.
 
@@ -551,6 +552,10 @@ def brake_and_release(
       to return the store everywhere.
     step_sign: the sign of the map from ``updates`` to the parameters' step
       (-1 for Adam's direction, scaled by ``-lr`` later in the chain).
+    store_now: None (the store acts on every step), or a traced bool: where
+      False the step is ``damping * updates`` and the store stays as it is
+      (the steps between probes). A 0/1 factor on the rate and the intake
+      keeps it one fused pass, where a select would be one more.
 
   Returns:
     ``(braked updates, new store)``.
@@ -558,20 +563,23 @@ def brake_and_release(
   if release is None:
     return jax.tree.map(lambda u: u * damping.astype(u.dtype), updates), held
 
+  def now(x, dtype):  # x, or x * 0 where the store waits for the next probe.
+    return x if store_now is None else x * store_now.astype(dtype)
+
   def rate(h, g, dtype):
     r = jnp.asarray(release, dtype)
-    if g is None:
-      return r
-    # Signs, not the product: a product of two small floats can underflow.
-    uphill = jnp.sign(g).astype(dtype) * jnp.sign(h).astype(dtype) * step_sign > 0
-    return jnp.where(uphill, r * UPHILL_RELEASE_SHARE, r)
+    if g is not None:
+      # Signs, not the product: a product of two small floats can underflow.
+      uphill = jnp.sign(g).astype(dtype) * jnp.sign(h).astype(dtype) * step_sign > 0
+      r = jnp.where(uphill, r * UPHILL_RELEASE_SHARE, r)
+    return now(r, dtype)
 
   def braked(u, h, g):
     return damping.astype(u.dtype) * u + rate(h, g, u.dtype) * h.astype(u.dtype)
 
   def kept(u, h, g):  # In the store's own dtype: a scan's carry keeps its type.
     d = damping.astype(h.dtype)
-    return (1 - rate(h, g, h.dtype)) * h + (1 - d) * u.astype(h.dtype)
+    return (1 - rate(h, g, h.dtype)) * h + now(1 - d, h.dtype) * u.astype(h.dtype)
 
   def braked_from_new(u, new, g):
     # The same step, read from the new store: new - (1 - d) u = (1 - rate) h
@@ -579,7 +587,7 @@ def brake_and_release(
     # only lets XLA update a donated store in place; two readers of it cost a
     # copy of the store, one more pass over the parameters (XLA:CPU).
     d = damping.astype(u.dtype)
-    x = new.astype(u.dtype) - (1 - d) * u
+    x = new.astype(u.dtype) - now(1 - d, u.dtype) * u
     r = rate(x, g, u.dtype)
     return d * u + r / (1 - r) * x
 
@@ -656,30 +664,23 @@ def brake_update(
     # The compound rule compounds once per probe, not per carried step.
     damping = jnp.where(due, damping, state.damping)
 
-  def stored():
-    return brake_and_release(
+  if due is False or brake.release is None:
+    # The store waits for the next probed step: reading and writing it costs
+    # two passes over the parameters, which would leave a step without the
+    # probe dearer than AdamW's. What the brake holds back here is dropped.
+    braked, held = jax.tree.map(lambda u: u * damping.astype(u.dtype), updates), state.held
+  else:
+    braked, held = brake_and_release(
       updates,
       state.held,
       damping,
       brake.release,
       grad=grad if brake.release_waits else None,
       step_sign=1.0 if step_scale is None else jnp.sign(step_scale),
+      # Traced (probe_every > 1 in one compiled step): a lax.cond or a select
+      # around the store costs XLA:CPU one more pass on every step.
+      store_now=None if due is True else due,
     )
-
-  def carried():
-    # The store waits for the next probed step: reading and writing it costs
-    # two passes over the parameters, which would leave a step without the
-    # probe dearer than AdamW's. What the brake holds back here is dropped.
-    return jax.tree.map(lambda u: u * damping.astype(u.dtype), updates), state.held
-
-  if brake.release is None or due is True:
-    braked, held = stored()
-  elif due is False:
-    braked, held = carried()
-  else:
-    # A select, not lax.cond: a conditional copies the store on XLA:CPU
-    # (two more passes on every step than computing both).
-    braked, held = jax.tree.map(lambda a, b: jnp.where(due, a, b), stored(), carried())
   return braked, DampingScaleState(damping=damping, probe_state=probe_state, held=held)
 
 
