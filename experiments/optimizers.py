@@ -11,7 +11,7 @@ default estimator ``'uphill'``), ``'sadam-secant'`` (the default before 0.2),
 ``'sadam-step'``, ``'sadam-literal'`` (the paper's estimator and probes: k 8,
 sigma 0.01, no release, as :func:`sadam_optax.paper_sadamw`),
 ``'sadam-trajectory'``, ``'sadam-0.2'`` (the default of 0.2: ``'uphill'``
-without the release);
+without the release), ``'sadam-every4'`` (the default probing every 4th step);
 ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1 soft-thresholding),
 ``'sam'`` (SAM around momentum SGD; two gradients per step, ``update`` needs
 ``grad_fn``).
@@ -49,9 +49,14 @@ SADAM_ESTIMATORS = {
   'sadam-literal': 'literal',
   'sadam-trajectory': 'trajectory',
   'sadam-0.2': 'uphill',
+  'sadam-every4': 'uphill',
 }
 # Settings beyond the estimator, per S-AdamW name.
-SADAM_SETTINGS = {'sadam-literal': PAPER_PROBES, 'sadam-0.2': dict(release=None)}
+SADAM_SETTINGS = {
+  'sadam-literal': PAPER_PROBES,
+  'sadam-0.2': dict(release=None),
+  'sadam-every4': dict(probe_every=4),
+}
 
 # Settings of the quantization-aware candidates (one each, not tuned).
 BRAKE_LAM = 25.0  # per weight: frequency 0.04 keeps exp(-1) of the step
