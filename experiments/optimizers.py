@@ -224,7 +224,7 @@ def quant_aware(bits: int) -> dict[str, Factory]:
   :data:`TENSOR_LAM`, :data:`COMPOUND`, :data:`DAMPEN_STRENGTH`,
   :data:`FREEZE_THRESHOLD`, :data:`MOMENTUM`); SAM around AdamW; and
   ablations of the default S-AdamW (brake strength 1 and 4, the compound
-  rule, rho every 4th step).
+  rule; rho every 4th step is the built-in ``'sadam-every4'``).
 
   Args:
     bits: the bit width of the quantization grid.
@@ -266,7 +266,6 @@ def quant_aware(bits: int) -> dict[str, Factory]:
     'sadam-lam1': _sadamw(lam=1.0),
     'sadam-lam4': _sadamw(lam=4.0),
     'sadam-compound': _sadamw(rule='compound'),
-    'sadam-every4': _sadamw(probe_every=4),
   }
 
 
