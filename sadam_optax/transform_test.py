@@ -467,3 +467,45 @@ def test_release_keeps_the_dtypes_under_scan(dtype):
   assert w_end.dtype == dtype
   assert optax.tree.get(state, 'held').dtype == dtype
   assert bool(jnp.all(jnp.isfinite(w_end.astype(jnp.float32))))
+
+
+@pytest.mark.parametrize('release', [0.01, 1.0])  # 1.0: the two-reader form.
+def test_store_waits_for_the_probed_steps(release):
+  brake_and_release = sadam_optax.transform.brake_and_release
+  rng = np.random.default_rng(2)
+  u, held, grad = (jnp.asarray(rng.normal(size=6), jnp.float32) for _ in range(3))
+  d = jnp.float32(0.4)
+  args = dict(grad=grad, step_sign=-1.0)
+  # A step between probes (store_now False): braked by the damping, the
+  # store as it was; a probed one: what the store does on every step.
+  step, kept = brake_and_release(u, held, d, release, store_now=jnp.bool_(False), **args)
+  np.testing.assert_array_equal(step, d * u)
+  np.testing.assert_array_equal(kept, held)
+  every = brake_and_release(u, held, d, release, **args)
+  probed = brake_and_release(u, held, d, release, store_now=jnp.bool_(True), **args)
+  jax.tree.map(np.testing.assert_array_equal, probed, every)
+
+
+@pytest.mark.parametrize('probe_every', [3, 'traced'])
+def test_steps_between_probes_leave_the_store_and_brake_by_the_carried_damping(probe_every):
+  loss, w = _quadratic_kink_problem()
+  if probe_every == 'traced':
+    opt = optax.inject_hyperparams(sadam_optax.sadam, static_args=('estimator',))(
+      1e-1, probe_every=3
+    )
+  else:
+    opt = sadam_optax.sadam(1e-1, probe_every=probe_every)
+  adam = optax.adam(1e-1)
+  update = jax.jit(lambda g, s, w, v: opt.update(g, s, w, value_fn=loss, value=v, grad=g))
+  state, adam_state = opt.init(w), adam.init(w)
+  for t in range(9):
+    value, g = jax.value_and_grad(loss)(w)
+    held = optax.tree.get(state, 'held')
+    u, state = update(g, state, w, value)
+    adam_u, adam_state = adam.update(g, adam_state, w)
+    damping = optax.tree.get(state, 'damping')
+    if t % 3:  # Steps 1, 2, 4, 5, 7, 8 carry rho.
+      np.testing.assert_array_equal(optax.tree.get(state, 'held'), held)
+      np.testing.assert_allclose(u, damping * adam_u, rtol=1e-5)  # A traced lr rounds apart.
+    w = optax.apply_updates(w, u)
+  assert float(jnp.max(jnp.abs(optax.tree.get(state, 'held')))) > 0  # Probed steps stored.
