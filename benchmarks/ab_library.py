@@ -160,7 +160,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, list[float]]:
     f'load average at the start {", ".join(f"{x:.1f}" for x in load_start)}, at the end '
     f'{", ".join(f"{x:.1f}" for x in os.getloadavg())}. '
     f'{args.reps} paired repetitions of {steps} steps; x AdamW: median [min, max].',
-    f'Command: `python -m benchmarks.ab_library {command}`',
+    f'Command: `{step_time.env_prefix()}python -m benchmarks.ab_library {command}`',
     f'({time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})',
     '',
     '| setting | x AdamW | [min, max] |',

@@ -396,6 +396,17 @@ def time_runners(
 # --------------------------------------------------------------------------
 
 
+# Environment that changes step times on the CPU: glibc mmaps (and page-faults)
+# every allocation above its threshold, at most 32 MiB unless set, and XLA:CPU
+# allocates a step's temporary buffer on every call.
+TIMING_ENV = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'LD_PRELOAD', 'XLA_FLAGS')
+
+
+def env_prefix() -> str:
+  """The timing-relevant environment variables that are set, as a shell prefix."""
+  return ''.join(f'{k}={os.environ[k]} ' for k in TIMING_ENV if os.environ.get(k))
+
+
 def hardware() -> dict[str, Any]:
   """What ran the benchmark."""
   device = jax.devices()[0]
@@ -639,7 +650,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     task=task.description,
     model=task.name,
     hardware=hw,
-    command='python -m benchmarks.step_time ' + ' '.join(sys.argv[1:] if argv is None else argv),
+    command=env_prefix()
+    + 'python -m benchmarks.step_time '
+    + ' '.join(sys.argv[1:] if argv is None else argv),
     reps=0,
     steps=args.steps,
     lr=args.lr,

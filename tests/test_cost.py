@@ -7,6 +7,8 @@ import functools
 import json
 import os
 import pathlib
+import platform
+import subprocess
 import sys
 
 import jax
@@ -145,6 +147,30 @@ def test_step_time_smoke(tmp_path):
   saved = json.loads(next(tmp_path.glob('step_time_smoke_*.json')).read_text())
   assert saved['rows'][0]['name'] == 'adamw'
   assert '| step k4 every4 |' in next(tmp_path.glob('*.md')).read_text()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='sets glibc malloc thresholds')
+def test_malloc_thresholds_smoke(tmp_path):
+  # In a child process: mallopt changes the allocator of the whole process.
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  subprocess.run(
+    [sys.executable, '-m', 'benchmarks.malloc_thresholds', '--smoke', '--out-dir', str(tmp_path)],
+    cwd=repo,
+    check=True,
+    capture_output=True,
+  )
+  saved = json.loads(next(tmp_path.glob('malloc_thresholds_smoke_*.json')).read_text())
+  assert list(saved['phases']) == ['glibc defaults', 'thresholds set']
+  for phase in saved['phases'].values():
+    assert set(phase) == {
+      'adamw+forward',
+      'uphill',
+      'uphill no-release',
+      'uphill every4',
+      'uphill every4 (two steps)',
+    }
+    assert all(r['median'] > 0 for r in phase.values())
+  assert '| uphill | ' in next(tmp_path.glob('*.md')).read_text()
 
 
 @pytest.mark.slow
