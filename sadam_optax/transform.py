@@ -663,24 +663,20 @@ def brake_update(
   if brake.rule == 'compound' and due is not True:
     # The compound rule compounds once per probe, not per carried step.
     damping = jnp.where(due, damping, state.damping)
-
-  if due is False or brake.release is None:
-    # The store waits for the next probed step: reading and writing it costs
-    # two passes over the parameters, which would leave a step without the
-    # probe dearer than AdamW's. What the brake holds back here is dropped.
-    braked, held = jax.tree.map(lambda u: u * damping.astype(u.dtype), updates), state.held
-  else:
-    braked, held = brake_and_release(
-      updates,
-      state.held,
-      damping,
-      brake.release,
-      grad=grad if brake.release_waits else None,
-      step_sign=1.0 if step_scale is None else jnp.sign(step_scale),
-      # Traced (probe_every > 1 in one compiled step): a lax.cond or a select
-      # around the store costs XLA:CPU one more pass on every step.
-      store_now=None if due is True else due,
-    )
+  braked, held = brake_and_release(
+    updates,
+    state.held,
+    damping,
+    # A step known not to probe leaves the store for the next probed step:
+    # reading and writing it costs two passes over the parameters, which would
+    # make the step dearer than AdamW's. What the brake holds back is dropped.
+    None if due is False else brake.release,
+    grad=grad if brake.release_waits else None,
+    step_sign=1.0 if step_scale is None else jnp.sign(step_scale),
+    # Traced (probe_every > 1 in one compiled step): a lax.cond or a select
+    # around the store costs XLA:CPU one more pass on every step.
+    store_now=None if isinstance(due, bool) else due,
+  )
   return braked, DampingScaleState(damping=damping, probe_state=probe_state, held=held)
 
 
