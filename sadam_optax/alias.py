@@ -8,6 +8,7 @@ References:
 
 from typing import Any, Callable, Optional, Union
 
+import numpy as np
 import optax
 
 from sadam_optax import lgi
@@ -19,6 +20,12 @@ ScalarOrSchedule = transform.ScalarOrSchedule
 def _check_unit_interval(name: str, value: Any) -> None:
   if isinstance(value, (int, float)) and not 0 <= value < 1:
     raise ValueError(f'{name}={value}: it must lie in [0, 1).')
+
+
+def _check_nonnegative(name: str, value: Any) -> None:
+  # A NaN or infinite eps turns every step into NaN (optax does not check it).
+  if isinstance(value, (int, float)) and not (np.isfinite(value) and value >= 0):
+    raise ValueError(f'{name}={value}: it must be a finite number >= 0.')
 
 
 def sadam(
@@ -240,6 +247,8 @@ def sadamw(
   """
   _check_unit_interval('b1', b1)
   _check_unit_interval('b2', b2)
+  _check_nonnegative('eps', eps)
+  _check_nonnegative('eps_root', eps_root)
   probe = transform.lgi_probe(
     estimator=estimator,
     num_probes=num_probes,

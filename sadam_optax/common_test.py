@@ -588,6 +588,8 @@ def test_converges_on_parabola(config):
     pytest.param(np.float32(-1.0), id='numpy_scalar'),
     pytest.param(float('nan'), id='nan'),
     pytest.param(jnp.float32(np.nan), id='nan_array'),
+    pytest.param(float('inf'), id='inf'),
+    pytest.param(np.float32(np.inf), id='inf_numpy'),
     pytest.param(optax.linear_schedule(-1.0, 1.0, 10), id='schedule'),
   ],
 )

@@ -459,14 +459,15 @@ def _concrete(value: Any) -> Optional[np.ndarray]:
 
 
 def check_lam(lam: ScalarOrSchedule) -> None:
-  """Refuses a negative or NaN brake strength wherever it can be seen.
+  """Refuses a negative, infinite or NaN brake strength wherever it can be seen.
 
   Numbers, NumPy and concrete JAX arrays are checked here, a schedule at its
   first step; a traced ``lam`` (``optax.inject_hyperparams`` inside ``jit``)
-  cannot be, and a negative or NaN one turns the brake off (damping 1).
+  cannot be, and a negative or non-finite one turns the brake off (damping 1).
   """
   value = _concrete(lam(0) if callable(lam) else lam)
-  if value is not None and not np.all(value >= 0):
+  # An infinite lam would give exp(-inf * 0) = NaN on every smooth step.
+  if value is not None and not np.all(np.isfinite(value) & (value >= 0)):
     raise ValueError(
       f'lam={lam!r}: the brake strength must be a finite number >= 0 (0 turns the brake off).'
     )
@@ -493,7 +494,8 @@ def brake_factor(
   """
   brake = getattr(brake, 'brake', brake)
   lam = _at(brake.lam, count)
-  lam = jnp.where(lam >= 0, lam, 0.0)  # Traced NaN or negative: brake off.
+  # Traced NaN, infinite or negative: brake off (inf * 0 would be NaN).
+  lam = jnp.where(jnp.isfinite(lam) & (lam >= 0), lam, 0.0)
   rho = jnp.maximum(rho.astype(jnp.float32), 0.0)
   if brake.rule == 'exp':
     return jnp.exp(-lam * rho)

@@ -226,13 +226,33 @@ def test_inject_hyperparams_static_ints_say_static_args():
     opt.init(w)
 
 
-def test_traced_negative_lam_turns_the_brake_off():
+@pytest.mark.parametrize('lam', [-3.0, np.inf, np.nan])
+def test_traced_bad_lam_turns_the_brake_off(lam):
   loss, w = _quadratic_kink_problem()
   opt = optax.inject_hyperparams(sadam_optax.sadamw)(learning_rate=0.3, lam=1.0)
   state = opt.init(w)
-  state.hyperparams['lam'] = jnp.float32(-3.0)
+  state.hyperparams['lam'] = jnp.float32(lam)
   g = jax.grad(loss)(w)
-  _, state = jax.jit(lambda s: opt.update(g, s, w, value_fn=loss))(state)
+  updates, state = jax.jit(lambda s: opt.update(g, s, w, value_fn=loss))(state)
+  assert float(optax.tree.get(state, 'damping')) == 1.0
+  assert bool(jnp.all(jnp.isfinite(updates)))
+
+
+def test_schedule_that_reaches_an_infinite_lam_keeps_the_parameters_finite():
+  # Checked at its first step only; from step 5 on the brake is off, not NaN.
+  loss, w = _quadratic_kink_problem()
+  lam = lambda count: jnp.where(count < 5, 2.0, jnp.inf)
+  opt = sadam_optax.sadamw(0.3, lam=lam)
+  state = opt.init(w)
+
+  @jax.jit
+  def step(w, state):
+    updates, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+    return optax.apply_updates(w, updates), state
+
+  for _ in range(10):
+    w, state = step(w, state)
+  assert bool(jnp.all(jnp.isfinite(w)))
   assert float(optax.tree.get(state, 'damping')) == 1.0
 
 
