@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from sadam_optax import lgi
+from sadam_optax import tree_math
 
 
 def packed_rademacher_like(key: jax.Array, tree: Any) -> Any:
@@ -71,8 +72,8 @@ def packed_noise() -> Iterator[None]:
 
 def _start_slope(grads: Any, step: Any) -> tuple[Any, jax.Array]:
   """(unit step, slope of the loss along the step at its start)."""
-  unit, _ = lgi.unit_direction(step)
-  return unit, lgi.tree_dot(grads, unit)
+  unit, _ = tree_math.unit_direction(step)
+  return unit, tree_math.tree_dot(grads, unit)
 
 
 def end_ratio(

@@ -50,6 +50,7 @@ import optax
 from experiments import common
 from experiments import nonsmooth_suite as ns
 from sadam_optax import lgi
+from sadam_optax import tree_math
 
 LAM = 2.0
 
@@ -147,9 +148,9 @@ def directional(lr: Any) -> Any:
 
   def rule(step, grad, rho, value, memory):
     change = jax.tree.map(lambda g, p: g - p, grad, memory)
-    sq = lgi.tree_dot(change, change)
-    started = lgi.tree_dot(memory, memory) > 0
-    along = lgi.tree_dot(step, change) / jnp.where(sq > 0, sq, 1.0)
+    sq = tree_math.tree_dot(change, change)
+    started = tree_math.tree_dot(memory, memory) > 0
+    along = tree_math.tree_dot(step, change) / jnp.where(sq > 0, sq, 1.0)
     coef = jnp.where(started & (sq > 0), along, 0.0)  # No previous gradient: nothing braked.
     d = jnp.exp(-LAM * rho)
     braked = jax.tree.map(lambda s, c: s - (1 - d) * coef * c, step, change)

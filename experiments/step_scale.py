@@ -44,6 +44,7 @@ import optax
 from experiments import common
 from experiments import qat
 from sadam_optax import lgi
+from sadam_optax import tree_math
 
 ALPHAS = (1.0, 0.3, 0.1, 0.03, 0.01)
 LR = 3e-3
@@ -79,7 +80,7 @@ def read_at_scales(
     step = jax.tree.map(lambda d: -alpha * LR * d, direction)
     samples = lgi.secant_samples(lambda q: loss(q, x, y), params, step, grad, value)
     rise = loss(optax.apply_updates(params, step), x, y) - value
-    return lgi.uphill_share(samples), rise / lgi.tree_dot(grad, step)
+    return lgi.uphill_share(samples), rise / tree_math.tree_dot(grad, step)
 
   rows = []
   for alpha in alphas:

@@ -43,11 +43,13 @@ References:
 """
 
 import functools
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from sadam_optax import tree_math
 
 Estimator = Literal['uphill', 'secant', 'step', 'literal', 'trajectory', 'random-jvp']
 ESTIMATORS = ('uphill', 'secant', 'step', 'literal', 'trajectory', 'random-jvp')
@@ -207,181 +209,6 @@ def paper_ratio(samples: jax.Array) -> jax.Array:
   return var / (mean * mean + var + PAPER_EPS / m / m)
 
 
-def _wide(dtype: Any) -> Any:
-  """The dtype in which a leaf of ``dtype`` is probed: at least float32.
-
-  bfloat16 and float16 widen to float32; float64 and complex keep their
-  precision (a float64 loss probed in float32 reads rounding as kinks).
-  """
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def _real_dot(x: jax.Array, y: jax.Array) -> jax.Array:
-  """``Re(conj(x) * y)`` elementwise: the directional derivative's terms.
-
-  For complex parameters optax takes the gradient as ``conj`` of what
-  ``jax.grad`` returns (so that ``-grad`` descends), and the directional
-  derivative along ``u`` is then ``Re(sum(conj(grad) * u))``.
-  """
-  return jnp.real(jnp.conj(x) * y) if (jnp.iscomplexobj(x) or jnp.iscomplexobj(y)) else x * y
-
-
-def optax_grad(tree: Any) -> Any:
-  """``jax.grad``'s output in optax's convention: conjugated where complex."""
-  return jax.tree.map(lambda g: jnp.conj(g) if jnp.iscomplexobj(g) else g, tree)
-
-
-def _sq(y: jax.Array) -> jax.Array:
-  return jnp.real(y * jnp.conj(y)) if jnp.iscomplexobj(y) else y * y
-
-
-def _accumulator(leaves: Sequence[jax.Array]) -> Any:
-  """float32, or float64 where a leaf is float64 / complex128."""
-  return functools.reduce(
-    jnp.promote_types, [jnp.finfo(_wide(x.dtype)).dtype for x in leaves], jnp.float32
-  )
-
-
-def tree_dot(a: Any, b: Any) -> jax.Array:
-  """``Re <a, b>`` over all leaves, accumulated in at least float32."""
-  # Not jnp.vdot: it ravels its inputs, which an explicitly sharded array
-  # refuses (jax.make_mesh's default axis type).
-  leaves = jax.tree.leaves(a)
-  acc = _accumulator(leaves)
-  return sum(
-    (
-      jnp.sum(_real_dot(x.astype(_wide(x.dtype)), y.astype(_wide(y.dtype)))).astype(acc)
-      for x, y in zip(leaves, jax.tree.leaves(b))
-    ),
-    jnp.zeros([], acc),
-  )
-
-
-# XLA:CPU reduces an array to a scalar in one serial chain of additions (no
-# reassociation without fast math), about 1 ns per element: on the 2-core MLP
-# the secant's reductions took as long as a forward pass. Adding a leaf's
-# blocks elementwise first gives the chain one term per block-sized group, so
-# the reduction runs at the speed of its memory reads (the benchmarks' README).
-_CHAIN_BLOCKS = 8
-_CHAIN_MIN_SIZE = 8192
-
-
-def _chain_split(x: jax.Array) -> tuple[int, int]:
-  """``(axis, k)``: sum ``x`` as ``k`` equal blocks along ``axis`` (k=1: whole).
-
-  Only on the CPU, for leaves of at least ``_CHAIN_MIN_SIZE`` entries, along
-  an axis that no explicit sharding splits (blocks of a sharded axis would
-  move data between devices); other backends reduce in parallel anyway.
-  """
-  if x.size < _CHAIN_MIN_SIZE or jax.default_backend() != 'cpu':
-    return 0, 1
-  spec = tuple(getattr(getattr(jax.typeof(x), 'sharding', None), 'spec', ()) or ())
-  best = (1, 0)  # (blocks, -axis): the most blocks, then the leading axis.
-  for axis, n in enumerate(x.shape):
-    if axis < len(spec) and spec[axis] is not None:
-      continue
-    k = max(j for j in range(1, _CHAIN_BLOCKS + 1) if n % j == 0)
-    best = max(best, (k, -axis))
-  k, axis = best
-  return -axis, k
-
-
-def _block_sum(terms: Callable[..., jax.Array], *leaves: jax.Array) -> jax.Array:
-  """``terms(*leaves)``, its blocks along the leaves' chain split added up."""
-  axis, k = _chain_split(leaves[-1])
-  if k == 1:
-    return terms(*leaves)
-  size = leaves[-1].shape[axis] // k
-  blocks = [
-    terms(*(jax.lax.slice_in_dim(x, i * size, (i + 1) * size, axis=axis) for x in leaves))
-    for i in range(k)
-  ]
-  return functools.reduce(jnp.add, blocks)
-
-
-def _dot_and_sq_norm(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
-  """``(Re <a, b>, <b, b>)`` over all leaves, one reduction per leaf.
-
-  One two-output reduction per leaf, not a scaled copy and two reductions:
-  on the CPU each is a kernel, and on a 2-core ResNet-18 (62 leaves) those
-  kernels made the secant's step 1.52x AdamW's instead of 1.29x, the cost of
-  a forward pass (see the benchmarks' README). Large leaves enter it as the
-  sum of their blocks (:data:`_CHAIN_BLOCKS`), fused into the same pass.
-  """
-  leaves_b = jax.tree.leaves(b)
-  acc = _accumulator(leaves_b)
-  zero = jnp.zeros([], acc)
-  dot, sq = zero, zero
-  for x, y in zip(jax.tree.leaves(a), leaves_b):
-    x, y = x.astype(_wide(x.dtype)), y.astype(_wide(y.dtype))
-    d, q = jax.lax.reduce(
-      (
-        _block_sum(lambda u, v: _real_dot(u, v).astype(acc), x, y),
-        _block_sum(lambda v: _sq(v).astype(acc), y),
-      ),
-      (zero, zero),
-      lambda p, r: (p[0] + r[0], p[1] + r[1]),
-      tuple(range(y.ndim)),
-    )
-    dot, sq = dot + d, sq + q
-  return dot, sq
-
-
-def _safe_sqrt(sq: jax.Array) -> jax.Array:
-  """sqrt with a finite gradient at 0 (the norm of a zero step)."""
-  positive = sq > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
-
-
-def _global_norm(tree: Any) -> jax.Array:
-  leaves = jax.tree.leaves(tree)
-  acc = _accumulator(leaves)
-  sq = sum((jnp.sum(_sq(x.astype(_wide(x.dtype)))).astype(acc) for x in leaves), jnp.zeros([], acc))
-  return _safe_sqrt(sq)
-
-
-def _axpy(params: Any, a: jax.Array, x: Any) -> Any:
-  """``params + a * x`` computed at each leaf's probe precision, cast back."""
-
-  def leaf(p, v):
-    wide = _wide(p.dtype)
-    return (p.astype(wide) + jnp.asarray(a).astype(jnp.finfo(wide).dtype) * v.astype(wide)).astype(
-      p.dtype
-    )
-
-  return jax.tree.map(leaf, params, x)
-
-
-def _cast_like(tree: Any, like: Any) -> Any:
-  """``tree`` with each leaf in the dtype of the matching leaf of ``like``."""
-  return jax.tree.map(lambda x, p: x.astype(p.dtype), tree, like)
-
-
-def scale_step(step: Any, scale: Optional[jax.Array]) -> Any:
-  """``scale * step`` leaf by leaf, in each leaf's dtype (None: ``step``)."""
-  if scale is None:
-    return step
-  return jax.tree.map(lambda u: u * jnp.asarray(scale).astype(u.dtype), step)
-
-
-def _scale_dot_and_sq_norm(
-  dot: jax.Array, sq_norm: jax.Array, scale: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-  """``<a, c b>`` and ``<c b, c b>`` from ``<a, b>`` and ``<b, b>``."""
-  c = jnp.asarray(scale).astype(dot.dtype)
-  return dot * c, sq_norm * (c * c)
-
-
-def unit_direction(direction: Any) -> tuple[Any, jax.Array]:
-  """Returns ``(direction / ||direction||, ||direction||)``; zero stays zero.
-
-  Differentiable everywhere: a zero direction has a zero (not NaN) gradient.
-  """
-  norm = _global_norm(direction)
-  inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
-  return jax.tree.map(lambda d: d * inv.astype(d.dtype), direction), norm
-
-
 def _rademacher_like(key: jax.Array, tree: Any) -> Any:
   """One Rademacher (+-1) vector over all leaves, normalised to unit norm.
 
@@ -474,7 +301,7 @@ def vjp_slope(value_fn: Callable[[Any], jax.Array], point: Any, tangent: Any) ->
   For losses that forward mode cannot differentiate: a ``jax.custom_vjp``
   such as a straight-through quantizer (Qwix's) has no jvp rule.
   """
-  return tree_dot(optax_grad(jax.grad(value_fn)(point)), tangent)
+  return tree_math.tree_dot(tree_math.optax_grad(jax.grad(value_fn)(point)), tangent)
 
 
 def _primitive_names(jaxpr: Any):
@@ -539,7 +366,7 @@ def step_samples(
   Returns:
     float32 array of shape ``(num_probes,)``.
   """
-  unit, norm = unit_direction(step)
+  unit, norm = tree_math.unit_direction(step)
   if placement == 'ends':
     c_key, r_key = jax.random.split(key)
     t = jnp.linspace(0.0, 1.0, num_probes)
@@ -550,11 +377,13 @@ def step_samples(
   noise = _rademacher_like(r_key, params)
   # jvp wants tangents in the primal's dtype; the step may be wider than the
   # params (e.g. float32 updates of bf16 params with mu_dtype=float32).
-  tangent = _cast_like(unit, params)
+  tangent = tree_math.cast_like(unit, params)
 
   def probe(tc, slope_at):
     t_i, c_i = tc
-    point = _axpy(_axpy(params, t_i * norm, unit), c_i * probe_radius * norm, noise)
+    point = tree_math.axpy(
+      tree_math.axpy(params, t_i * norm, unit), c_i * probe_radius * norm, noise
+    )
     return slope_at(value_fn, point, tangent).astype(jnp.float32)
 
   slope_at = slope_fn(value_fn, params)
@@ -589,7 +418,7 @@ def secant_samples(
       same function at the same point, or the secant is off.
     axis_name: a mapped axis over which the slopes are averaged.
     step_scale: a scalar; if given, the step is ``step_scale * step``
-      (:func:`scale_step`). The step is then never materialised: the end
+      (:func:`tree_math.scale_step`). The step is then never materialised: the end
       point computes it in its own pass and the reductions run over ``step``,
       scaled as scalars.
 
@@ -601,27 +430,27 @@ def secant_samples(
   # XLA:CPU writes each array with several consumers in a pass of its own:
   # the scaled step feeds the end point only (fused there), the reductions
   # read the step as it came.
-  end = _axpy(params, jnp.float32(1.0), scale_step(step, step_scale))
+  end = tree_math.axpy(params, jnp.float32(1.0), tree_math.scale_step(step, step_scale))
   if all(
     not jnp.issubdtype(p.dtype, jnp.floating)
     or jnp.finfo(p.dtype).nmant >= jnp.finfo(jnp.float32).nmant
     for p in jax.tree.leaves(params)
   ):
-    dot, sq_norm = _dot_and_sq_norm(grad, step)
+    dot, sq_norm = tree_math.dot_and_sq_norm(grad, step)
     if step_scale is not None:
-      dot, sq_norm = _scale_dot_and_sq_norm(dot, sq_norm, step_scale)
+      dot, sq_norm = tree_math.scale_dot_and_sq_norm(dot, sq_norm, step_scale)
   else:
     # Measure along the segment actually travelled: in bfloat16 the end
     # point rounds, by up to a tenth of a small step.
     moved = jax.tree.map(lambda e, p: e.astype(jnp.float32) - p.astype(jnp.float32), end, params)
-    dot, sq_norm = _dot_and_sq_norm(grad, moved)
-  norm = _safe_sqrt(sq_norm)
+    dot, sq_norm = tree_math.dot_and_sq_norm(grad, moved)
+  norm = tree_math.safe_sqrt(sq_norm)
   safe_norm = jnp.where(norm > 0, norm, 1.0)
   s0 = jnp.where(norm > 0, dot / safe_norm, 0.0)
   f0 = jnp.asarray(value_fn(params) if value is None else value)
   f1 = jnp.asarray(value_fn(end))
   # Only the difference matters: subtract before averaging over replicas.
-  acc = jnp.promote_types(_wide(f0.dtype), _wide(f1.dtype))
+  acc = jnp.promote_types(tree_math.probe_dtype(f0.dtype), tree_math.probe_dtype(f1.dtype))
   rise = f1.astype(acc) - f0.astype(acc)
   s = jnp.where(norm > 0, rise / safe_norm.astype(acc), 0.0)
   if axis_name is not None and _summed_over(axis_name, grad, rise):
@@ -660,13 +489,13 @@ def endpoint_samples(
   value_fn: Callable[[Any], jax.Array], params: Any, step: Any, *, axis_name: Optional[str] = None
 ) -> jax.Array:
   """Directional derivatives along ``step`` at both of its ends, shape (2,)."""
-  unit, norm = unit_direction(step)
+  unit, norm = tree_math.unit_direction(step)
   ends = jnp.array([0.0, 1.0])
 
-  tangent = _cast_like(unit, params)
+  tangent = tree_math.cast_like(unit, params)
 
   def probe(t, slope_at):
-    return slope_at(value_fn, _axpy(params, t * norm, unit), tangent).astype(jnp.float32)
+    return slope_at(value_fn, tree_math.axpy(params, t * norm, unit), tangent).astype(jnp.float32)
 
   slope_at = slope_fn(value_fn, params)
   return replica_mean(
@@ -718,7 +547,7 @@ def literal_samples(
 
   def probe(k):
     u = _normal_per_tensor(k, params)
-    return value_fn(_axpy(params, jnp.float32(probe_radius), u)).astype(jnp.float32)
+    return value_fn(tree_math.axpy(params, jnp.float32(probe_radius), u)).astype(jnp.float32)
 
   fs = replica_mean(
     _map_probes(probe, jax.random.split(key, num_probes), chunk_size), axis_name, params
@@ -852,7 +681,7 @@ def estimate_lgi(
     check_direction(direction, params, estimator)
   if estimator in SECANT_READINGS:
     value, grad = jax.value_and_grad(value_fn)(params)
-    grad = optax_grad(grad)
+    grad = tree_math.optax_grad(grad)
   if estimator == 'trajectory':
     return instability_ratio(endpoint_samples(value_fn, params, direction, axis_name=axis_name))
   rho, _ = read_rho(
@@ -927,7 +756,7 @@ def read_rho(
   if estimator == 'literal':
     samples = literal_samples(value_fn, params, key, **probes)
     return literal_ratio(samples), samples
-  step = scale_step(step, step_scale)
+  step = tree_math.scale_step(step, step_scale)
   samples = step_samples(value_fn, params, step, key, placement=placement, **probes)
   return instability_ratio(samples), samples
 

@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from sadam_optax import lgi
+from sadam_optax import tree_math
 
 ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
 BrakeRule = Literal['exp', 'compound']
@@ -183,10 +184,10 @@ def _loss_of(value_fn: Callable[..., Any], extra_args: dict[str, Any]) -> Callab
 
 def _trajectory(probe: LGIProbe, state: LGIProbeState, grad: Any, params: Any, step: Any):
   """rho from the previous step's slopes at both ends; no extra pass."""
-  end_slope = lgi.tree_dot(grad, state.prev_direction).astype(jnp.float32)
+  end_slope = tree_math.tree_dot(grad, state.prev_direction).astype(jnp.float32)
   samples = jnp.stack([state.prev_slope, end_slope])
-  unit, _ = lgi.unit_direction(step)
-  new_slope = lgi.tree_dot(grad, unit).astype(jnp.float32)
+  unit, _ = tree_math.unit_direction(step)
+  new_slope = tree_math.tree_dot(grad, unit).astype(jnp.float32)
   samples = lgi.replica_mean(samples, probe.axis_name, params)
   new_slope = lgi.replica_mean(new_slope, probe.axis_name, params)
   # The first step has no previous step: rho stays 0.
@@ -242,7 +243,7 @@ def measure(
   prev_direction, prev_slope = state.prev_direction, state.prev_slope
   key = state.probe_key
   if e == 'trajectory':
-    step = lgi.scale_step(step, step_scale)
+    step = tree_math.scale_step(step, step_scale)
     rho, finite, prev_direction, prev_slope = _trajectory(probe, state, grad, params, step)
   else:
     if value_fn is None:
