@@ -13,14 +13,14 @@ from sadam_optax.alias import paper_sadamw
 from sadam_optax.alias import sadam
 from sadam_optax.alias import sadamw
 from sadam_optax.lgi import estimate_lgi
+from sadam_optax.probe_transform import LGIProbe
+from sadam_optax.probe_transform import lgi_probe
+from sadam_optax.probe_transform import LGIProbeState
 from sadam_optax.probing import every_k
 from sadam_optax.transform import Brake
 from sadam_optax.transform import damping_scale
 from sadam_optax.transform import DampingScale
 from sadam_optax.transform import DampingScaleState
-from sadam_optax.transform import LGIProbe
-from sadam_optax.transform import lgi_probe
-from sadam_optax.transform import LGIProbeState
 from sadam_optax.transform import singularity_aware
 from sadam_optax.transform import SingularityAwareState
 

@@ -12,6 +12,7 @@ import numpy as np
 import optax
 
 from sadam_optax import lgi
+from sadam_optax import probe_transform
 from sadam_optax import transform
 
 ScalarOrSchedule = transform.ScalarOrSchedule
@@ -249,7 +250,7 @@ def sadamw(
   _check_unit_interval('b2', b2)
   _check_nonnegative('eps', eps)
   _check_nonnegative('eps_root', eps_root)
-  probe = transform.lgi_probe(
+  probe = probe_transform.lgi_probe(
     estimator=estimator,
     num_probes=num_probes,
     probe_radius=probe_radius,
@@ -335,7 +336,7 @@ def paper_sadamw(
   """
   if num_probes is None:
     num_probes = 2 if lazy else 8
-  probe = transform.lgi_probe(
+  probe = probe_transform.lgi_probe(
     estimator='literal',
     num_probes=num_probes,
     probe_radius=probe_radius,
