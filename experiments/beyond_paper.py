@@ -31,7 +31,9 @@ and a schedule, :data:`experiments.configs.beyond_paper.METHODS`):
 * Ablations of ``sadam``: ``sadam-step`` (rho from two jvps along the step,
   + ``@eff-lr``), ``sadam-lam1`` / ``sadam-lam4`` (brake strength 1 and 4
   instead of 2), ``sadam-compound`` (the compounding brake rule),
-  ``sadam-every4`` (rho measured every 4th step and carried).
+  ``sadam-every4`` (rho measured every 4th step and carried). ``sadam-0.2``
+  (the 0.2 default: no release), ``sadam-averaged`` (the damping averaged
+  over probes, ``damping_decay=0.7``).
 
 The configs are :mod:`experiments.configs.beyond_paper` (``--config
 beyond_paper:VARIANT``, or its alias ``--preset VARIANT``); options given on

@@ -72,6 +72,8 @@ below ``SETTLED = 0.95`` x its previous window's).
 Methods (``METHODS``, name -> factory of the learning rate): Adam, Adam with
 cosine decay to 0, ``sadam_optax.sadam`` with every estimator and rule,
 ``sadam-no-release`` (the default of 0.2: what the brake takes is lost),
+``sadam-0.3`` (the release that never waits), ``sadam-averaged`` (the damping
+averaged over probes, ``damping_decay=0.7``),
 ``sadam-compound-release`` (the compound rule made to return what it takes),
 and ``sadam-late``, an oracle braked like the default over the last sixth of
 the run only (it reaches Adam's band as fast as Adam, then brakes);
@@ -1073,13 +1075,18 @@ def sadam_late(
 
 
 def sadam_no_release(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
-  """The default's brake without the release (the 0.2 default): what it takes is lost."""
-  return sadam_optax.sadam(lr, b1, b2, release=None)
+  """The 0.2 default: the brake without the release (what it takes is lost), not averaged."""
+  return sadam_optax.sadam(lr, b1, b2, release=None, damping_decay=0.0)
 
 
 def sadam_no_wait(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
-  """The 0.3 default: the release returns the store everywhere, uphill or not."""
-  return sadam_optax.sadam(lr, b1, b2, release_waits=False)
+  """The 0.3 default: the release returns the store everywhere, uphill or not, not averaged."""
+  return sadam_optax.sadam(lr, b1, b2, release_waits=False, damping_decay=0.0)
+
+
+def sadam_averaged(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
+  """The default with the damping averaged over probes (``damping_decay=0.7``)."""
+  return sadam_optax.sadam(lr, b1, b2, damping_decay=0.7)
 
 
 def sadam_every4(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
@@ -1105,6 +1112,7 @@ METHODS: dict[str, Factory] = {
   'sadam-late': sadam_late,
   'sadam-no-release': sadam_no_release,
   'sadam-0.3': sadam_no_wait,
+  'sadam-averaged': sadam_averaged,
   'sadam-every4': sadam_every4,
   'sadam-compound-release': sadam_compound_release,
 }

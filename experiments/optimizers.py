@@ -11,7 +11,9 @@ default estimator ``'uphill'``), ``'sadam-secant'`` (the default before 0.2),
 ``'sadam-step'``, ``'sadam-literal'`` (the paper's estimator and probes: k 8,
 sigma 0.01, no release, as :func:`sadam_optax.paper_sadamw`),
 ``'sadam-trajectory'``, ``'sadam-0.2'`` (the default of 0.2: ``'uphill'``
-without the release), ``'sadam-every4'`` (the default probing every 4th step);
+without the release), ``'sadam-averaged'`` (the damping averaged over
+probes, ``damping_decay=0.7``), ``'sadam-every4'`` (the default probing
+every 4th step);
 ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1 soft-thresholding),
 ``'sam'`` (SAM around momentum SGD; two gradients per step, ``update`` needs
 ``grad_fn``).
@@ -38,8 +40,8 @@ ADAM_GRID = (1e-3, 3e-3, 1e-2)
 SGD_GRID = (0.01, 0.03, 0.1)
 SGD_FAMILY = ('sgd', 'prox-sgd', 'sam')
 # The probes of the paper's scripts (:func:`sadam_optax.paper_sadamw`), whose
-# brake discards what it takes (no release).
-PAPER_PROBES = dict(num_probes=8, probe_radius=0.01, release=None)
+# brake discards what it takes (no release) and follows each reading (no average).
+PAPER_PROBES = dict(num_probes=8, probe_radius=0.01, release=None, damping_decay=0.0)
 # The S-AdamW names and their estimators; the comparison runs AdamW at the
 # effective learning rate after each of them.
 SADAM_ESTIMATORS = {
@@ -49,12 +51,14 @@ SADAM_ESTIMATORS = {
   'sadam-literal': 'literal',
   'sadam-trajectory': 'trajectory',
   'sadam-0.2': 'uphill',
+  'sadam-averaged': 'uphill',
   'sadam-every4': 'uphill',
 }
 # Settings beyond the estimator, per S-AdamW name.
 SADAM_SETTINGS = {
   'sadam-literal': PAPER_PROBES,
-  'sadam-0.2': dict(release=None),
+  'sadam-0.2': dict(release=None, damping_decay=0.0),
+  'sadam-averaged': dict(damping_decay=0.7),  # The damping averaged over probes.
   'sadam-every4': dict(probe_every=4),
 }
 

@@ -257,6 +257,8 @@ def code_version(optimizer: str) -> dict[str, Any]:
     defaults = _defaults(sadam_optax.sadamw)
     release = defaults.pop('release')  # Keyed only where it is used.
     waits = defaults.pop('release_waits')  # Since 0.4; keyed only for 'sadamw'.
+    if defaults.get('damping_decay') in ('0', '0.0'):  # The paper's rule, as before the option.
+      defaults.pop('damping_decay')
     library = LIBRARY_OF.get(optimizer, sadam_optax.__version__)
     if optimizer in WITHOUT_RELEASE:
       library = SAME_WITHOUT_RELEASE.get(library, library)

@@ -46,6 +46,7 @@ def sadam(
   min_damping: float = 0.03,
   release: transform.Release = 'auto',
   release_waits: bool = True,
+  damping_decay: float = transform.DEFAULT_DAMPING_DECAY,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -70,7 +71,9 @@ def sadam(
   returned blindly, what was held as uphill pushed the iterate away again,
   and with a short second-moment memory (``b2`` 0.95) S-Adam then ended
   wider than Adam. ``release=None`` (the paper) drops ``h``: the step is
-  then ``d_t u_t``.
+  then ``d_t u_t``. With ``damping_decay=beta > 0`` the damping averages the
+  readings over probes instead, ``d_t = beta d_{t-1} + (1 - beta)
+  e^{-lam rho_t}`` (opt-in; see the argument).
 
   ``rho`` is measured along Adam's proposed step (``estimator='uphill'``: the
   share of the step along which the loss rises, from its start slope, given
@@ -137,6 +140,12 @@ def sadam(
     release_waits: the store returns at a tenth of the rate on the
       coordinates where returning it would go uphill (since 0.4); False
       returns it everywhere at the full rate, as 0.3 did.
+    damping_decay: ``rule='exp'`` only: the damping is an average over
+      probes of ``exp(-lam * rho)`` with this decay, in [0, 1); 0 (default):
+      each reading as it comes. 0.7 keeps S-Adam's band below Adam's across
+      smooth valleys with a short ``b2`` (0.95) where 0 widens it, and loses
+      the gain in quantization-aware training at a too-high lr; see
+      :func:`sadam_optax.damping_scale`.
     chunk_size: probes evaluated at once (None: one at a time, the fastest
       in our benchmarks; ``num_probes`` or more: all at once, vmapped).
     axis_name: data-parallel axis over which probe values are averaged.
@@ -171,6 +180,7 @@ def sadam(
     min_damping=min_damping,
     release=release,
     release_waits=release_waits,
+    damping_decay=damping_decay,
     chunk_size=chunk_size,
     axis_name=axis_name,
     eps_root=eps_root,
@@ -198,6 +208,7 @@ def sadamw(
   min_damping: float = 0.03,
   release: transform.Release = 'auto',
   release_waits: bool = True,
+  damping_decay: float = transform.DEFAULT_DAMPING_DECAY,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -230,6 +241,7 @@ def sadamw(
     min_damping: see :func:`sadam`.
     release: see :func:`sadam`.
     release_waits: see :func:`sadam`.
+    damping_decay: see :func:`sadam`.
     chunk_size: see :func:`sadam`.
     axis_name: see :func:`sadam`.
     eps_root: as in ``optax.adamw``.
@@ -267,6 +279,7 @@ def sadamw(
     min_damping=min_damping,
     release=release,
     release_waits=release_waits,
+    damping_decay=damping_decay,
   )
   return _braked_adamw(
     learning_rate,
@@ -346,7 +359,8 @@ def paper_sadamw(
   )
   return _braked_adamw(
     learning_rate,
-    transform.damping_scale(lam, probe=probe, release=None),  # The paper discards.
+    # The paper discards what it takes, and brakes by each reading as it comes.
+    transform.damping_scale(lam, probe=probe, release=None, damping_decay=0.0),
     weight_decay=weight_decay,
     mask=None,
     adam=optax.scale_by_adam(),

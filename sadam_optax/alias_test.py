@@ -59,8 +59,11 @@ def test_constant_rho_equals_adam_at_braked_learning_rate(mlp_problem):
     mock.patch.object(lgi, 'secant_ratio', constant),
     mock.patch.object(lgi, 'uphill_share', constant),
   ):
-    # release=None: the paper's brake, a cut of the learning rate when rho is constant.
-    ours, states = run(sadam_optax.sadam(lr, lam=lam, release=None), params, loss_fn, batches)
+    # release=None and each reading as it comes: the paper's brake, a cut of
+    # the learning rate when rho is constant.
+    ours, states = run(
+      sadam_optax.sadam(lr, lam=lam, release=None, damping_decay=0.0), params, loss_fn, batches
+    )
   ref, _ = run(optax.adam(lr * np.exp(-lam * c)), params, loss_fn, batches, with_value_fn=False)
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), ours, ref)
   np.testing.assert_allclose(optax.tree.get(states[-1], 'damping'), np.exp(-lam * c), rtol=1e-6)

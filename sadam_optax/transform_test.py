@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from unittest import mock
 
 import sadam_optax
 
@@ -174,6 +175,71 @@ def test_compound_brake_tightens_beyond_one_step_and_relaxes():
   for _ in range(30):
     d = factor(brake, jnp.float32(0.0), d, jnp.int32(0))
   assert float(d) == 1.0
+
+
+def _dampings_at_constant_rho(rho, steps, **kwargs):
+  """The damping after each step of sadam on |w| with rho patched to a constant."""
+  loss = lambda w: jnp.sum(jnp.abs(w))
+  constant = lambda samples: jnp.float32(rho)
+  opt = sadam_optax.sadam(0.05, lam=2.0, **kwargs)
+  w = jnp.array([0.3, -0.2])
+  state = opt.init(w)
+  update = jax.jit(lambda g, s, w: opt.update(g, s, w, value_fn=loss, grad=g))
+  out = []
+  with mock.patch.object(sadam_optax.lgi, 'uphill_share', constant):
+    for _ in range(steps):
+      g = jax.grad(loss)(w)
+      u, state = update(g, state, w)
+      w = optax.apply_updates(w, u)
+      out.append(float(optax.tree.get(state, 'damping')))
+  return np.array(out)
+
+
+def test_damping_is_an_average_of_the_readings_over_probes():
+  reading = np.exp(-2.0 * 0.4)
+  n = np.arange(1, 9)
+  np.testing.assert_allclose(
+    _dampings_at_constant_rho(0.4, 8, damping_decay=0.7),
+    reading + 0.7**n * (1 - reading),
+    rtol=1e-6,
+  )
+  np.testing.assert_allclose(
+    _dampings_at_constant_rho(0.4, 8, damping_decay=0.5),
+    reading + 0.5**n * (1 - reading),
+    rtol=1e-6,
+  )
+  # 0 (the default): each reading as it comes, the paper's rule.
+  np.testing.assert_allclose(_dampings_at_constant_rho(0.4, 3), reading, rtol=1e-6)
+
+
+def test_averaged_damping_moves_only_on_probed_steps():
+  d = _dampings_at_constant_rho(0.4, 9, probe_every=3, damping_decay=0.7)
+  reading = np.exp(-2.0 * 0.4)
+  probes = reading + 0.7 ** np.arange(1, 4) * (1 - reading)
+  np.testing.assert_allclose(d, np.repeat(probes, 3), rtol=1e-6)
+
+
+def test_compound_rule_ignores_the_damping_decay():
+  loss = lambda w: jnp.sum(jnp.abs(w))
+  runs = []
+  for decay in (0.0, 0.7):
+    brake = sadam_optax.damping_scale(1.0, rule='compound', damping_decay=decay)
+    opt = sadam_optax.singularity_aware(optax.sgd(0.1), brake=brake)
+    w = jnp.array([0.05, -0.3])
+    state = opt.init(w)
+    for _ in range(6):
+      u, state = opt.update(jax.grad(loss)(w), state, w, value_fn=loss)
+      w = optax.apply_updates(w, u)
+    runs.append(w)
+  np.testing.assert_array_equal(*runs)
+
+
+@pytest.mark.parametrize('decay', [-0.1, 1.0, 1.5, float('nan'), np.array([0.5, 0.5])])
+def test_bad_damping_decay_raises_value_error_naming_it(decay):
+  with pytest.raises(ValueError, match='damping_decay='):
+    sadam_optax.sadam(damping_decay=decay)
+  with pytest.raises(ValueError, match='damping_decay='):
+    sadam_optax.damping_scale(damping_decay=decay)
 
 
 def test_bad_probe_and_brake_configuration():

@@ -32,6 +32,7 @@ METHODS: dict[str, tuple[str, str]] = {
   'sadam': ('sadam', 'constant'),
   'sadam-secant': ('sadam-secant', 'constant'),
   'sadam-0.2': ('sadam-0.2', 'constant'),
+  'sadam-averaged': ('sadam-averaged', 'constant'),
   'sam-adamw': ('sam-adamw', 'constant'),
   'osc-brake-cosine': ('qa-brake', 'cosine'),
   'nagel-freeze-cosine': ('qa-freeze', 'cosine'),
