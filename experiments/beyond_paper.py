@@ -33,7 +33,8 @@ and a schedule, :data:`experiments.configs.beyond_paper.METHODS`):
   instead of 2), ``sadam-compound`` (the compounding brake rule),
   ``sadam-every4`` (rho measured every 4th step and carried). ``sadam-0.2``
   (the 0.2 default: no release), ``sadam-averaged`` (the damping averaged
-  over probes, ``damping_decay=0.7``).
+  over probes, ``damping_decay=0.7``), ``sadam-envelope`` (harder readings
+  at once, softer ones over about ten probes, ``damping_recovery=0.9``).
 
 The configs are :mod:`experiments.configs.beyond_paper` (``--config
 beyond_paper:VARIANT``, or its alias ``--preset VARIANT``); options given on

@@ -73,7 +73,8 @@ Methods (``METHODS``, name -> factory of the learning rate): Adam, Adam with
 cosine decay to 0, ``sadam_optax.sadam`` with every estimator and rule,
 ``sadam-no-release`` (the default of 0.2: what the brake takes is lost),
 ``sadam-0.3`` (the release that never waits), ``sadam-averaged`` (the damping
-averaged over probes, ``damping_decay=0.7``),
+averaged over probes, ``damping_decay=0.7``), ``sadam-envelope`` (harder
+readings at once, softer ones over about ten probes, ``damping_recovery=0.9``),
 ``sadam-compound-release`` (the compound rule made to return what it takes),
 and ``sadam-late``, an oracle braked like the default over the last sixth of
 the run only (it reaches Adam's band as fast as Adam, then brakes);
@@ -1089,6 +1090,11 @@ def sadam_averaged(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.Gradient
   return sadam_optax.sadam(lr, b1, b2, damping_decay=0.7)
 
 
+def sadam_envelope(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
+  """The default whose damping takes harder readings at once and lets go over ~10 probes."""
+  return sadam_optax.sadam(lr, b1, b2, damping_decay=0.0, damping_recovery=0.9)
+
+
 def sadam_every4(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """The default probing every 4th step: rho and the damping carried between probes."""
   return sadam_optax.sadam(lr, b1, b2, probe_every=4)
@@ -1113,6 +1119,7 @@ METHODS: dict[str, Factory] = {
   'sadam-no-release': sadam_no_release,
   'sadam-0.3': sadam_no_wait,
   'sadam-averaged': sadam_averaged,
+  'sadam-envelope': sadam_envelope,
   'sadam-every4': sadam_every4,
   'sadam-compound-release': sadam_compound_release,
 }
@@ -1312,11 +1319,14 @@ def losses(adam: dict[str, np.ndarray], band: np.ndarray) -> dict[str, int]:
   return dict(losses=int(lost.sum()), losses_adam_falling=int((lost & falling).sum()))
 
 
-def adam_converges(metrics: dict[str, np.ndarray]) -> dict[str, Any]:
+def adam_converges(metrics: dict[str, np.ndarray], *, plateau: float = PLATEAU) -> dict[str, Any]:
   """The criterion of the module doc for one (family, lr) cell of Adam.
 
   Args:
     metrics: Adam's :func:`run_metrics` arrays, (instances,).
+    plateau: Adam's band must be at least this share of its previous
+      window's (:data:`PLATEAU`; closer to 1 counts fewer cells, those
+      where Adam is still closing in drop out).
 
   Returns:
     ``converged`` (bool) and the shares of instances that are finite, within
@@ -1325,15 +1335,15 @@ def adam_converges(metrics: dict[str, np.ndarray]) -> dict[str, Any]:
   band, m0 = metrics['band'], metrics['m0']
   finite = np.isfinite(band)
   small = finite & (band <= CONVERGED_BAND * m0)
-  plateau = finite & (band >= PLATEAU * metrics['previous_band'])
+  settled = finite & (band >= plateau * metrics['previous_band'])
   banded = finite & (band >= BANDED * FLOOR * m0)
-  ok = small & plateau & banded
+  ok = small & settled & banded
   return dict(
     converged=bool(np.mean(ok) >= CELL_SHARE),
     share=float(np.mean(ok)),
     finite=float(np.mean(finite)),
     small=float(np.mean(small)),
-    plateau=float(np.mean(plateau)),
+    plateau=float(np.mean(settled)),
     banded=float(np.mean(banded)),
   )
 
@@ -1473,7 +1483,7 @@ def _array(values: Sequence[Any]) -> np.ndarray:
   return np.asarray([np.inf if v is None else v for v in values], np.float64)
 
 
-def summarize(results: dict[str, Any]) -> dict[str, Any]:
+def summarize(results: dict[str, Any], *, plateau: float = PLATEAU) -> dict[str, Any]:
   """Fills ``cells``, ``verdicts`` and ``diagnostics`` from ``runs``.
 
   Pure function of the stored per-instance metrics, so a changed criterion
@@ -1481,6 +1491,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
 
   Args:
     results: :func:`run_suite`'s output (or its JSON).
+    plateau: Adam's plateau criterion (:func:`adam_converges`).
 
   Returns:
     ``results`` with those three entries replaced.
@@ -1491,7 +1502,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
   for family, runs in results['runs'].items():
     get = lambda name, key, j: _array(runs[name][key][j])  # pylint: disable=g-long-lambda,cell-var-from-loop
     for j, lr in enumerate(cfg['lrs']):
-      conv = adam_converges({k: get(baseline, k, j) for k in ('band', 'm0', 'previous_band')})
+      conv = adam_converges(
+        {k: get(baseline, k, j) for k in ('band', 'm0', 'previous_band')}, plateau=plateau
+      )
       for name in runs:
         band, m0 = get(name, 'band', j), get(name, 'm0', j)
         cells.append(
@@ -1822,6 +1835,55 @@ def dumps(payload: dict[str, Any]) -> str:
   )
 
 
+def failing_cells(results: dict[str, Any], method: str) -> tuple[list[dict[str, Any]], int]:
+  """The counted cells where ``method`` misses the bar, and how many cells count.
+
+  Args:
+    results: :func:`summarize`'s output (or a saved JSON).
+    method: a method in ``results``.
+
+  Returns:
+    ``(failing cells, number of counted cells)``.
+  """
+  counted = [c for c in results['cells'] if c['method'] == method and c['adam_converged']]
+  failing = [c for c in counted if c['win_rate'] < WIN_TARGET or c['median_ratio'] > RATIO_TARGET]
+  return failing, len(counted)
+
+
+def recount(paths: Sequence[str | Path], *, methods: Sequence[str], plateau: float) -> str:
+  """Saved runs re-counted with another plateau criterion, as a Markdown table.
+
+  Counting is a pure function of the stored per-instance bands
+  (:func:`summarize`), so no run is repeated. A plateau closer to 1 drops
+  the cells where Adam is still closing in at the end of the run.
+
+  Args:
+    paths: JSON files written by :func:`write`.
+    methods: the methods to count (each against the files' baseline).
+    plateau: the criterion to compare with :data:`PLATEAU`.
+
+  Returns:
+    One row per file and a total: failing / counted cells per method under
+    both criteria.
+  """
+  rules = (PLATEAU, plateau)
+  head = ' | '.join(f'{m}, plateau {r:g}' for m in methods for r in rules)
+  lines = [f'| file | {head} |', '|---' * (1 + len(methods) * len(rules)) + '|']
+  totals = np.zeros((len(methods), len(rules), 2), int)
+  for path in paths:
+    stored = json.loads(Path(path).read_text())
+    row = []
+    for i, method in enumerate(methods):
+      for k, rule in enumerate(rules):
+        failing, counted = failing_cells(summarize(dict(stored), plateau=rule), method)
+        totals[i, k] += (len(failing), counted)
+        row.append(f'{len(failing)} / {counted}')
+    lines.append(f'| {Path(path).stem} | ' + ' | '.join(row) + ' |')
+  total = [f'{f} / {c}' for per in totals for f, c in per]
+  lines.append('| total | ' + ' | '.join(total) + ' |')
+  return '\n'.join(lines)
+
+
 def write(payload: dict[str, Any], stem: str | Path) -> Path:
   """Writes ``<stem>.json``, ``<stem>.md`` and ``<stem>_<family>.png``.
 
@@ -1892,6 +1954,19 @@ def parser() -> argparse.ArgumentParser:
     '--out', default=str(common.RESULTS_DIR / 'nonsmooth_suite'), help='results path without suffix'
   )
   p.add_argument(
+    '--recount',
+    nargs='+',
+    metavar='JSON',
+    help='re-count saved results (no run): failing / counted cells under --plateau and '
+    f"{PLATEAU} (the verdicts' criterion), for --methods",
+  )
+  p.add_argument(
+    '--plateau',
+    type=float,
+    default=0.9,
+    help="with --recount: Adam's band over the last window at least this share of the one before",
+  )
+  p.add_argument(
     '--smoke', action='store_true', help='tiny: 1 instance, 60 steps, lr 1e-2, adam and sadam'
   )
   return p
@@ -1899,6 +1974,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   args = parser().parse_args(argv)
+  if args.recount:
+    methods = [m for m in args.methods if m != args.baseline]
+    if len(methods) == len(METHODS) - 1:  # Not chosen: the default.
+      methods = [DEFAULT]
+    print(recount(args.recount, methods=methods, plateau=args.plateau))
+    return {}
   if args.smoke:
     args.methods = [m for m in args.methods if m in (BASELINE, DEFAULT)] or [BASELINE, DEFAULT]
     args.instances, args.steps, args.lrs = 1, 60, [1e-2]

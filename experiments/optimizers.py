@@ -12,7 +12,9 @@ default estimator ``'uphill'``), ``'sadam-secant'`` (the default before 0.2),
 sigma 0.01, no release, as :func:`sadam_optax.paper_sadamw`),
 ``'sadam-trajectory'``, ``'sadam-0.2'`` (the default of 0.2: ``'uphill'``
 without the release), ``'sadam-averaged'`` (the damping averaged over
-probes, ``damping_decay=0.7``), ``'sadam-every4'`` (the default probing
+probes, ``damping_decay=0.7``), ``'sadam-envelope'`` (harder readings at
+once, softer ones over about ten probes: ``damping_decay=0,
+damping_recovery=0.9``), ``'sadam-every4'`` (the default probing
 every 4th step);
 ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1 soft-thresholding),
 ``'sam'`` (SAM around momentum SGD; two gradients per step, ``update`` needs
@@ -52,6 +54,7 @@ SADAM_ESTIMATORS = {
   'sadam-trajectory': 'trajectory',
   'sadam-0.2': 'uphill',
   'sadam-averaged': 'uphill',
+  'sadam-envelope': 'uphill',
   'sadam-every4': 'uphill',
 }
 # Settings beyond the estimator, per S-AdamW name.
@@ -59,6 +62,8 @@ SADAM_SETTINGS = {
   'sadam-literal': PAPER_PROBES,
   'sadam-0.2': dict(release=None, damping_decay=0.0),
   'sadam-averaged': dict(damping_decay=0.7),  # The damping averaged over probes.
+  # Harder readings at once, softer ones averaged over about ten probes.
+  'sadam-envelope': dict(damping_decay=0.0, damping_recovery=0.9),
   'sadam-every4': dict(probe_every=4),
 }
 

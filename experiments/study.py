@@ -259,6 +259,8 @@ def code_version(optimizer: str) -> dict[str, Any]:
     waits = defaults.pop('release_waits')  # Since 0.4; keyed only for 'sadamw'.
     if defaults.get('damping_decay') in ('0', '0.0'):  # The paper's rule, as before the option.
       defaults.pop('damping_decay')
+    if defaults.get('damping_recovery') == 'None':  # The decay's, as before the option.
+      defaults.pop('damping_recovery')
     library = LIBRARY_OF.get(optimizer, sadam_optax.__version__)
     if optimizer in WITHOUT_RELEASE:
       library = SAME_WITHOUT_RELEASE.get(library, library)

@@ -219,11 +219,58 @@ def test_averaged_damping_moves_only_on_probed_steps():
   np.testing.assert_allclose(d, np.repeat(probes, 3), rtol=1e-6)
 
 
-def test_compound_rule_ignores_the_damping_decay():
+def test_averaged_damping_takes_harder_readings_at_once_and_recovers_slowly():
+  brake = sadam_optax.damping_scale(2.0, damping_decay=0.0, damping_recovery=0.9).brake
+  step = lambda reading, previous: float(
+    sadam_optax.transform.averaged_damping(
+      brake, jnp.float32(reading), jnp.float32(previous), jnp.int32(0)
+    )
+  )
+  assert step(0.2, 1.0) == pytest.approx(0.2)  # Harder: at once.
+  assert step(0.8, 0.2) == pytest.approx(0.9 * 0.2 + 0.1 * 0.8)  # Softer: slowly.
+  assert step(0.1, 0.26) == pytest.approx(0.1)
+  # A plain average: the same decay both ways, given or left to None.
+  for both in (
+    sadam_optax.damping_scale(2.0, damping_decay=0.7, damping_recovery=0.7).brake,
+    sadam_optax.damping_scale(2.0, damping_decay=0.7).brake,
+    sadam_optax.transform.Brake(2.0, 'exp', 0.1, 0.03, damping_decay=0.7),
+  ):
+    for reading, previous in ((0.2, 1.0), (0.8, 0.2)):
+      out = sadam_optax.transform.averaged_damping(
+        both, jnp.float32(reading), jnp.float32(previous), jnp.int32(0)
+      )
+      assert float(out) == pytest.approx(0.7 * previous + 0.3 * reading)
+  off = sadam_optax.damping_scale(lambda count: 0.0 * count, damping_recovery=0.9).brake
+  out = sadam_optax.transform.averaged_damping(off, jnp.float32(1.0), jnp.float32(0.2), 0)
+  assert float(out) == 1.0  # A brake turned off lets go at once.
+
+
+def test_damping_follows_its_envelope_recurrence_along_a_run():
+  loss = lambda w: jnp.sum(jnp.abs(w - 0.3)) + 0.5 * jnp.sum((w * jnp.arange(1.0, 6.0)) ** 2)
+  opt = sadam_optax.sadam(3e-2, lam=2.0, damping_decay=0.0, damping_recovery=0.9)
+  w = jnp.linspace(-1.0, 1.0, 5)
+  state = opt.init(w)
+  update = jax.jit(lambda g, s, w, v: opt.update(g, s, w, value_fn=loss, value=v))
+  previous, softer = 1.0, 0
+  for _ in range(120):
+    value, g = jax.value_and_grad(loss)(w)
+    u, state = update(g, state, w, value)
+    w = optax.apply_updates(w, u)
+    reading = float(np.exp(-2.0 * np.float32(optax.tree.get(state, 'rho'))))
+    expected = reading if reading < previous else 0.9 * previous + 0.1 * reading
+    softer += reading >= previous
+    previous = float(optax.tree.get(state, 'damping'))
+    assert previous == pytest.approx(expected, rel=1e-5, abs=1e-6)
+  assert 0 < softer < 120  # Both branches ran.
+
+
+def test_compound_rule_ignores_the_damping_average():
   loss = lambda w: jnp.sum(jnp.abs(w))
   runs = []
   for decay in (0.0, 0.7):
-    brake = sadam_optax.damping_scale(1.0, rule='compound', damping_decay=decay)
+    brake = sadam_optax.damping_scale(
+      1.0, rule='compound', damping_decay=decay, damping_recovery=decay
+    )
     opt = sadam_optax.singularity_aware(optax.sgd(0.1), brake=brake)
     w = jnp.array([0.05, -0.3])
     state = opt.init(w)
@@ -235,11 +282,14 @@ def test_compound_rule_ignores_the_damping_decay():
 
 
 @pytest.mark.parametrize('decay', [-0.1, 1.0, 1.5, float('nan'), np.array([0.5, 0.5])])
-def test_bad_damping_decay_raises_value_error_naming_it(decay):
-  with pytest.raises(ValueError, match='damping_decay='):
-    sadam_optax.sadam(damping_decay=decay)
-  with pytest.raises(ValueError, match='damping_decay='):
-    sadam_optax.damping_scale(damping_decay=decay)
+@pytest.mark.parametrize('name', ['damping_decay', 'damping_recovery'])
+def test_bad_damping_decay_raises_value_error_naming_it(decay, name):
+  with pytest.raises(ValueError, match=f'{name}='):
+    sadam_optax.sadam(**{name: decay})
+  with pytest.raises(ValueError, match=f'{name}='):
+    sadam_optax.damping_scale(**{name: decay})
+  with pytest.raises(ValueError, match=f'{name}='):
+    sadam_optax.sadamw(**{name: decay})
 
 
 def test_bad_probe_and_brake_configuration():

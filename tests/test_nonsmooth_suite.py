@@ -8,6 +8,7 @@ ratio, convergence and verdict arithmetic on hand-made numbers, and that
 """
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -173,6 +174,26 @@ def test_run_metrics_and_criteria():
   at_floor = ns.run_metrics(np.ones(1), np.zeros((1, steps)), np.ones((1, steps)))
   assert at_floor['band'][0] == ns.FLOOR
   assert not ns.adam_converges(at_floor)['converged']
+
+
+def test_plateau_criterion_drops_a_run_still_closing_in():
+  # Band 0.8 of the previous window's: plateaued at 0.5, still closing in at 0.9.
+  metrics = dict(band=np.full(10, 0.08), previous_band=np.full(10, 0.1), m0=np.ones(10))
+  assert ns.adam_converges(metrics)['converged']
+  assert not ns.adam_converges(metrics, plateau=0.9)['converged']
+
+
+def test_recount_of_saved_results_matches_their_verdicts(capsys):
+  path = Path(ns.__file__).parent / 'results' / 'nonsmooth_suite_averaged_seed4.json'
+  stored = json.loads(path.read_text())
+  failing, counted = ns.failing_cells(stored, 'sadam')
+  assert (len(failing), counted) == (4, 23)  # The committed table's row.
+  fail_f, counted_f = ns.failing_cells(ns.summarize(dict(stored), plateau=0.9), 'sadam')
+  assert counted_f < counted and len(fail_f) <= len(failing)
+  assert ns.main(['--recount', str(path), '--methods', 'sadam']) == {}
+  out = capsys.readouterr().out
+  assert f'| {path.stem} | 4 / 23 | {len(fail_f)} / {counted_f} |' in out
+  assert out.count('| total |') == 1
 
 
 def test_verdict():

@@ -33,6 +33,7 @@ METHODS: dict[str, tuple[str, str]] = {
   'sadam-secant': ('sadam-secant', 'constant'),
   'sadam-0.2': ('sadam-0.2', 'constant'),
   'sadam-averaged': ('sadam-averaged', 'constant'),
+  'sadam-envelope': ('sadam-envelope', 'constant'),
   'sam-adamw': ('sam-adamw', 'constant'),
   'osc-brake-cosine': ('qa-brake', 'cosine'),
   'nagel-freeze-cosine': ('qa-freeze', 'cosine'),
