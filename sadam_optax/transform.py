@@ -61,7 +61,7 @@ DEFAULT_DAMPING_DECAY = 0.0
 # (the default 45; Adam's moments held out 25 against 32, Huber at lr 1e-3 with b1 0.9 / b2 0.95
 # 42% -> 96%), QAT as the default (CIFAR-10 4-bit at lr 3e-3 47.1 +- 0.8, MNIST-1D 86.5 +- 0.7).
 # Not the default: with optax's moments 14 failing cells against 13, with b1 0.99 wider than Adam
-# at the median in four cells (docs: findings).
+# at the median in four cells, and on the full CIFAR-10 study a learning-rate cut (docs: findings).
 DEFAULT_DAMPING_RECOVERY = None
 Release = Union[float, None, Literal['auto']]
 
