@@ -1363,11 +1363,12 @@ def verdict(cells: Sequence[dict[str, Any]]) -> str:
   counted = [c for c in cells if c['converged']]
   if not counted:
     return 'n/a'
-  return (
-    'pass'
-    if all(c['win_rate'] >= WIN_TARGET and c['median_ratio'] <= RATIO_TARGET for c in counted)
-    else 'fail'
-  )
+  return 'pass' if all(map(meets_bar, counted)) else 'fail'
+
+
+def meets_bar(cell: dict[str, Any]) -> bool:
+  """Whether a cell meets the bar: :data:`WIN_TARGET` and :data:`RATIO_TARGET`."""
+  return cell['win_rate'] >= WIN_TARGET and cell['median_ratio'] <= RATIO_TARGET
 
 
 def _listed(x: np.ndarray) -> list:
@@ -1846,7 +1847,7 @@ def failing_cells(results: dict[str, Any], method: str) -> tuple[list[dict[str, 
     ``(failing cells, number of counted cells)``.
   """
   counted = [c for c in results['cells'] if c['method'] == method and c['adam_converged']]
-  failing = [c for c in counted if c['win_rate'] < WIN_TARGET or c['median_ratio'] > RATIO_TARGET]
+  failing = [c for c in counted if not meets_bar(c)]
   return failing, len(counted)
 
 
@@ -1872,10 +1873,11 @@ def recount(paths: Sequence[str | Path], *, methods: Sequence[str], plateau: flo
   totals = np.zeros((len(methods), len(rules), 2), int)
   for path in paths:
     stored = json.loads(Path(path).read_text())
+    counts = [summarize(dict(stored), plateau=rule) for rule in rules]
     row = []
     for i, method in enumerate(methods):
-      for k, rule in enumerate(rules):
-        failing, counted = failing_cells(summarize(dict(stored), plateau=rule), method)
+      for k, summary in enumerate(counts):
+        failing, counted = failing_cells(summary, method)
         totals[i, k] += (len(failing), counted)
         row.append(f'{len(failing)} / {counted}')
     lines.append(f'| {Path(path).stem} | ' + ' | '.join(row) + ' |')

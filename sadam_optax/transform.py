@@ -549,9 +549,8 @@ def damping_scale(
     raise ValueError(f'min_damping={min_damping}: it must lie in (0, 1].')
   release = resolve_release(release, rule)
   check_decay('damping_decay', damping_decay)
-  if damping_recovery is None:
-    damping_recovery = damping_decay
-  check_decay('damping_recovery', damping_recovery)
+  if damping_recovery is not None:  # None: damping_decay's (_recovery).
+    check_decay('damping_recovery', damping_recovery)
   probe = probe_transform.lgi_probe() if probe is None else probe
   if not isinstance(probe, probe_transform.LGIProbe):
     raise TypeError(f'probe must come from lgi_probe(...), got {probe!r}.')
