@@ -416,7 +416,8 @@ def markdown(payload: dict[str, Any]) -> str:
     f'{c["model"]} with weights and activations '
     f'fake-quantized (per-tensor absmax, identity STE), batch '
     f'{c["batch_size"]}, {c["epochs"]} epochs ({c["steps"]} steps), weight '
-    f'decay 1e-2, seeds {c["seeds"]}. {_protocol(c)} "one bit fewer" evaluates the same trained '
+    f'decay 1e-2, Adam b2 {c.get("b2", 0.999)}, seeds {c["seeds"]}. {_protocol(c)} '
+    '"one bit fewer" evaluates the same trained '
     'float weights with the network quantized to bits-1 (1 bit: sign x mean|w| weights). '
     '"osc. freq": mean over all weights (biases included, they never '
     'oscillate) of the EMA (momentum 0.01) of sign-alternating code '
@@ -454,6 +455,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--grid', type=float, nargs='+')
   p.add_argument('--limit-train', type=int)
   p.add_argument('--limit-test', type=int)
+  p.add_argument('--b2', type=float, help="Adam's second-moment decay for every method (0.999)")
   p.add_argument('--out', help='results file stem (default beyond_paper)')
   p.add_argument('--out-dir', default=str(common.RESULTS_DIR))
   p.add_argument('--notes', default='', help='free text appended to the .md')
@@ -520,18 +522,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
   for bits in config.bits:
     label = f'{bits}-bit'
-    results = study(
-      split,
-      bits,
-      methods=config.methods,
-      seeds=range(config.seeds),
-      epochs=config.epochs,
-      batch_size=config.batch_size,
-      grid=config.grid,
-      model=config.model,
-      tune_seeds=config.tune_seeds,
-      on_result=lambda r, label=label: save(label, r),
-    )
+    with optimizers.defaults(b2=config.b2):
+      results = study(
+        split,
+        bits,
+        methods=config.methods,
+        seeds=range(config.seeds),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        grid=config.grid,
+        model=config.model,
+        tune_seeds=config.tune_seeds,
+        on_result=lambda r, label=label: save(label, r),
+      )
     save(label, results)
     print(f'\n{label}\n{table(results, bits)}\n' + '\n'.join(verdict(results)), flush=True)
   return payload

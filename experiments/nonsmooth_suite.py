@@ -72,7 +72,9 @@ below ``SETTLED = 0.95`` x its previous window's).
 Methods (``METHODS``, name -> factory of the learning rate): Adam, Adam with
 cosine decay to 0, ``sadam_optax.sadam`` with every estimator and rule,
 ``sadam-no-release`` (the default of 0.2: what the brake takes is lost),
-``sadam-0.3`` (the release that never waits), ``sadam-averaged`` (the damping
+``sadam-0.3`` (the release that never waits), ``sadam-0.4`` (each reading as it
+comes whatever ``b2``; since 0.5 ``sadam`` is ``sadam-envelope`` below b2 0.999),
+``sadam-averaged`` (the damping
 averaged over probes, ``damping_decay=0.7``), ``sadam-envelope`` (harder
 readings at once, softer ones over about ten probes, ``damping_recovery=0.9``),
 ``sadam-compound-release`` (the compound rule made to return what it takes),
@@ -1095,6 +1097,11 @@ def sadam_envelope(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.Gradient
   return sadam_optax.sadam(lr, b1, b2, damping_decay=0.0, damping_recovery=0.9)
 
 
+def sadam_0_4(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
+  """The 0.4 default: each reading as it comes whatever ``b2`` (0.5: the envelope below 0.999)."""
+  return sadam_optax.sadam(lr, b1, b2, damping_recovery=None)
+
+
 def sadam_every4(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """The default probing every 4th step: rho and the damping carried between probes."""
   return sadam_optax.sadam(lr, b1, b2, probe_every=4)
@@ -1120,6 +1127,7 @@ METHODS: dict[str, Factory] = {
   'sadam-0.3': sadam_no_wait,
   'sadam-averaged': sadam_averaged,
   'sadam-envelope': sadam_envelope,
+  'sadam-0.4': sadam_0_4,
   'sadam-every4': sadam_every4,
   'sadam-compound-release': sadam_compound_release,
 }

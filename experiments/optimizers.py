@@ -15,7 +15,8 @@ without the release), ``'sadam-averaged'`` (the damping averaged over
 probes, ``damping_decay=0.7``), ``'sadam-envelope'`` (harder readings at
 once, softer ones over about ten probes: ``damping_decay=0,
 damping_recovery=0.9``), ``'sadam-every4'`` (the default probing
-every 4th step);
+every 4th step), ``'sadam-0.4'`` (each reading as it comes whatever ``b2``,
+the 0.4 default; the same as ``'sadam'`` at ``b2`` 0.999);
 ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1 soft-thresholding),
 ``'sam'`` (SAM around momentum SGD; two gradients per step, ``update`` needs
 ``grad_fn``).
@@ -27,8 +28,9 @@ bit width, are added with :func:`register`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -56,6 +58,7 @@ SADAM_ESTIMATORS = {
   'sadam-averaged': 'uphill',
   'sadam-envelope': 'uphill',
   'sadam-every4': 'uphill',
+  'sadam-0.4': 'uphill',
 }
 # Settings beyond the estimator, per S-AdamW name.
 SADAM_SETTINGS = {
@@ -65,6 +68,7 @@ SADAM_SETTINGS = {
   # Harder readings at once, softer ones averaged over about ten probes.
   'sadam-envelope': dict(damping_decay=0.0, damping_recovery=0.9),
   'sadam-every4': dict(probe_every=4),
+  'sadam-0.4': dict(damping_recovery=None),  # Each reading as it comes whatever b2 (0.5: 'auto').
 }
 
 # Settings of the quantization-aware candidates (one each, not tuned).
@@ -87,6 +91,8 @@ class Options:
     momentum: momentum of the SGD family.
     sam_radius: SAM's neighbourhood radius.
     lam: S-Adam's brake strength.
+    b2: the second-moment decay of AdamW and S-AdamW (and of the AdamW
+      under the quantization-aware candidates).
   """
 
   seed: Any = 0
@@ -95,6 +101,7 @@ class Options:
   momentum: float = 0.9
   sam_radius: float = 0.05
   lam: float = 2.0
+  b2: float = 0.999
 
 
 Factory = Callable[[Any, Options], optax.GradientTransformation]
@@ -185,14 +192,14 @@ def _only_grad_fn(
 
 
 def _adamw(learning_rate: Any, o: Options) -> optax.GradientTransformation:
-  return optax.adamw(learning_rate, weight_decay=o.weight_decay)
+  return optax.adamw(learning_rate, b2=o.b2, weight_decay=o.weight_decay)
 
 
 def _sadamw(**settings: Any) -> Factory:
   """S-AdamW with the options' weight decay, brake strength and seed, then ``settings``."""
 
   def factory(learning_rate: Any, o: Options) -> optax.GradientTransformation:
-    options = dict(weight_decay=o.weight_decay, lam=o.lam, seed=o.seed)
+    options = dict(weight_decay=o.weight_decay, lam=o.lam, seed=o.seed, b2=o.b2)
     return sadam_optax.sadamw(learning_rate, **(options | settings))
 
   return factory
@@ -223,6 +230,26 @@ BUILTIN: dict[str, Factory] = {
   'sam': _sam,
 }
 _REGISTERED: dict[str, Factory] = {}
+_DEFAULTS: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def defaults(**options: Any) -> Iterator[None]:
+  """Within the block, :func:`make` uses these :class:`Options` unless a call names them.
+
+  For a study's setting that every optimizer shares (``b2``, say) without
+  threading it through the training loop.
+  """
+  unknown = set(options) - {f.name for f in dataclasses.fields(Options)}
+  if unknown:
+    raise ValueError(f'Unknown options {sorted(unknown)}; see experiments.optimizers.Options.')
+  before = dict(_DEFAULTS)
+  _DEFAULTS.update(options)
+  try:
+    yield
+  finally:
+    _DEFAULTS.clear()
+    _DEFAULTS.update(before)
 
 
 def quant_aware(bits: int) -> dict[str, Factory]:
@@ -319,7 +346,7 @@ def make(name: str, learning_rate: Any, **options: Any) -> optax.GradientTransfo
   factory = BUILTIN.get(name) or _REGISTERED.get(name)
   if factory is None:
     raise ValueError(f'Unknown optimizer {name!r}; choose from {names()}.')
-  return optax.with_extra_args_support(factory(learning_rate, Options(**options)))
+  return optax.with_extra_args_support(factory(learning_rate, Options(**(_DEFAULTS | options))))
 
 
 def lr_grid(name: str) -> tuple[float, ...]:

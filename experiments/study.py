@@ -148,6 +148,9 @@ SADAM_STORED = tuple(STORED_AS.get(o, o) for o in SADAM_OPTIMIZERS)
 # Library versions that changed only what the optimizers without a release
 # do not use: their runs keep the keys of the version before.
 SAME_WITHOUT_RELEASE = {'0.3.0': '0.2.0', '0.4.0': '0.2.0'}
+# Library versions that changed only what runs with b2 < 0.999 do (every study runs optax's
+# 0.999): their runs keep the keys of the version before.
+SAME_AT_LONG_B2 = {'0.5.0': '0.4.0'}
 # Per-epoch curves, in this order in the checkpoint's ``curves`` array.
 CURVES = ('train_loss', 'val_acc', 'val_loss', 'test_acc', 'test_loss', 'mean_damping', 'seconds')
 TINY_SIZE = 8  # Side of the synthetic images of ``--tiny``.
@@ -263,9 +266,11 @@ def code_version(optimizer: str) -> dict[str, Any]:
     waits = defaults.pop('release_waits')  # Since 0.4; keyed only for 'sadamw'.
     if defaults.get('damping_decay') in ('0', '0.0'):  # The paper's rule, as before the option.
       defaults.pop('damping_decay')
-    if defaults.get('damping_recovery') == 'None':  # The decay's, as before the option.
+    # None: the decay's, as before the option; 'auto' (0.5) is None at the study's b2 0.999.
+    if defaults.get('damping_recovery') in ('None', "'auto'"):
       defaults.pop('damping_recovery')
-    library = LIBRARY_OF.get(optimizer, sadam_optax.__version__)
+    current = SAME_AT_LONG_B2.get(sadam_optax.__version__, sadam_optax.__version__)
+    library = LIBRARY_OF.get(optimizer, current)
     if optimizer in WITHOUT_RELEASE:
       library = SAME_WITHOUT_RELEASE.get(library, library)
     version.update(

@@ -17,6 +17,7 @@ from sadam_optax.probe_transform import LGIProbe
 from sadam_optax.probe_transform import lgi_probe
 from sadam_optax.probe_transform import LGIProbeState
 from sadam_optax.probing import every_k
+from sadam_optax.transform import auto_damping_recovery
 from sadam_optax.transform import Brake
 from sadam_optax.transform import damping_scale
 from sadam_optax.transform import DampingScale
@@ -24,7 +25,7 @@ from sadam_optax.transform import DampingScaleState
 from sadam_optax.transform import singularity_aware
 from sadam_optax.transform import SingularityAwareState
 
-__version__ = '0.4.0'
+__version__ = '0.5.0'
 
 __all__ = (
   'Brake',
@@ -33,6 +34,7 @@ __all__ = (
   'LGIProbe',
   'LGIProbeState',
   'SingularityAwareState',
+  'auto_damping_recovery',
   'damping_scale',
   'estimate_lgi',
   'every_k',

@@ -47,7 +47,7 @@ def sadam(
   release: transform.Release = 'auto',
   release_waits: bool = True,
   damping_decay: float = transform.DEFAULT_DAMPING_DECAY,
-  damping_recovery: Optional[float] = transform.DEFAULT_DAMPING_RECOVERY,
+  damping_recovery: transform.Recovery = 'auto',
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -75,8 +75,10 @@ def sadam(
   then ``d_t u_t``. With ``damping_decay=beta > 0`` the damping averages the
   readings over probes instead, ``d_t = beta d_{t-1} + (1 - beta)
   e^{-lam rho_t}``, and ``damping_recovery`` sets another ``beta`` for the
-  readings that brake less than ``d_{t-1}`` (both opt-in; see the
-  arguments).
+  readings that brake less than ``d_{t-1}``. Since 0.5, with ``b2 < 0.999``
+  that one is 0.9 by default (an envelope: a harder reading applies at
+  once, a softer one over about ten probes); with optax's ``b2`` each
+  reading applies as it comes (see the arguments).
 
   ``rho`` is measured along Adam's proposed step (``estimator='uphill'``: the
   share of the step along which the loss rises, from its start slope, given
@@ -150,11 +152,15 @@ def sadam(
       the gain in quantization-aware training at a too-high lr; see
       :func:`sadam_optax.damping_scale`.
     damping_recovery: ``rule='exp'`` only: the decay for readings that brake
-      less than the last damping, in [0, 1); None (default): that of
+      less than the last damping, in [0, 1); None: that of
       ``damping_decay``. ``damping_decay=0, damping_recovery=0.9`` takes a
-      harder reading at once and lets go of it slowly (an envelope): with a
-      short ``b2`` it narrows the band where 0 widens it, and it keeps the
-      default's CIFAR-10 QAT result; see :func:`sadam_optax.damping_scale`.
+      harder reading at once and lets go of it slowly (an envelope).
+      ``'auto'`` (default, since 0.5): the envelope where ``b2 < 0.999``
+      and ``damping_decay`` is 0, None otherwise
+      (:func:`sadam_optax.auto_damping_recovery`): with a short ``b2`` the
+      envelope narrows the band where following each reading widens it;
+      with optax's ``b2`` it gained nothing; see
+      :func:`sadam_optax.damping_scale`.
     chunk_size: probes evaluated at once (None: one at a time, the fastest
       in our benchmarks; ``num_probes`` or more: all at once, vmapped).
     axis_name: data-parallel axis over which probe values are averaged.
@@ -219,7 +225,7 @@ def sadamw(
   release: transform.Release = 'auto',
   release_waits: bool = True,
   damping_decay: float = transform.DEFAULT_DAMPING_DECAY,
-  damping_recovery: Optional[float] = transform.DEFAULT_DAMPING_RECOVERY,
+  damping_recovery: transform.Recovery = 'auto',
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -292,7 +298,7 @@ def sadamw(
     release=release,
     release_waits=release_waits,
     damping_decay=damping_decay,
-    damping_recovery=damping_recovery,
+    damping_recovery=transform.resolve_damping_recovery(damping_recovery, b2, damping_decay),
   )
   return _braked_adamw(
     learning_rate,

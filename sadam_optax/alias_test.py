@@ -206,3 +206,69 @@ def test_paper_preset():
   assert np.all(np.isfinite(u))
   # On a smooth loss the literal rho is about 1 (brief, section 2).
   assert float(optax.tree.get(state, 'rho')) > 0.3
+
+
+def _trajectory(opt, steps=60):
+  """Parameters after ``steps`` jitted steps on a kinked loss whose brake softens and hardens."""
+  loss = lambda w: jnp.sum(jnp.abs(w - 0.3)) + 0.5 * jnp.sum((w * jnp.arange(1.0, 6.0)) ** 2)
+  w = jnp.linspace(-1.0, 1.0, 5)
+  state = opt.init(w)
+
+  @jax.jit
+  def step(w, state):
+    value, g = jax.value_and_grad(loss)(w)
+    u, state = opt.update(g, state, w, value_fn=loss, value=value)
+    return optax.apply_updates(w, u), state
+
+  for _ in range(steps):
+    w, state = step(w, state)
+  return np.asarray(w)
+
+
+@pytest.mark.parametrize('alias', [sadam_optax.sadam, sadam_optax.sadamw])
+def test_auto_damping_recovery_is_the_envelope_only_with_a_short_b2(alias):
+  kinds = dict(
+    auto=dict(),
+    envelope=dict(damping_decay=0.0, damping_recovery=0.9),
+    each_reading=dict(damping_recovery=None),
+  )
+  for b2, same in ((0.95, 'envelope'), (0.99, 'envelope'), (0.999, 'each_reading')):
+    w = {kind: _trajectory(alias(3e-2, b2=b2, **kw)) for kind, kw in kinds.items()}
+    other = 'each_reading' if same == 'envelope' else 'envelope'
+    np.testing.assert_array_equal(w['auto'], w[same])
+    assert not np.array_equal(w['auto'], w[other]), f'b2={b2}: the problem tells them apart'
+  # A damping_decay chosen by hand keeps its plain average whatever b2.
+  averaged = dict(damping_decay=0.7)
+  np.testing.assert_array_equal(
+    _trajectory(alias(3e-2, b2=0.95, **averaged)),
+    _trajectory(alias(3e-2, b2=0.95, damping_recovery=None, **averaged)),
+  )
+
+
+def test_auto_damping_recovery_follows_a_traced_b2():
+  def injected(b2, **kw):  # b2 reaches sadam traced, as a float32 array.
+    return _trajectory(optax.inject_hyperparams(sadam_optax.sadam)(3e-2, b2=b2, **kw))
+
+  envelope, each_reading = (
+    injected(0.95, damping_recovery=0.9),
+    injected(0.95, damping_recovery=0.0),
+  )
+  assert np.abs(envelope - each_reading).max() > 1e-3
+  np.testing.assert_allclose(injected(0.95), envelope, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(
+    injected(0.999), injected(0.999, damping_recovery=0.0), rtol=0, atol=1e-6
+  )
+  for b2, decay, expected in ((0.95, 0.0, 0.9), (0.999, 0.0, 0.0), (0.95, 0.7, 0.7)):
+    traced = jax.jit(sadam_optax.auto_damping_recovery)(jnp.float32(b2), jnp.float32(decay))
+    assert float(traced) == pytest.approx(expected)
+
+
+def test_auto_damping_recovery_needs_b2_outside_the_aliases():
+  assert sadam_optax.auto_damping_recovery(0.95) == 0.9
+  assert sadam_optax.auto_damping_recovery(0.999) is None
+  assert sadam_optax.auto_damping_recovery(0.95, damping_decay=0.7) is None
+  for make in (sadam_optax.damping_scale, functools.partial(sadam_optax.sadam, 1e-3)):
+    with pytest.raises(ValueError, match='damping_recovery=.*number'):
+      make(damping_recovery='soon')
+  with pytest.raises(ValueError, match=r'auto_damping_recovery\(b2\)'):
+    sadam_optax.damping_scale(damping_recovery='auto')

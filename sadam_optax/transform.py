@@ -56,13 +56,18 @@ UPHILL_RELEASE_SHARE = 0.1
 # (CIFAR-10 4-bit, lr 3e-3, 5 seeds: 46.9 +- 1.0 at 0, 42.9 +- 2.0 at 0.7; docs: findings).
 DEFAULT_DAMPING_DECAY = 0.0
 # The decay for readings that brake less than the last damping; None: damping_decay's. With
-# damping_decay=0 and damping_recovery=0.9 (opt-in) the damping takes a harder reading at once and
-# lets go of it over about ten probes: over sixteen instance sets of the suite 39 failing cells
-# (the default 45; Adam's moments held out 25 against 32, Huber at lr 1e-3 with b1 0.9 / b2 0.95
-# 42% -> 96%), QAT as the default (CIFAR-10 4-bit at lr 3e-3 47.1 +- 0.8, MNIST-1D 86.5 +- 0.7).
-# Not the default: with optax's moments 14 failing cells against 13, with b1 0.99 wider than Adam
-# at the median in four cells, and on the full CIFAR-10 study a learning-rate cut (docs: findings).
+# damping_decay=0 and damping_recovery=0.9 the damping takes a harder reading at once and lets go of
+# it over about ten probes (an envelope). The aliases' 'auto' (since 0.5) uses it where Adam's
+# second moment is shorter than optax's default (b2 < 0.999): there it ends the widening of the
+# band across smooth valleys (over ten settings of Adam's moments, six of them fresh, 49 failing
+# cells of the non-smooth suite against 64; Huber at lr 1e-3 from 33-54% of instances at most
+# Adam's band to 88-100%). With b2 0.999 it stays off: there it failed as many cells (14 against
+# 13), ended wider than Adam at the median with b1 0.99, and on the full CIFAR-10 study was a
+# learning-rate cut (docs: findings).
 DEFAULT_DAMPING_RECOVERY = None
+ENVELOPE_RECOVERY = 0.9
+LONG_B2 = 0.999  # optax's default: a second moment at least this long keeps the plain damping.
+Recovery = Union[float, None, Literal['auto']]
 Release = Union[float, None, Literal['auto']]
 
 
@@ -231,12 +236,53 @@ def averaged_damping(
 
 def check_decay(name: str, value: Any) -> None:
   """Refuses a decay ``name=value`` outside [0, 1) where it can be seen (traced: not checked)."""
+  if isinstance(value, str):
+    hint = ''
+    if value == 'auto':  # Only the aliases know Adam's b2.
+      hint = "; for the aliases' 'auto' pass sadam_optax.auto_damping_recovery(b2)"
+    raise ValueError(f'{name}={value!r}: the decay must be a number in [0, 1){hint}.')
   concrete = _concrete(value)
   if concrete is not None and not (concrete.shape == () and 0 <= concrete < 1):
     raise ValueError(
       f'{name}={value!r}: the decay of the averaged damping must lie in [0, 1) '
       '(0 takes each reading as it comes; 1 would never move).'
     )
+
+
+def auto_damping_recovery(b2: Any, damping_decay: Any = DEFAULT_DAMPING_DECAY) -> Any:
+  """The ``damping_recovery`` that the aliases' ``'auto'`` stands for.
+
+  The envelope (:data:`ENVELOPE_RECOVERY`) where Adam's second moment is
+  shorter than optax's default (``b2 < 0.999``) and the damping follows its
+  readings (``damping_decay`` 0); None (``damping_decay``'s) otherwise, so a
+  ``damping_decay`` chosen by hand keeps its plain average. For the chain
+  form, whose :func:`damping_scale` does not see ``b2``:
+  ``damping_scale(..., damping_recovery=auto_damping_recovery(b2))``.
+
+  Args:
+    b2: Adam's second-moment decay (a traced one under
+      ``optax.inject_hyperparams``).
+    damping_decay: the decay for readings that brake harder.
+
+  Returns:
+    0.9 or None where both are known now, else a traced float32 decay
+    (0.9 or ``damping_decay``).
+  """
+  check_decay('damping_decay', damping_decay)
+  decay, memory = _concrete(damping_decay), _concrete(b2)
+  if decay is not None and decay != 0:
+    return None
+  if decay is not None and memory is not None:
+    return ENVELOPE_RECOVERY if memory < LONG_B2 else None
+  short = (jnp.asarray(damping_decay) == 0) & (jnp.asarray(b2) < LONG_B2)
+  return jnp.where(short, ENVELOPE_RECOVERY, jnp.asarray(damping_decay, jnp.float32))
+
+
+def resolve_damping_recovery(damping_recovery: Recovery, b2: Any, damping_decay: Any) -> Any:
+  """``damping_recovery`` with ``'auto'`` resolved for Adam's ``b2``."""
+  if isinstance(damping_recovery, str) and damping_recovery == 'auto':
+    return auto_damping_recovery(b2, damping_decay)
+  return damping_recovery
 
 
 def resolve_release(release: Release, rule: str) -> Optional[float]:
@@ -523,12 +569,15 @@ def damping_scale(
       to 0). ``'compound'`` ignores it.
     damping_recovery: ``'exp'`` only: the decay for readings that brake
       less than the last damping, in [0, 1); None (the default): the same as
-      ``damping_decay``. ``damping_decay=0, damping_recovery=0.9`` (opt-in)
+      ``damping_decay``. ``damping_decay=0, damping_recovery=0.9``
       takes a harder reading at once and lets go of it over about ten
       probes: the brake stays near its hardest recent reading, which ends
       the widening across smooth valleys with a short ``b2`` as the plain
       average does and keeps the CIFAR-10 QAT result of the default (docs:
-      findings, the non-smooth suite). ``'compound'`` ignores it.
+      findings, the non-smooth suite). The aliases choose it by Adam's
+      ``b2`` (``'auto'``); this transformation does not see ``b2``: pass
+      :func:`auto_damping_recovery` of it to match them. ``'compound'``
+      ignores it.
     seed: seed of the probes' PRNG key (None: the probe's own).
 
   Returns:

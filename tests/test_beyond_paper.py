@@ -2,10 +2,16 @@
 
 import json
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 
+import sadam_optax
 from experiments import beyond_paper
 from experiments import common
+from experiments import optimizers
 
 
 def test_smoke_run_writes_both_bit_widths_and_diagnostics(tmp_path):
@@ -71,3 +77,30 @@ def test_two_stage_tuning_reports_every_seed_at_the_chosen_lr(tmp_path):
 def test_builtin_optimizer_names_cannot_be_replaced():
   with pytest.raises(ValueError):
     common.register_optimizer('adamw', lambda lr, **_: None)
+
+
+def test_b2_option_reaches_every_adam_family_optimizer_and_is_scoped():
+  loss = lambda w: jnp.sum(jnp.abs(w - 0.3)) + 0.5 * jnp.sum(w**2)
+
+  def steps(opt, n=5):
+    w = jnp.linspace(-1.0, 1.0, 4)
+    state = opt.init(w)
+    for _ in range(n):
+      value, g = jax.value_and_grad(loss)(w)
+      u, state = opt.update(g, state, w, value_fn=loss, value=value)
+      w = optax.apply_updates(w, u)
+    return np.asarray(w)
+
+  with optimizers.defaults(b2=0.95):
+    adamw, sadamw = optimizers.make('adamw', 1e-2), optimizers.make('sadam', 1e-2)
+    explicit = optimizers.make('adamw', 1e-2, b2=0.999)  # A call's own option wins.
+  np.testing.assert_array_equal(steps(adamw), steps(optax.adamw(1e-2, b2=0.95, weight_decay=1e-2)))
+  np.testing.assert_array_equal(
+    steps(sadamw), steps(sadam_optax.sadamw(1e-2, b2=0.95, weight_decay=1e-2))
+  )
+  np.testing.assert_array_equal(steps(explicit), steps(optax.adamw(1e-2, weight_decay=1e-2)))
+  after = optimizers.make('adamw', 1e-2)  # The block's options end with it.
+  np.testing.assert_array_equal(steps(after), steps(optax.adamw(1e-2, weight_decay=1e-2)))
+  with pytest.raises(ValueError, match='b3'):
+    with optimizers.defaults(b3=0.9):
+      pass

@@ -34,6 +34,7 @@ METHODS: dict[str, tuple[str, str]] = {
   'sadam-0.2': ('sadam-0.2', 'constant'),
   'sadam-averaged': ('sadam-averaged', 'constant'),
   'sadam-envelope': ('sadam-envelope', 'constant'),
+  'sadam-0.4': ('sadam-0.4', 'constant'),
   'sam-adamw': ('sam-adamw', 'constant'),
   'osc-brake-cosine': ('qa-brake', 'cosine'),
   'nagel-freeze-cosine': ('qa-freeze', 'cosine'),
@@ -77,6 +78,8 @@ class Config:
       every seed runs every learning rate).
     limit_train: keep a fixed random subset of the training set (None: all).
     limit_test: likewise for the test set.
+    b2: the second-moment decay of every Adam-family method (optax's 0.999
+      by default).
     out: the results file stem.
   """
 
@@ -91,6 +94,7 @@ class Config:
   tune_seeds: int | None = None
   limit_train: int | None = None
   limit_test: int | None = None
+  b2: float = 0.999
   out: str = 'beyond_paper'
 
 
