@@ -76,7 +76,7 @@ def sadam(
   readings over probes instead, ``d_t = beta d_{t-1} + (1 - beta)
   e^{-lam rho_t}``, and ``damping_recovery`` sets another ``beta`` for the
   readings that brake less than ``d_{t-1}``. Since 0.5, with ``b2 < 0.999``
-  that one is 0.9 by default (an envelope: a harder reading applies at
+  (and ``b1 < 0.99``) that one is 0.9 by default (an envelope: a harder reading applies at
   once, a softer one over about ten probes); with optax's ``b2`` each
   reading applies as it comes (see the arguments).
 
@@ -155,8 +155,8 @@ def sadam(
       less than the last damping, in [0, 1); None: that of
       ``damping_decay``. ``damping_decay=0, damping_recovery=0.9`` takes a
       harder reading at once and lets go of it slowly (an envelope).
-      ``'auto'`` (default, since 0.5): the envelope where ``b2 < 0.999``
-      and ``damping_decay`` is 0, None otherwise
+      ``'auto'`` (default, since 0.5): the envelope where ``b2 < 0.999``,
+      ``b1 < 0.99`` and ``damping_decay`` is 0, None otherwise
       (:func:`sadam_optax.auto_damping_recovery`): with a short ``b2`` the
       envelope narrows the band where following each reading widens it;
       with optax's ``b2`` it gained nothing; see
@@ -298,7 +298,7 @@ def sadamw(
     release=release,
     release_waits=release_waits,
     damping_decay=damping_decay,
-    damping_recovery=transform.resolve_damping_recovery(damping_recovery, b2, damping_decay),
+    damping_recovery=transform.resolve_damping_recovery(damping_recovery, b1, b2, damping_decay),
   )
   return _braked_adamw(
     learning_rate,

@@ -226,17 +226,23 @@ def _trajectory(opt, steps=60):
 
 
 @pytest.mark.parametrize('alias', [sadam_optax.sadam, sadam_optax.sadamw])
-def test_auto_damping_recovery_is_the_envelope_only_with_a_short_b2(alias):
+def test_auto_damping_recovery_is_the_envelope_only_with_a_short_b2_and_no_heavy_momentum(alias):
   kinds = dict(
     auto=dict(),
     envelope=dict(damping_decay=0.0, damping_recovery=0.9),
     each_reading=dict(damping_recovery=None),
   )
-  for b2, same in ((0.95, 'envelope'), (0.99, 'envelope'), (0.999, 'each_reading')):
-    w = {kind: _trajectory(alias(3e-2, b2=b2, **kw)) for kind, kw in kinds.items()}
+  for b1, b2, same in (
+    (0.9, 0.95, 'envelope'),
+    (0.9, 0.99, 'envelope'),
+    (0.98, 0.95, 'envelope'),
+    (0.9, 0.999, 'each_reading'),
+    (0.99, 0.95, 'each_reading'),
+  ):
+    w = {kind: _trajectory(alias(3e-2, b1=b1, b2=b2, **kw)) for kind, kw in kinds.items()}
     other = 'each_reading' if same == 'envelope' else 'envelope'
     np.testing.assert_array_equal(w['auto'], w[same])
-    assert not np.array_equal(w['auto'], w[other]), f'b2={b2}: the problem tells them apart'
+    assert not np.array_equal(w['auto'], w[other]), f'b1={b1}, b2={b2}: the run tells them apart'
   # A damping_decay chosen by hand keeps its plain average whatever b2.
   averaged = dict(damping_decay=0.7)
   np.testing.assert_array_equal(
@@ -246,8 +252,8 @@ def test_auto_damping_recovery_is_the_envelope_only_with_a_short_b2(alias):
 
 
 def test_auto_damping_recovery_follows_a_traced_b2():
-  def injected(b2, **kw):  # b2 reaches sadam traced, as a float32 array.
-    return _trajectory(optax.inject_hyperparams(sadam_optax.sadam)(3e-2, b2=b2, **kw))
+  def injected(b2, b1=0.9, **kw):  # b1 and b2 reach sadam traced, as float32 arrays.
+    return _trajectory(optax.inject_hyperparams(sadam_optax.sadam)(3e-2, b1=b1, b2=b2, **kw))
 
   envelope, each_reading = (
     injected(0.95, damping_recovery=0.9),
@@ -258,17 +264,23 @@ def test_auto_damping_recovery_follows_a_traced_b2():
   np.testing.assert_allclose(
     injected(0.999), injected(0.999, damping_recovery=0.0), rtol=0, atol=1e-6
   )
-  for b2, decay, expected in ((0.95, 0.0, 0.9), (0.999, 0.0, 0.0), (0.95, 0.7, 0.7)):
-    traced = jax.jit(sadam_optax.auto_damping_recovery)(jnp.float32(b2), jnp.float32(decay))
-    assert float(traced) == pytest.approx(expected)
+  for b1, b2, decay, expected in (
+    (0.9, 0.95, 0.0, 0.9),
+    (0.9, 0.999, 0.0, 0.0),
+    (0.99, 0.95, 0.0, 0.0),
+    (0.9, 0.95, 0.7, 0.7),
+  ):
+    args = (jnp.float32(b1), jnp.float32(b2), jnp.float32(decay))
+    assert float(jax.jit(sadam_optax.auto_damping_recovery)(*args)) == pytest.approx(expected)
 
 
 def test_auto_damping_recovery_needs_b2_outside_the_aliases():
-  assert sadam_optax.auto_damping_recovery(0.95) == 0.9
-  assert sadam_optax.auto_damping_recovery(0.999) is None
-  assert sadam_optax.auto_damping_recovery(0.95, damping_decay=0.7) is None
+  assert sadam_optax.auto_damping_recovery(0.9, 0.95) == 0.9
+  assert sadam_optax.auto_damping_recovery(0.9, 0.999) is None
+  assert sadam_optax.auto_damping_recovery(0.99, 0.95) is None
+  assert sadam_optax.auto_damping_recovery(0.9, 0.95, damping_decay=0.7) is None
   for make in (sadam_optax.damping_scale, functools.partial(sadam_optax.sadam, 1e-3)):
     with pytest.raises(ValueError, match='damping_recovery=.*number'):
       make(damping_recovery='soon')
-  with pytest.raises(ValueError, match=r'auto_damping_recovery\(b2\)'):
+  with pytest.raises(ValueError, match=r'auto_damping_recovery\(b1, b2\)'):
     sadam_optax.damping_scale(damping_recovery='auto')
