@@ -1079,12 +1079,14 @@ def sadam_late(
 
 def sadam_no_release(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """The 0.2 default: the brake without the release (what it takes is lost), not averaged."""
-  return sadam_optax.sadam(lr, b1, b2, release=None, damping_decay=0.0)
+  return sadam_optax.sadam(lr, b1, b2, release=None, damping_decay=0.0, damping_recovery=None)
 
 
 def sadam_no_wait(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """The 0.3 default: the release returns the store everywhere, uphill or not, not averaged."""
-  return sadam_optax.sadam(lr, b1, b2, release_waits=False, damping_decay=0.0)
+  return sadam_optax.sadam(
+    lr, b1, b2, release_waits=False, damping_decay=0.0, damping_recovery=None
+  )
 
 
 def sadam_averaged(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:

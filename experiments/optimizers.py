@@ -45,7 +45,9 @@ SGD_GRID = (0.01, 0.03, 0.1)
 SGD_FAMILY = ('sgd', 'prox-sgd', 'sam')
 # The probes of the paper's scripts (:func:`sadam_optax.paper_sadamw`), whose
 # brake discards what it takes (no release) and follows each reading (no average).
-PAPER_PROBES = dict(num_probes=8, probe_radius=0.01, release=None, damping_decay=0.0)
+PAPER_PROBES = dict(
+  num_probes=8, probe_radius=0.01, release=None, damping_decay=0.0, damping_recovery=None
+)
 # The S-AdamW names and their estimators; the comparison runs AdamW at the
 # effective learning rate after each of them.
 SADAM_ESTIMATORS = {
@@ -63,7 +65,7 @@ SADAM_ESTIMATORS = {
 # Settings beyond the estimator, per S-AdamW name.
 SADAM_SETTINGS = {
   'sadam-literal': PAPER_PROBES,
-  'sadam-0.2': dict(release=None, damping_decay=0.0),
+  'sadam-0.2': dict(release=None, damping_decay=0.0, damping_recovery=None),
   'sadam-averaged': dict(damping_decay=0.7),  # The damping averaged over probes.
   # Harder readings at once, softer ones averaged over about ten probes.
   'sadam-envelope': dict(damping_decay=0.0, damping_recovery=0.9),
