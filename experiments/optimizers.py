@@ -93,8 +93,8 @@ class Options:
     momentum: momentum of the SGD family.
     sam_radius: SAM's neighbourhood radius.
     lam: S-Adam's brake strength.
-    b2: the second-moment decay of AdamW and S-AdamW (and of the AdamW
-      under the quantization-aware candidates).
+    b2: the second-moment decay of every Adam-family optimizer (AdamW,
+      S-AdamW, the Adam under the quantization-aware candidates and SAM).
   """
 
   seed: Any = 0
@@ -285,7 +285,7 @@ def quant_aware(bits: int) -> dict[str, Factory]:
 
   def dampen(lr: Any, o: Options) -> optax.GradientTransformation:
     return optax.chain(
-      optax.scale_by_adam(),
+      optax.scale_by_adam(b2=o.b2),
       optax.add_decayed_weights(o.weight_decay),
       qa.dampen_oscillations(grid, strength=DAMPEN_STRENGTH),
       optax.scale_by_learning_rate(lr),
@@ -300,7 +300,7 @@ def quant_aware(bits: int) -> dict[str, Factory]:
       qa.freeze_oscillating(grid, threshold=FREEZE_THRESHOLD, momentum=MOMENTUM)
     ),
     'qa-dampen': dampen,
-    'sam-adamw': lambda lr, o: sam_around(optax.adamw, weight_decay=o.weight_decay)(lr),
+    'sam-adamw': lambda lr, o: sam_around(optax.adamw, weight_decay=o.weight_decay, b2=o.b2)(lr),
     'sadam-lam1': _sadamw(lam=1.0),
     'sadam-lam4': _sadamw(lam=4.0),
     'sadam-compound': _sadamw(rule='compound'),

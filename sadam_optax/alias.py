@@ -76,9 +76,9 @@ def sadam(
   readings over probes instead, ``d_t = beta d_{t-1} + (1 - beta)
   e^{-lam rho_t}``, and ``damping_recovery`` sets another ``beta`` for the
   readings that brake less than ``d_{t-1}``. Since 0.5, with ``b2 < 0.999``
-  (and ``b1 < 0.99``) that one is 0.9 by default (an envelope: a harder reading applies at
-  once, a softer one over about ten probes); with optax's ``b2`` each
-  reading applies as it comes (see the arguments).
+  and ``b1 < 0.99`` that one is 0.9 by default (an envelope: a harder
+  reading applies at once, a softer one over about ten probes); with
+  optax's ``b2`` each reading applies as it comes (see the arguments).
 
   ``rho`` is measured along Adam's proposed step (``estimator='uphill'``: the
   share of the step along which the loss rises, from its start slope, given
