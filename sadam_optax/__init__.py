@@ -27,6 +27,19 @@ from sadam_optax.transform import SingularityAwareState
 
 __version__ = '0.5.0'
 
+# Submodules that import more than jax and optax load on first use, so that
+# `sadam_optax.flax_utils.nnx_value_fn` works after `import sadam_optax`.
+_LAZY_SUBMODULES = ('flax_utils', 'problems', 'quant_aware')
+
+
+def __getattr__(name):
+  if name in _LAZY_SUBMODULES:
+    import importlib
+
+    return importlib.import_module(f'{__name__}.{name}')
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 __all__ = (
   'Brake',
   'DampingScale',

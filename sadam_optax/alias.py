@@ -105,7 +105,8 @@ def sadam(
     ...   w, state = step(w, state)
 
   Args:
-    learning_rate: a float or an optax schedule.
+    learning_rate: a float or an optax schedule (not None: the probe needs
+      the step's length).
     b1: decay of the first moment, in [0, 1).
     b2: decay of the second moment, in [0, 1).
     eps: added to the denominator of Adam's ratio.
@@ -210,9 +211,9 @@ def sadamw(
   b1: float = 0.9,
   b2: float = 0.999,
   eps: float = 1e-8,
+  *,
   weight_decay: Optional[float] = 1e-4,
   mask: Optional[Union[Any, Callable[[optax.Params], Any]]] = None,
-  *,
   lam: ScalarOrSchedule = 2.0,
   num_probes: Optional[int] = None,
   probe_radius: Optional[float] = None,
@@ -240,12 +241,15 @@ def sadamw(
   With ``lam=0`` this is ``optax.adamw`` exactly.
 
   Args:
-    learning_rate: a float or an optax schedule.
+    learning_rate: a float or an optax schedule (not None: the probe needs
+      the step's length).
     b1: decay of the first moment, in [0, 1).
     b2: decay of the second moment, in [0, 1).
     eps: added to the denominator of Adam's ratio.
     weight_decay: decoupled weight decay (as in ``optax.adamw``); None or 0
-      for none.
+      for none. Keyword-only from here on: ``optax.adamw``'s fifth and sixth
+      positional arguments are ``eps_root`` and ``mu_dtype``, so a call
+      written for it fails here instead of setting another option.
     mask: which parameters decay, as in ``optax.adamw``.
     lam: see :func:`sadam`.
     num_probes: see :func:`sadam`.
@@ -320,6 +324,17 @@ def _braked_adamw(
   adam: optax.GradientTransformation,
 ) -> optax.GradientTransformationExtraArgs:
   """``adam``, braked, then decoupled weight decay and the learning rate."""
+  if learning_rate is None:
+    # optax reads None as "no scaling, applied later in the chain": the probe
+    # would then read the loss along +Adam's direction, uphill, and brake
+    # every step by exp(-lam).
+    raise ValueError(
+      'learning_rate=None: the probe reads the loss along the step, so it needs '
+      "the learning rate that makes Adam's direction a step. Pass it (a float "
+      'or an optax schedule); to scale later in a chain, use the chain form: '
+      'optax.chain(optax.scale_by_adam(), sadam_optax.damping_scale(lam, '
+      'step_size=lr), ..., optax.scale_by_learning_rate(lr)).'
+    )
   braked_adam = transform.singularity_aware(
     adam, probe=brake.probe, brake=brake, step_size=learning_rate
   )
@@ -350,7 +365,8 @@ def paper_sadamw(
   to do the same.
 
   Args:
-    learning_rate: a float or an optax schedule.
+    learning_rate: a float or an optax schedule (not None: the probe needs
+      the step's length).
     weight_decay: decoupled weight decay, not braked.
     lam: brake strength.
     num_probes: finite-difference probes per measurement (None: 8, or 2 with

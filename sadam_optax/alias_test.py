@@ -189,6 +189,39 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     sadam_optax.sadam(1e-3, **kwargs)
 
 
+@pytest.mark.parametrize('lam, error', [('2', TypeError), ([1.0, 2.0], ValueError)])
+def test_a_lam_that_is_not_a_scalar_number_is_refused(lam, error):
+  with pytest.raises(error, match='lam'):
+    sadam_optax.sadamw(1e-3, lam=lam)
+
+
+def test_learning_rate_none_is_refused_with_the_chain_form():
+  # optax reads None as "scaled later"; the probe would read +Adam's direction.
+  for make in (sadam_optax.sadam, sadam_optax.sadamw, sadam_optax.paper_sadamw):
+    with pytest.raises(ValueError, match='learning_rate=None.*step_size=lr'):
+      make(None)
+
+
+def test_options_after_eps_are_keyword_only():
+  # optax.adamw's fifth positional argument is eps_root: a call written for
+  # it must fail here, not set weight_decay.
+  with pytest.raises(TypeError):
+    sadam_optax.sadamw(1e-2, 0.9, 0.999, 1e-8, 1e-3)
+  assert sadam_optax.sadamw(1e-2, 0.9, 0.999, 1e-8, weight_decay=1e-3)
+
+
+def test_singularity_aware_refuses_a_function_in_place_of_an_optimizer():
+  with pytest.raises(TypeError, match='GradientTransformation'):
+    sadam_optax.singularity_aware(lambda: optax.adam(1e-3))
+
+
+def test_lazy_submodules_are_attributes():
+  assert sadam_optax.flax_utils.nnx_value_fn
+  assert sadam_optax.problems
+  with pytest.raises(AttributeError):
+    sadam_optax.no_such_module
+
+
 def test_missing_value_fn_says_how_to_pass_it():
   opt = sadam_optax.sadam()
   w = jnp.ones(2)

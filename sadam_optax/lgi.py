@@ -49,6 +49,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+try:
+  from jax.extend.core import Literal as _Literal
+except ImportError:  # jax < 0.4.36
+  from jax.core import Literal as _Literal
+
 from sadam_optax import tree_math
 
 Estimator = Literal['uphill', 'secant', 'step', 'literal', 'trajectory', 'random-jvp']
@@ -461,6 +466,8 @@ def secant_samples(
   # A non-finite loss passes through, for the caller to count and discard.
   measurable = (jnp.abs(rise) > noise) | (jnp.abs(s0) * norm > noise) | ~jnp.isfinite(noise)
   samples = jnp.where(measurable, jnp.stack([s0.astype(acc), s]), 0.0)
+  # So does a non-finite step or gradient (norm > 0 is False for NaN).
+  samples = jnp.where(jnp.isfinite(dot) & jnp.isfinite(sq_norm), samples, jnp.nan)
   return replica_mean(samples, axis_name, params)
 
 
@@ -796,11 +803,12 @@ def check_value_fn(
   Abstract evaluation: one more trace of the loss, nothing at run time.
 
   Raises:
-    ValueError: ``value_fn`` fails at ``params``, returns a non-scalar, or
-      (``'literal'``) returns a loss too narrow for finite differences.
+    ValueError: ``value_fn`` fails at ``params``, returns a non-scalar or
+      a loss that does not depend on ``params``, or (``'literal'``) returns a
+      loss too narrow for finite differences.
   """
   try:
-    out = jax.eval_shape(value_fn, params)
+    jaxpr, out = jax.make_jaxpr(value_fn, return_shape=True)(params)
   except (TypeError, ValueError, IndexError, KeyError) as e:
     leaves = jax.tree.leaves(params)
     flat = len(leaves) == 1 and jnp.ndim(leaves[0]) == 1
@@ -822,6 +830,15 @@ def check_value_fn(
       else 'reduce it (e.g. jnp.mean over the batch).'
     )
     raise ValueError(f'value_fn must return the loss as a scalar, got {_shapes(out)}: {fix}')
+  if jaxpr.jaxpr.invars and not _reads_inputs(jaxpr.jaxpr):
+    # A closure over the model (nnx) or over the params of another step: the
+    # probe would read a flat loss along every step and brake by a constant.
+    raise ValueError(
+      'value_fn(params) does not depend on the params it is handed: it must compute '
+      'the loss from them (e.g. lambda p: loss_fn(p, batch)), not from parameters it '
+      'closes over. With Flax nnx, build it with '
+      'sadam_optax.flax_utils.nnx_value_fn(model, loss_fn).'
+    )
   if (
     estimator == 'literal'
     and jnp.issubdtype(out.dtype, jnp.floating)
@@ -832,6 +849,20 @@ def check_value_fn(
       f'in {out.dtype} round to 0 and silently turn the brake off: return '
       'the loss in float32 (loss.astype(jnp.float32)).'
     )
+
+
+def _reads_inputs(jaxpr: Any) -> bool:
+  """Whether the output of ``jaxpr`` is computed from any of its inputs.
+
+  Walks the equations backwards from the outputs; an equation with a
+  sub-jaxpr (a nested ``jit``, a ``custom_jvp``) counts as reading all its
+  inputs, so the answer errs towards True.
+  """
+  needed = {v for v in jaxpr.outvars if not isinstance(v, _Literal)}
+  for eqn in reversed(jaxpr.eqns):
+    if any(v in needed for v in eqn.outvars):
+      needed.update(v for v in eqn.invars if not isinstance(v, _Literal))
+  return any(v in needed for v in jaxpr.invars)
 
 
 def static_int(name: str, value: Any, *, minimum: int, arrays: bool = False) -> int:

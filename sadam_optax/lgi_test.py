@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import sadam_optax
 from sadam_optax import lgi
 
 KEY = jax.random.key(0)
@@ -257,3 +258,18 @@ def test_secant_with_a_step_scale_reads_the_scaled_step():
   scaled = jax.jit(lambda d: lgi.secant_samples(abs_loss, w, d, grad, value, step_scale=scale))
   plain = jax.jit(lambda d: lgi.secant_samples(abs_loss, w, d * scale, grad, value))
   np.testing.assert_allclose(scaled(direction), plain(direction), rtol=1e-5)
+
+
+def test_a_loss_that_ignores_the_params_it_is_handed_is_refused():
+  # The nnx slip: value_fn closes over the model's own parameters, so the
+  # loss is flat along every step and the brake would hold a constant.
+  w0 = jnp.array([1.0, -2.0])
+  frozen = lambda p: jnp.sum(w0**2)
+  with pytest.raises(ValueError, match='does not depend on the params'):
+    lgi.check_value_fn(frozen, w0)
+  opt = sadam_optax.sadam(1e-2)
+  with pytest.raises(ValueError, match='nnx_value_fn'):
+    jax.jit(lambda w, s: opt.update(w, s, w, value_fn=frozen))(w0, opt.init(w0))
+  # Reading only part of the params, or through a nested jit, is fine.
+  lgi.check_value_fn(lambda p: jnp.sum(p['a'] ** 2), {'a': w0, 'b': w0})
+  lgi.check_value_fn(jax.jit(lambda p: jnp.sum(p**2)), w0)

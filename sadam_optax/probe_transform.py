@@ -129,11 +129,31 @@ def _check_params(params: Any) -> None:
 
 
 def _check_value(value: Any) -> None:
+  if isinstance(value, (tuple, list, dict)):
+    raise ValueError(
+      f'value= must be the loss at params as a scalar, got a {type(value).__name__}: '
+      'pass the loss alone (with jax.value_and_grad(f, has_aux=True), '
+      '(loss, aux), grads = ... and value=loss).'
+    )
   if value is not None and jnp.shape(value) != ():
     raise ValueError(
       f'value= must be the loss at params as a scalar, got shape '
       f'{jnp.shape(value)}: reduce it (e.g. jnp.mean over the batch).'
     )
+
+
+def _check_seed(seed: Any) -> None:
+  # Traced under optax.inject_hyperparams: jax.random.key checks it then.
+  if isinstance(seed, jax.core.Tracer):
+    return
+  dtype = getattr(seed, 'dtype', None)
+  integer = (
+    jnp.issubdtype(dtype, jnp.integer) and jnp.ndim(seed) == 0
+    if dtype is not None
+    else isinstance(seed, int) and not isinstance(seed, bool)
+  )
+  if not integer:
+    raise TypeError(f"seed={seed!r}: the probes' PRNG seed must be an integer (e.g. seed=0).")
 
 
 def _loss_of(value_fn: Callable[..., Any], extra_args: dict[str, Any]) -> Callable[[Any], Any]:
@@ -192,6 +212,8 @@ def measure(
   """
   e = probe.estimator
   _check_params(params)
+  # Python scalars as parameters (optax takes them, eagerly): leaves need a dtype.
+  params = jax.tree.map(jnp.asarray, params)
   if e in lgi.NEEDS_GRAD:
     if grad is None:
       raise _missing_grad(e)
@@ -334,6 +356,7 @@ def lgi_probe(
     )
   if chunk_size is not None:
     chunk_size = lgi.static_int('chunk_size', chunk_size, minimum=1)
+  _check_seed(seed)
 
   def init_fn(params):
     return init_probe_state(probe, params)

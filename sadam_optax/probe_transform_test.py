@@ -22,3 +22,50 @@ def test_lgi_probe_records_rho_and_leaves_the_step_unchanged():
   expected = sadam_optax.estimate_lgi(loss, w, ref, jax.random.key(0))
   assert float(optax.tree.get(state, 'rho')) == pytest.approx(float(expected), rel=1e-6)
   assert float(expected) > 0.5
+
+
+@pytest.mark.parametrize('estimator', ['uphill', 'secant', 'step'])
+def test_a_nan_step_is_counted_and_keeps_the_last_rho(estimator):
+  # NaN gradients make Adam's step NaN: the reading is discarded and counted,
+  # as the state's docs say, not read as a zero step (rho 0).
+  loss = lambda w: jnp.sum(jnp.abs(w - 1.0))
+  opt = sadam_optax.sadam(0.5, estimator=estimator)
+  w = jnp.array([0.9, 1.2])
+  state = opt.init(w)
+  g = jax.grad(loss)(w)
+  _, state = opt.update(g, state, w, value_fn=loss, grad=g)
+  rho = float(optax.tree.get(state, 'rho'))
+  assert rho > 0  # The step of 0.5 jumps both kinks.
+  nan = jnp.full_like(g, jnp.nan)
+  _, state = opt.update(nan, state, w, value_fn=loss, grad=nan)
+  assert int(optax.tree.get(state, 'nonfinite_probes')) == 1
+  assert float(optax.tree.get(state, 'rho')) == rho
+
+
+def test_python_scalar_params_work_eagerly_as_in_optax():
+  loss = lambda p: jnp.abs(p - 1.0)
+  results = []
+  for opt in (optax.adamw(0.1), sadam_optax.sadamw(0.1, lam=0.0), sadam_optax.sadamw(0.1)):
+    p = 2.0
+    v, g = jax.value_and_grad(loss)(p)
+    u, _ = opt.update(g, opt.init(p), p, value_fn=loss, value=v)
+    results.append(float(optax.apply_updates(p, u)))
+  assert results[0] == results[1]
+  assert 1.0 < results[2] < 2.0
+
+
+@pytest.mark.parametrize('seed', [None, 1.5, '0', True])
+def test_a_seed_that_is_not_an_integer_is_refused_by_name(seed):
+  with pytest.raises(TypeError, match='seed'):
+    sadam_optax.lgi_probe(seed=seed)
+  with pytest.raises(TypeError, match='seed'):
+    sadam_optax.sadamw(1e-3, seed=seed)
+
+
+def test_value_from_a_has_aux_loss_is_refused_with_the_fix():
+  loss = lambda w: (jnp.sum(w**2), {'norm': jnp.sum(w)})
+  opt = sadam_optax.sadam(1e-2)
+  w = jnp.ones(3)
+  value, g = jax.value_and_grad(loss, has_aux=True)(w)
+  with pytest.raises(ValueError, match='has_aux=True'):
+    opt.update(g, opt.init(w), w, value_fn=lambda p: loss(p)[0], value=value)

@@ -153,7 +153,14 @@ def check_lam(lam: ScalarOrSchedule) -> None:
   first step; a traced ``lam`` (``optax.inject_hyperparams`` inside ``jit``)
   cannot be, and a negative or non-finite one turns the brake off (damping 1).
   """
+  if isinstance(lam, (str, bytes)):
+    raise TypeError(f'lam={lam!r}: the brake strength must be a number or a schedule, not text.')
   value = _concrete(lam(0) if callable(lam) else lam)
+  if value is not None and value.shape != ():
+    raise ValueError(
+      f'lam={lam!r}: the brake strength must be a scalar (one brake for the whole step), '
+      f'got shape {value.shape}.'
+    )
   # An infinite lam would give exp(-inf * 0) = NaN on every smooth step.
   if value is not None and not np.all(np.isfinite(value) & (value >= 0)):
     raise ValueError(
@@ -740,6 +747,11 @@ def singularity_aware(
     check_lam(brake.lam)
   else:
     raise TypeError(f'brake must come from damping_scale(...), got {brake!r}.')
+  if not isinstance(inner, optax.GradientTransformation):
+    raise TypeError(
+      f'inner must be an optax.GradientTransformation (e.g. optax.adam(1e-3)), got {inner!r}: '
+      'pass the optimizer, not a function that builds it.'
+    )
   scale = damping_scale(
     brake.lam,
     probe=probe,
