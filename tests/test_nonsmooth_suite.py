@@ -76,7 +76,9 @@ def test_abs_sum_subgradient_condition_and_figure1():
     assert np.all(np.abs(mu * w[~smooth]) <= a[~smooth] + 1e-12)
 
 
-@pytest.mark.parametrize('family', ['quantile', 'lad_tv'])
+@pytest.mark.parametrize(
+  'family', ['quantile', 'lad_tv', 'linf', 'lad_lasso', 'max_quad', 'nuclear']
+)
 def test_linear_program_optima_beat_perturbations(family):
   objective = ns.FAMILIES[family].objective
   rng = np.random.default_rng(0)
@@ -88,6 +90,17 @@ def test_linear_program_optima_beat_perturbations(family):
         u = rng.standard_normal(inst.minimiser.shape)
         value = objective(inst.data, inst.minimiser + scale * u / np.linalg.norm(u), np)
         assert value >= f_star - 1e-9 * (1 + abs(f_star))  # The LP's tolerance.
+
+
+def test_max_quad_and_nuclear_optima_are_certified():
+  for inst in _instances('max_quad'):
+    # f(w*) less a dual bound: f* is known to far below the bands compared.
+    assert 0 <= inst.info['gap'] + 1e-12 and inst.info['gap'] < 1e-9
+  for inst in _instances('nuclear'):
+    k = inst.data['mask'].shape[0]
+    assert ns.nuclear_kkt(inst.data, inst.minimiser) < 1e-9
+    # The kink is active: the optimum has zero singular values.
+    assert inst.info['rank'] < k
 
 
 def test_svm_and_huber_optimality():
