@@ -1053,22 +1053,25 @@ def nuclear_kkt(data: dict[str, np.ndarray], w: np.ndarray) -> float:
 
 
 def make_nuclear(rng: np.random.Generator, index: int) -> Instance:
-  """Rank-2 matrix plus noise, 60% observed; the optimum by FISTA with SVD thresholding."""
+  """Rank-2 matrix plus noise, 60% observed; the optimum by FISTA, singular values thresholded."""
   k = (6, 10)[index % 2]
   m = rng.standard_normal((k, 2)) @ rng.standard_normal((2, k)) + 0.1 * rng.standard_normal((k, k))
   mask = (rng.random((k, k)) < 0.6).astype(float)
   lam = _log_uniform(rng, 0.01, 0.1)
-  step = float(np.sum(mask))  # 1 / L: the fit's gradient is mask * (W - M) / |obs|.
-  w = z = np.zeros((k, k))
-  t = 1.0
-  for _ in range(20000):
-    u, s, vt = np.linalg.svd(z - step * mask * (z - m) / np.sum(mask))
-    w_next = (u * np.maximum(s - step * lam, 0.0)) @ vt
-    t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
-    z = w_next + (t - 1) / t_next * (w_next - w)
-    w, t = w_next, t_next
+  observed = float(np.sum(mask))
+
+  def singular_value_threshold(v, t):  # The proximal map of t lam ||W||_*.
+    u, s, vt = np.linalg.svd(v.reshape(k, k))
+    return ((u * np.maximum(s - t * lam, 0.0)) @ vt).ravel()
+
+  flat = _prox_gradient(
+    lambda v: (mask * (v.reshape(k, k) - m)).ravel() / observed,
+    singular_value_threshold,
+    1.0 / observed,
+    np.zeros(k * k),
+  )
+  w = flat.reshape(k, k)
   data = dict(m=m, mask=mask, lam=np.float64(lam))
-  flat = w.ravel()
   return Instance(
     data,
     _start_near(rng, flat),
