@@ -103,6 +103,25 @@ def test_max_quad_and_nuclear_optima_are_certified():
     assert inst.info['rank'] < k
 
 
+@pytest.mark.parametrize(
+  'family', ['sharp_lad', 'phase_retrieval', 'quadratic_sensing', 'relu_neuron']
+)
+def test_planted_minimisers_are_sharp(family):
+  objective = ns.FAMILIES[family].objective
+  rng = np.random.default_rng(0)
+  for inst in _instances(family):
+    w = inst.minimiser
+    assert inst.optimum == 0.0 and objective(inst.data, w, np) == 0.0
+    # The loss grows linearly in every direction: a kink at the minimiser.
+    for _ in range(20):
+      u = rng.standard_normal(w.shape)
+      u /= np.linalg.norm(u)
+      slopes = [objective(inst.data, w + t * u, np) / t for t in (1e-6, 1e-4, 1e-2)]
+      assert min(slopes) > 1e-3 and max(slopes) < 10 * min(slopes)
+    # The start is away from it: there is a distance to close.
+    assert objective(inst.data, inst.start, np) > 0.05
+
+
 def test_svm_and_huber_optimality():
   for inst in _instances('svm'):
     d = inst.data
