@@ -80,13 +80,20 @@ def init_probe_state(probe: LGIProbe, params: Any) -> LGIProbeState:
   )
 
 
+# Keywords of ``update`` that S-Adam reads itself; never forwarded to value_fn.
+OWN_ARGS = ('value_fn', 'value', 'grad', 'probe_now')
+
+
 def value_fn_kwargs(value_fn: Callable[..., Any], extra_args: dict[str, Any]) -> dict[str, Any]:
   """The extra keyword arguments that ``value_fn``'s signature names.
 
-  Same convention as optax's line searches: other keywords are ignored.
+  Same convention as optax's line searches: other keywords are ignored, and
+  so are the ones ``update`` takes for itself (:data:`OWN_ARGS`), as optax's
+  line searches never hand ``value`` or ``grad`` to the loss: a loss with a
+  keyword of that name keeps its own default.
   """
   names = inspect.signature(value_fn).parameters
-  return {k: v for k, v in extra_args.items() if k in names}
+  return {k: v for k, v in extra_args.items() if k in names and k not in OWN_ARGS}
 
 
 def _missing_value_fn(estimator: str) -> ValueError:
@@ -96,10 +103,12 @@ def _missing_value_fn(estimator: str) -> ValueError:
     'loss_of_params(params) -> scalar. Inside a jitted train step, close '
     'over the batch (value_fn=lambda p: loss(p, batch)) or bind it with '
     'functools.partial: a function cannot be an argument of a jitted call. '
-    'If you did pass value_fn, a wrapper dropped it on the way (optax.'
-    'lookahead, optax.contrib.sam and MultiSteps(...).gradient_'
-    'transformation() do): use optax.MultiSteps itself, or '
-    "estimator='trajectory', which needs no loss."
+    'If you did pass value_fn, a wrapper dropped it on the way: '
+    'flax.training.train_state.TrainState.apply_gradients does (use '
+    'sadam_optax.flax_utils.TrainState, a drop-in subclass that passes it), '
+    'and so do optax.lookahead, optax.contrib.sam and '
+    'MultiSteps(...).gradient_transformation() (use optax.MultiSteps itself, '
+    "or estimator='trajectory', which needs no loss)."
   )
 
 
@@ -124,7 +133,8 @@ def _check_params(params: Any) -> None:
       'optax.masked / optax.partition (multi_transform), which hand it a '
       'pruned tree on which the loss cannot be evaluated. Put it outside: '
       'mask the inner optimizer instead, e.g. '
-      'singularity_aware(optax.partition(...)), or use sadamw(mask=...).'
+      'singularity_aware(optax.partition(...)). (sadamw(mask=...) masks only '
+      "the weight decay, as optax.adamw's does: every parameter still trains.)"
     )
 
 

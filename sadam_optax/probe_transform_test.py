@@ -69,3 +69,23 @@ def test_value_from_a_has_aux_loss_is_refused_with_the_fix():
   value, g = jax.value_and_grad(loss, has_aux=True)(w)
   with pytest.raises(ValueError, match='has_aux=True'):
     opt.update(g, opt.init(w), w, value_fn=lambda p: loss(p)[0], value=value)
+
+
+def test_value_fn_gets_its_own_keywords_but_never_the_probes():
+  # optax's convention: extra keywords that value_fn names are forwarded
+  # (here the batch x); the ones update() takes for itself are not, so a loss
+  # with a keyword called `value` keeps its default instead of being replaced.
+  def loss(w, x=None, value=None, grad=None, probe_now=None):
+    assert value is None and grad is None and probe_now is None
+    return jnp.sum(jnp.abs(w - x))
+
+  w, x = jnp.array([0.3, -0.2]), jnp.array([0.1, 0.1])
+  opt = sadam_optax.sadam(0.5)
+  g = jax.grad(loss)(w, x)
+  value = loss(w, x)
+  u, state = opt.update(g, opt.init(w), w, value_fn=loss, value=value, x=x)
+  ref, ref_state = opt.update(
+    g, opt.init(w), w, value_fn=lambda p: jnp.sum(jnp.abs(p - x)), value=value
+  )
+  np.testing.assert_array_equal(u, ref)
+  assert float(optax.tree.get(state, 'rho')) == float(optax.tree.get(ref_state, 'rho')) > 0

@@ -8,7 +8,8 @@ once with the probe (``probe_now=True``) and once without it
 (``probe_now=False``: rho and the damping carried, the brake's store left
 alone: AdamW's passes over the parameters plus a few scalars), and
 picks one from Python by the step count. Both versions share one optimizer
-state, so the trajectory is the one ``probe_every=k`` gives, bit for bit.
+state, so the trajectory is the one ``probe_every=k`` gives (bit for bit in
+the tests; where XLA fuses the two programs differently, to float32 rounding).
 
 References:
   Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized Geometric
@@ -89,7 +90,8 @@ def every_k(
 
   The optimizer keeps ``probe_every=1`` (its default): ``probe_now=`` decides
   instead. The trajectory is the one of ``probe_every=k`` with
-  ``probe_offset=offset``, bit for bit, without its ``lax.cond``.
+  ``probe_offset=offset`` without its ``lax.cond`` (bit for bit in the tests;
+  to float32 rounding where XLA fuses the programs differently).
 
   Example::
 

@@ -91,7 +91,7 @@ def test_plain_train_state_drops_value_fn_with_a_clear_error(digits):
   state = flax.training.train_state.TrainState.create(
     apply_fn=model.apply, params=params, tx=sadam_optax.sadamw(1e-2)
   )
-  with pytest.raises(ValueError, match='value_fn'):
+  with pytest.raises(ValueError, match='value_fn.*flax_utils.TrainState'):
     state.apply_gradients(grads=params)
 
 
