@@ -122,6 +122,14 @@ def test_planted_minimisers_are_sharp(family):
     assert objective(inst.data, inst.start, np) > 0.05
 
 
+def test_lasso_crossing_minimiser_is_away_from_the_kinks_it_starts_across():
+  for inst in _instances('lasso_crossing'):
+    d = inst.data
+    assert ns.lasso_kkt(d['x'], d['y'], float(d['l1']), inst.minimiser) < 1e-12
+    assert np.abs(inst.minimiser).min() >= 0.5
+    np.testing.assert_array_equal(np.sign(inst.start), -np.sign(inst.minimiser))
+
+
 def test_svm_and_huber_optimality():
   for inst in _instances('svm'):
     d = inst.data
