@@ -27,7 +27,9 @@ def dataset():
 @pytest.mark.parametrize('api', ['nnx', 'linen'])
 @pytest.mark.parametrize('name', ['adamw', 'sadamw'])
 def test_trains_a_qwix_model(dataset, api, name):
-  tx = qwix_example.make_optimizer(name, 3e-3)
+  # At lr 3e-2 the steps overshoot often enough that the default brakes on
+  # 17-20 of the 40 steps; at 3e-3 it braked 0-2 of them, depending on the CPU.
+  tx = qwix_example.make_optimizer(name, 3e-2)
   if api == 'nnx':
     model = qwix_example.quantized_nnx(0, jnp.asarray(dataset[0][:2]), channels=8)
     run = qwix_example.train_nnx(model, tx, dataset, steps=40, batch_size=50)
@@ -40,7 +42,7 @@ def test_trains_a_qwix_model(dataset, api, name):
   damping = np.asarray(run['damping'])
   assert np.all((damping > 0) & (damping <= 1))
   if name == 'sadamw':
-    assert damping.min() < 1  # The brake read the quantized loss.
+    assert np.sum(damping < 1) >= 5  # The brake read the quantized loss.
 
 
 def test_qwix_quantizes_the_library_model():
