@@ -94,15 +94,11 @@ def measure(name: str, reps: int) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-  hw = result['hardware']
   lines = [
     "# Loops on the CPU: one AdamW step of the experiments' models",
     '',
     f'Command: `{result["command"]}`  ',
-    f'Hardware: {hw["platform"]} ({hw["device"]}); {hw["cpu"]}, '
-    f'{hw["cpu_cores"]} cores; jax {hw["jax"]}; load average (1, 5, 15 '
-    f'min) at the start: {", ".join(f"{x:.1f}" for x in hw["load_average"])}'
-    ' (other jobs shared the machine when it exceeds the core count).',
+    step_time.hardware_line(result['hardware']),
     '',
     f'Median of {result["reps"]} calls after a warm-up, seconds per step '
     f'(per run and step for the grids); scans of {SCAN_LENGTH} steps. '

@@ -54,14 +54,10 @@ def measure(
 
 
 def markdown(result: dict[str, Any]) -> str:
-  hw = result['hardware']
   lines = [
     "# The probes' shared noise: PRNG implementation and bit packing",
     '',
-    f'Hardware: {hw["device"]} ({hw["platform"]}); CPU {hw["cpu"]}, '
-    f'{hw["cpu_cores"]} cores; jax {hw["jax"]}. Load average at the start: '
-    + ', '.join(f'{x:.1f}' for x in hw['load_average'])
-    + '.',
+    step_time.hardware_line(result['hardware']),
     f'Command: `{result["command"]}`',
     '',
     'One unit Rademacher vector over all parameters (what a probed step '

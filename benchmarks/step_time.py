@@ -429,6 +429,16 @@ def hardware() -> dict[str, Any]:
   )
 
 
+def hardware_line(hw: dict[str, Any]) -> str:
+  """What :func:`hardware` found, as one sentence of a results file."""
+  return (
+    f'Hardware: {hw["device"]} ({hw["platform"]}); CPU {hw["cpu"]}, {hw["cpu_cores"]} cores; '
+    f'jax {hw["jax"]}, optax {hw["optax"]}. Load average (1, 5, 15 min) at the start: '
+    + ', '.join(f'{x:.1f}' for x in hw['load_average'])
+    + ' (other jobs shared the machine when it exceeds the core count).'
+  )
+
+
 def hardware_tag(hw: dict[str, Any]) -> str:
   """``cpu<cores>`` or the GPU's model, e.g. ``h100``."""
   if hw['platform'] == 'cpu':

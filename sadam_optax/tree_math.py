@@ -145,14 +145,18 @@ def safe_sqrt(sq: jax.Array) -> jax.Array:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-def global_norm(tree: Any) -> jax.Array:
+def sq_norm(tree: Any) -> jax.Array:
+  """``<tree, tree>`` over all leaves, accumulated in at least float32."""
   leaves = jax.tree.leaves(tree)
   acc = accumulator_dtype(leaves)
-  sq = sum(
+  return sum(
     (jnp.sum(abs_sq(x.astype(probe_dtype(x.dtype)))).astype(acc) for x in leaves),
     jnp.zeros([], acc),
   )
-  return safe_sqrt(sq)
+
+
+def global_norm(tree: Any) -> jax.Array:
+  return safe_sqrt(sq_norm(tree))
 
 
 def axpy(params: Any, a: jax.Array, x: Any) -> Any:
@@ -192,6 +196,11 @@ def unit_direction(direction: Any) -> tuple[Any, jax.Array]:
 
   Differentiable everywhere: a zero direction has a zero (not NaN) gradient.
   """
-  norm = global_norm(direction)
-  inv = jnp.where(norm > 0, 1.0 / jnp.where(norm > 0, norm, 1.0), 0.0)
+  sq = sq_norm(direction)
+  norm = safe_sqrt(sq)
+  # 1 / norm as one division (0 for a zero direction) that every leaf reads.
+  # A select or compare on the sum of squares, which is cheap, XLA copies
+  # into each leaf's kernel with the whole chain of per-leaf sums: a compile
+  # time quadratic in the number of leaves (benchmarks/compile_time.py).
+  inv = norm / jnp.where(sq > 0, sq, 1.0)
   return jax.tree.map(lambda d: d * inv.astype(d.dtype), direction), norm
