@@ -18,16 +18,22 @@ leaves, as many as a 24-layer transformer has).
 Usage (from the repository root)::
 
   python -m benchmarks.compile_time
-  python -m benchmarks.compile_time --models deep_mlp --settings adamw trajectory --tag before
+  python -m benchmarks.compile_time --models deep_mlp --settings adamw trajectory 'step k2' \
+    --library 52cd3ba   # the library at a commit (the benchmark as it is)
 
-Writes ``benchmarks/results/compile_time_<hardware>[-<tag>].json`` and ``.md``.
+Writes ``benchmarks/results/compile_time_<hardware>[-<tag>].json`` and ``.md``
+(the tag defaults to the commit given as ``--library``).
 """
 
 import argparse
 import dataclasses
+import os
 import pathlib
 import random
+import shlex
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Optional, Sequence
 
@@ -140,7 +146,7 @@ def markdown(result: dict[str, Any]) -> str:
     '# Compile time of the train step',
     '',
     step_time.hardware_line(result['hardware']),
-    f'Command: `{result["command"]}`',
+    f'Command: `{result["command"]}`; sadam_optax: {result["library"]}.',
     '',
     'Seconds to trace and lower, and to compile, the whole jitted train step (median of '
     f'{result["reps"]} repetitions, settings in a new random order each time, caches cleared '
@@ -173,11 +179,44 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   p.add_argument('--reps', type=int, default=3)
   p.add_argument('--tag', default='', help='suffix of the results files')
   p.add_argument('--out-dir', type=pathlib.Path, default=RESULTS)
+  p.add_argument('--library', default='', help='measure sadam_optax at this git commit')
+  # Set by --library for the process it starts.
+  p.add_argument('--running-library', default='', help=argparse.SUPPRESS)
+  p.add_argument('--recorded-command', default='', help=argparse.SUPPRESS)
   return p.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+def run_at_commit(args: argparse.Namespace, argv: Sequence[str]) -> None:
+  """Runs this benchmark in a process that imports ``sadam_optax`` at ``args.library``."""
+  from benchmarks import ab_library  # pylint: disable=g-import-not-at-top
+
+  rest, skip = [], False
+  for a in argv:  # argv without --library and its value.
+    if skip or a == '--library':
+      skip = not skip
+      continue
+    if not a.startswith('--library='):
+      rest.append(a)
+  with tempfile.TemporaryDirectory() as tmp:
+    ab_library.checkout_library(args.library, pathlib.Path(tmp))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tmp, str(ab_library.REPO)]))
+    subprocess.run(
+      [sys.executable, '-m', 'benchmarks.compile_time', *rest]
+      + ['--running-library', args.library, '--out-dir', str(args.out_dir.resolve())]
+      + ['--recorded-command', 'python -m benchmarks.compile_time ' + shlex.join(argv)]
+      + ([] if args.tag else ['--tag', args.library]),
+      cwd=tmp,
+      env=env,
+      check=True,
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Optional[dict[str, Any]]:
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = parse_args(argv)
+  if args.library:
+    run_at_commit(args, argv)
+    return None
   names = ['adamw'] + [s for s in args.settings if s != 'adamw']
   hw = step_time.hardware()
   models = []
@@ -188,7 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     hardware=hw,
     reps=args.reps,
     models=models,
-    command='python -m benchmarks.compile_time ' + ' '.join(sys.argv[1:] if argv is None else argv),
+    library=args.running_library or 'working tree',
+    command=args.recorded_command or 'python -m benchmarks.compile_time ' + shlex.join(argv),
   )
   stem = f'compile_time_{step_time.hardware_tag(hw)}' + (f'-{args.tag}' if args.tag else '')
   text = markdown(result)

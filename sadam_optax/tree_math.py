@@ -145,6 +145,25 @@ def safe_sqrt(sq: jax.Array) -> jax.Array:
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
+@jax.custom_jvp
+def root(sq: jax.Array) -> jax.Array:
+  """``sqrt(sq)`` for ``sq >= 0``, with derivative 0 (not inf) at 0.
+
+  :func:`safe_sqrt`'s value, from one square root: XLA copies a select on a
+  sum over the leaves into every leaf's kernel that reads it, with the whole
+  chain of per-leaf sums, and computes a square root once.
+  """
+  return jnp.sqrt(sq)
+
+
+@root.defjvp
+def _root_jvp(primals, tangents):
+  (sq,), (t,) = primals, tangents
+  out = jnp.sqrt(sq)
+  positive = sq > 0
+  return out, jnp.where(positive, t / (2 * jnp.where(positive, out, 1.0)), 0.0)
+
+
 def sq_norm(tree: Any) -> jax.Array:
   """``<tree, tree>`` over all leaves, accumulated in at least float32."""
   leaves = jax.tree.leaves(tree)
@@ -197,10 +216,11 @@ def unit_direction(direction: Any) -> tuple[Any, jax.Array]:
   Differentiable everywhere: a zero direction has a zero (not NaN) gradient.
   """
   sq = sq_norm(direction)
-  norm = safe_sqrt(sq)
-  # 1 / norm as one division (0 for a zero direction) that every leaf reads.
-  # A select or compare on the sum of squares, which is cheap, XLA copies
-  # into each leaf's kernel with the whole chain of per-leaf sums: a compile
-  # time quadratic in the number of leaves (benchmarks/compile_time.py).
+  # The norm and 1 / norm (0 for a zero direction) as a square root and a
+  # division, which XLA computes once for all the leaves that read them. A
+  # select or compare on the sum of squares, which is cheap, it copies into
+  # each leaf's kernel with the whole chain of per-leaf sums: a compile time
+  # quadratic in the number of leaves (benchmarks/compile_time.py).
+  norm = root(sq)
   inv = norm / jnp.where(sq > 0, sq, 1.0)
   return jax.tree.map(lambda d: d * inv.astype(d.dtype), direction), norm

@@ -29,3 +29,27 @@ def test_chain_split_blocks_evenly_along_an_axis():
   assert split(jnp.zeros((784, 512))) == (0, 8)
   assert split(jnp.zeros((3, 3, 64, 64))) == (2, 8)
   assert split(jnp.zeros((10, 10)))[1] == 1  # Small: one chain.
+
+
+def test_unit_direction_values_and_finite_gradient_at_zero():
+  d = {'w': jnp.array([[3.0, 0.0]]), 'b': jnp.array([4.0])}
+  unit, norm = jax.jit(tree_math.unit_direction)(d)
+  assert float(norm) == 5.0
+  np.testing.assert_allclose(unit['w'], [[0.6, 0.0]], rtol=1e-6)
+  np.testing.assert_allclose(unit['b'], [0.8], rtol=1e-6)
+  # A zero step: zero unit, zero norm, and zero (not NaN) derivatives.
+  zero = jax.tree.map(jnp.zeros_like, d)
+  unit, norm = tree_math.unit_direction(zero)
+  assert float(norm) == 0.0 and all(np.all(u == 0) for u in jax.tree.leaves(unit))
+  grads = jax.grad(lambda t: tree_math.unit_direction(t)[1])(zero)
+  assert all(np.all(g == 0) for g in jax.tree.leaves(grads))
+  # Away from zero the norm's gradient is the unit direction.
+  grads = jax.grad(lambda t: tree_math.unit_direction(t)[1])(d)
+  np.testing.assert_allclose(grads['w'], [[0.6, 0.0]], rtol=1e-6)
+
+
+def test_root_is_sqrt_with_derivative_zero_at_zero():
+  x = jnp.array([0.0, 0.25, 4.0])
+  np.testing.assert_array_equal(tree_math.root(x), jnp.sqrt(x))
+  np.testing.assert_array_equal(tree_math.root(x), tree_math.safe_sqrt(x))
+  np.testing.assert_allclose(jax.vmap(jax.grad(tree_math.root))(x), [0.0, 1.0, 0.25])
