@@ -174,10 +174,6 @@ def sq_norm(tree: Any) -> jax.Array:
   )
 
 
-def global_norm(tree: Any) -> jax.Array:
-  return safe_sqrt(sq_norm(tree))
-
-
 def axpy(params: Any, a: jax.Array, x: Any) -> Any:
   """``params + a * x`` computed at each leaf's probe precision, cast back."""
 
