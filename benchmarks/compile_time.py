@@ -190,13 +190,12 @@ def run_at_commit(args: argparse.Namespace, argv: Sequence[str]) -> None:
   """Runs this benchmark in a process that imports ``sadam_optax`` at ``args.library``."""
   from benchmarks import ab_library  # pylint: disable=g-import-not-at-top
 
-  rest, skip = [], False
-  for a in argv:  # argv without --library and its value.
-    if skip or a == '--library':
-      skip = not skip
-      continue
-    if not a.startswith('--library='):
-      rest.append(a)
+  # argv without --library and its value.
+  rest = [
+    a
+    for i, a in enumerate(argv)
+    if a != '--library' and not a.startswith('--library=') and argv[i - 1 : i] != ['--library']
+  ]
   with tempfile.TemporaryDirectory() as tmp:
     ab_library.checkout_library(args.library, pathlib.Path(tmp))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([tmp, str(ab_library.REPO)]))
