@@ -16,7 +16,9 @@ probes, ``damping_decay=0.7``), ``'sadam-envelope'`` (harder readings at
 once, softer ones over about ten probes: ``damping_decay=0,
 damping_recovery=0.9``), ``'sadam-every4'`` (the default probing
 every 4th step), ``'sadam-0.4'`` (each reading as it comes whatever ``b2``,
-the 0.4 default; the same as ``'sadam'`` at ``b2`` 0.999);
+the 0.4 default), ``'sadam-0.5'`` (the 0.5 default: a reading lost in the
+loss's rounding reads as smooth; since 0.6 it keeps the last); the
+version-named ones read such a step as smooth, as those versions did;
 ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1 soft-thresholding),
 ``'sam'`` (SAM around momentum SGD; two gradients per step, ``update`` needs
 ``grad_fn``).
@@ -61,16 +63,20 @@ SADAM_ESTIMATORS = {
   'sadam-envelope': 'uphill',
   'sadam-every4': 'uphill',
   'sadam-0.4': 'uphill',
+  'sadam-0.5': 'uphill',
 }
 # Settings beyond the estimator, per S-AdamW name.
 SADAM_SETTINGS = {
   'sadam-literal': PAPER_PROBES,
-  'sadam-0.2': dict(release=None, damping_decay=0.0, damping_recovery=None),
+  'sadam-0.2': dict(release=None, damping_decay=0.0, damping_recovery=None, unresolved_fade=0.0),
   'sadam-averaged': dict(damping_decay=0.7),  # The damping averaged over probes.
   # Harder readings at once, softer ones averaged over about ten probes.
   'sadam-envelope': dict(damping_decay=0.0, damping_recovery=0.9),
   'sadam-every4': dict(probe_every=4),
-  'sadam-0.4': dict(damping_recovery=None),  # Each reading as it comes whatever b2 (0.5: 'auto').
+  # Each reading as it comes whatever b2 (0.5: 'auto').
+  'sadam-0.4': dict(damping_recovery=None, unresolved_fade=0.0),
+  # A reading lost in the loss's rounding reads as smooth (0.6 keeps the last).
+  'sadam-0.5': dict(unresolved_fade=0.0),
 }
 
 # Settings of the quantization-aware candidates (one each, not tuned).

@@ -48,6 +48,7 @@ def sadam(
   release_waits: bool = True,
   damping_decay: float = transform.DEFAULT_DAMPING_DECAY,
   damping_recovery: transform.Recovery = 'auto',
+  unresolved_fade: float = probe_transform.UNRESOLVED_FADE,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -162,6 +163,11 @@ def sadam(
       envelope narrows the band where following each reading widens it;
       with optax's ``b2`` it gained nothing; see
       :func:`sadam_optax.damping_scale`.
+    unresolved_fade: what a reading lost in the loss's rounding keeps of the
+      last rho, in [0, 1] (since 0.6; default 0.99, 0 for 0.5's brake): near a
+      float32 minimiser the loss changes along most steps by less than its
+      last bits, and reading those steps as smooth released the brake there;
+      see :func:`sadam_optax.lgi_probe`.
     chunk_size: probes evaluated at once (None: one at a time, the fastest
       in our benchmarks; ``num_probes`` or more: all at once, vmapped).
     axis_name: data-parallel axis over which probe values are averaged.
@@ -198,6 +204,7 @@ def sadam(
     release_waits=release_waits,
     damping_decay=damping_decay,
     damping_recovery=damping_recovery,
+    unresolved_fade=unresolved_fade,
     chunk_size=chunk_size,
     axis_name=axis_name,
     eps_root=eps_root,
@@ -227,6 +234,7 @@ def sadamw(
   release_waits: bool = True,
   damping_decay: float = transform.DEFAULT_DAMPING_DECAY,
   damping_recovery: transform.Recovery = 'auto',
+  unresolved_fade: float = probe_transform.UNRESOLVED_FADE,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
   eps_root: float = 0.0,
@@ -264,6 +272,7 @@ def sadamw(
     release_waits: see :func:`sadam`.
     damping_decay: see :func:`sadam`.
     damping_recovery: see :func:`sadam`.
+    unresolved_fade: see :func:`sadam`.
     chunk_size: see :func:`sadam`.
     axis_name: see :func:`sadam`.
     eps_root: as in ``optax.adamw``.
@@ -292,6 +301,7 @@ def sadamw(
     chunk_size=chunk_size,
     axis_name=axis_name,
     seed=seed,
+    unresolved_fade=unresolved_fade,
   )
   brake = transform.damping_scale(
     lam,

@@ -407,6 +407,23 @@ def secant_samples(
   axis_name: Optional[str] = None,
   step_scale: Optional[jax.Array] = None,
 ) -> jax.Array:
+  """The slopes of :func:`secant_reading`, zeros where it did not resolve them."""
+  samples, _ = secant_reading(
+    value_fn, params, step, grad, value, axis_name=axis_name, step_scale=step_scale
+  )
+  return samples
+
+
+def secant_reading(
+  value_fn: Callable[[Any], jax.Array],
+  params: Any,
+  step: Any,
+  grad: Any,
+  value: Optional[jax.Array] = None,
+  *,
+  axis_name: Optional[str] = None,
+  step_scale: Optional[jax.Array] = None,
+) -> tuple[jax.Array, jax.Array]:
   """The slope along ``step`` at its start and its mean over the step.
 
   ``s0 = <grad, u>`` with ``u = step / ||step||`` costs no pass of the loss;
@@ -428,9 +445,15 @@ def secant_samples(
       scaled as scalars.
 
   Returns:
-    float32 array ``(s0, s)``; zeros when the step is zero, or when the loss
-    changes over it by no more than its rounding and ``<grad, step>`` is as
-    small (nothing to measure).
+    ``(samples, resolved)``: the float32 array ``(s0, s)``, and whether the
+    reading says anything (a bool scalar). The samples are zeros when the
+    step is zero or the loss is exactly flat along it (resolved: nothing to
+    brake), and when the loss changes over the step by no more than its
+    rounding while ``<grad, step>`` is as small: then the rise is rounding
+    noise and ``resolved`` is False. Near a minimiser in float32 that is most
+    steps, and a probe should keep its last reading rather than read the
+    step as smooth (:func:`sadam_optax.probe_transform.measure`). With
+    ``axis_name``, resolved where any replica resolved the reading.
   """
   # XLA:CPU writes each array with several consumers in a pass of its own:
   # the scaled step feeds the end point only (fused there), the reductions
@@ -468,7 +491,11 @@ def secant_samples(
   samples = jnp.where(measurable, jnp.stack([s0.astype(acc), s]), 0.0)
   # So does a non-finite step or gradient (norm > 0 is False for NaN).
   samples = jnp.where(jnp.isfinite(dot) & jnp.isfinite(sq_norm), samples, jnp.nan)
-  return replica_mean(samples, axis_name, params)
+  # Exactly flat (or no step): a reading of 0 that is no rounding artefact.
+  resolved = measurable | ((rise == 0) & (dot == 0))
+  # One average for both, so that the replicas agree on whether to hold.
+  mean = replica_mean(jnp.append(samples, resolved.astype(samples.dtype)), axis_name, params)
+  return mean[:2], mean[2] > 0
 
 
 def _eps(x: jax.Array) -> float:
@@ -691,7 +718,7 @@ def estimate_lgi(
     grad = tree_math.optax_grad(grad)
   if estimator == 'trajectory':
     return instability_ratio(endpoint_samples(value_fn, params, direction, axis_name=axis_name))
-  rho, _ = read_rho(
+  rho, _, _ = read_rho(
     estimator,
     value_fn,
     params,
@@ -723,8 +750,8 @@ def read_rho(
   axis_name: Optional[str],
   placement: str = 'ends',
   step_scale: Optional[jax.Array] = None,
-) -> tuple[jax.Array, jax.Array]:
-  """``(rho, samples)`` of one reading of the loss (every estimator but
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(rho, samples, resolved)`` of one reading of the loss (every estimator but
   ``'trajectory'``, which reads consecutive gradients instead).
 
   The one place that maps an estimator to its samples and its ratio; the
@@ -747,25 +774,29 @@ def read_rho(
       where it is used (:func:`secant_samples`).
 
   Returns:
-    rho (float32 scalar) and the samples it was computed from.
+    ``(rho, samples, resolved)``: rho (float32 scalar), the samples it was
+    computed from, and whether they resolved anything (a bool scalar; False
+    only for a secant reading lost in the loss's rounding, whose rho is 0:
+    :func:`secant_reading`).
   """
+  resolved = jnp.bool_(True)
   if estimator in SECANT_READINGS:
-    samples = secant_samples(
+    samples, resolved = secant_reading(
       value_fn, params, step, grad, value, axis_name=axis_name, step_scale=step_scale
     )
-    return (uphill_share if estimator == 'uphill' else secant_ratio)(samples), samples
+    return (uphill_share if estimator == 'uphill' else secant_ratio)(samples), samples, resolved
   if estimator == 'random-jvp':
     samples = random_jvp_samples(value_fn, params, key, num_probes=num_probes, axis_name=axis_name)
-    return paper_ratio(samples), samples
+    return paper_ratio(samples), samples, resolved
   probes = dict(
     num_probes=num_probes, probe_radius=probe_radius, chunk_size=chunk_size, axis_name=axis_name
   )
   if estimator == 'literal':
     samples = literal_samples(value_fn, params, key, **probes)
-    return literal_ratio(samples), samples
+    return literal_ratio(samples), samples, resolved
   step = tree_math.scale_step(step, step_scale)
   samples = step_samples(value_fn, params, step, key, placement=placement, **probes)
-  return instability_ratio(samples), samples
+  return instability_ratio(samples), samples, resolved
 
 
 def _shapes(tree: Any) -> Any:

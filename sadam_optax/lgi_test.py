@@ -117,6 +117,31 @@ def test_secant_is_zero_when_the_loss_changes_only_by_rounding():
   assert float(rho) == 0.0
 
 
+def test_secant_reading_tells_rounding_from_a_flat_loss():
+  value = lambda w: 1.0 + 0.5 * jnp.sum(w**2)
+  reading = lambda w, step: lgi.secant_reading(value, w, step, jax.grad(value)(w))
+  # Near the minimiser the loss changes along the step by ~1e-8 and <grad,
+  # step> is as small, both below float32's rounding of 1: unresolved.
+  samples, resolved = reading(jnp.array([1e-4]), jnp.array([-2e-4]))
+  assert not bool(resolved)
+  np.testing.assert_array_equal(samples, [0.0, 0.0])
+  # The same kind of step farther out changes it by 0.05: resolved, read.
+  samples, resolved = reading(jnp.array([0.5]), jnp.array([-0.1]))
+  assert bool(resolved)
+  np.testing.assert_allclose(samples, [-0.5, -0.45], rtol=1e-5)
+  # No step, and a step where the loss is exactly flat (a dead ReLU): read
+  # as smooth, not lost.
+  assert bool(reading(jnp.array([1e-4]), jnp.zeros(1))[1])
+  relu = lambda w: jnp.sum(jax.nn.relu(w)) + 1.0
+  samples, resolved = lgi.secant_reading(relu, -jnp.ones(2), jnp.full(2, 0.1), jnp.zeros(2))
+  assert bool(resolved)
+  np.testing.assert_array_equal(samples, [0.0, 0.0])
+  # secant_samples keeps its contract: the same zeros for a lost reading.
+  np.testing.assert_array_equal(
+    lgi.secant_samples(value, jnp.array([1e-4]), jnp.array([-2e-4]), jnp.array([1e-4])), 0.0
+  )
+
+
 def test_secant_still_reads_a_real_rise_on_a_tiny_loss():
   # Scale does not matter when the change is above rounding: |w| at 1e-6.
   value = lambda w: 1e-6 * jnp.sum(jnp.abs(w))

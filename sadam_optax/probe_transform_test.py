@@ -42,6 +42,32 @@ def test_a_nan_step_is_counted_and_keeps_the_last_rho(estimator):
   assert float(optax.tree.get(state, 'rho')) == rho
 
 
+@pytest.mark.parametrize('fade', [0.0, 0.5, 0.99, 1.0])
+def test_a_reading_lost_in_rounding_keeps_the_last_rho_faded(fade):
+  # 1000 + |w|: a step of 0.3 across the kink is read; one of 1e-6 changes the
+  # loss by less than the rounding of 1000 (6e-5), and so would the gradient
+  # predict: nothing is read, the last rho stays, faded.
+  loss = lambda w: 1e3 + jnp.sum(jnp.abs(w))
+  probe = sadam_optax.lgi_probe(unresolved_fade=fade)
+  w = jnp.array([0.1])
+  g = jax.grad(loss)(w)
+  _, state = probe.update(jnp.array([-0.3]), probe.init(w), w, value_fn=loss, grad=g)
+  rho = float(state.rho)
+  assert rho > 0.5 and int(state.unresolved_probes) == 0
+  _, state = probe.update(jnp.array([-1e-6]), state, w, value_fn=loss, grad=g)
+  assert float(state.rho) == pytest.approx(fade * rho, rel=1e-6)
+  assert int(state.unresolved_probes) == 1
+  assert int(state.nonfinite_probes) == 0
+
+
+@pytest.mark.parametrize('fade', [-0.1, 1.5, float('nan'), 'half', None])
+def test_an_unresolved_fade_outside_0_1_is_refused_by_name(fade):
+  with pytest.raises(ValueError, match='unresolved_fade='):
+    sadam_optax.lgi_probe(unresolved_fade=fade)
+  with pytest.raises(ValueError, match='unresolved_fade='):
+    sadam_optax.sadam(1e-3, unresolved_fade=fade)
+
+
 def test_python_scalar_params_work_eagerly_as_in_optax():
   loss = lambda p: jnp.abs(p - 1.0)
   results = []

@@ -458,7 +458,13 @@ def brake_update(
     extra_args=extra_args,
     step_scale=step_scale,
   )
-  damping = brake_factor(brake, probe_state.rho, state.damping, state.probe_state.count)
+  rho = probe_state.rho
+  if brake.rule == 'compound':
+    # It compounds each reading into the damping: a reading carried over a
+    # step lost in the loss's rounding would count again on each such step.
+    lost = probe_state.unresolved_probes != state.probe_state.unresolved_probes
+    rho = jnp.where(lost, 0.0, rho)
+  damping = brake_factor(brake, rho, state.damping, state.probe_state.count)
   damping = averaged_damping(brake, damping, state.damping, state.probe_state.count)
   due = _probed(probe, state.probe_state.count, extra_args.get('probe_now'))
   if (brake.rule == 'compound' or _smooths(brake)) and due is not True:
@@ -803,6 +809,7 @@ def _with_seed(probe: probe_transform.LGIProbe, seed: int) -> probe_transform.LG
       'chunk_size',
       'axis_name',
       'probe_placement',
+      'unresolved_fade',
     )
   }
   return probe_transform.lgi_probe(**settings, seed=seed)

@@ -630,3 +630,37 @@ def test_steps_between_probes_leave_the_store_and_brake_by_the_carried_damping(p
       np.testing.assert_allclose(u, damping * adam_u, rtol=1e-5)  # A traced lr rounds apart.
     w = optax.apply_updates(w, u)
   assert float(jnp.max(jnp.abs(optax.tree.get(state, 'held')))) > 0  # Probed steps stored.
+
+
+def _dampings_through_lost_readings(**kwargs):
+  # 1000 + |w| from w = 0.1: a first step of 0.3 jumps the kink and is read;
+  # the next ones, of 1e-6, change the loss by less than its rounding.
+  loss = lambda w: 1e3 + jnp.sum(jnp.abs(w))
+  lr = lambda count: jnp.where(count == 0, 0.3, 1e-6)
+  opt = sadam_optax.sadam(lr, **kwargs)
+  w = jnp.array([0.1])
+  state = opt.init(w)
+  dampings = []
+  for _ in range(4):
+    g = jax.grad(loss)(w)
+    updates, state = opt.update(g, state, w, value_fn=loss, grad=g)
+    w = optax.apply_updates(w, updates)
+    dampings.append(float(optax.tree.get(state, 'damping')))
+  assert int(optax.tree.get(state, 'unresolved_probes')) == 3
+  return np.array(dampings)
+
+
+def test_a_lost_reading_keeps_the_exp_brake_and_relaxes_the_compound_one():
+  # 'exp': the damping of the last reading, faded (0.5 reads such steps as smooth).
+  kept = _dampings_through_lost_readings(unresolved_fade=1.0)
+  faded = _dampings_through_lost_readings()
+  smooth = _dampings_through_lost_readings(unresolved_fade=0.0)
+  assert kept[0] < 0.5
+  np.testing.assert_allclose(kept, kept[0])
+  assert kept[0] < faded[1] < faded[2] < faded[3] < 1.0
+  np.testing.assert_array_equal(smooth[1:], 1.0)
+  # 'compound' compounds every reading: carried over lost steps it would count
+  # the last one again on each. They read as smooth whatever the fade: it relaxes.
+  compound = [_dampings_through_lost_readings(rule='compound', unresolved_fade=f) for f in (0, 1)]
+  np.testing.assert_array_equal(compound[0], compound[1])
+  assert compound[0][0] < compound[0][1] < compound[0][2]

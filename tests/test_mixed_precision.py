@@ -113,3 +113,32 @@ def test_estimate_lgi_on_bf16_params_is_float32():
   assert rho16.dtype == rho32.dtype == jnp.float32
   assert 0.0 <= float(rho16) < 1.0
   np.testing.assert_allclose(float(rho16), float(rho32), atol=0.05)
+
+
+def test_a_loss_wholly_in_bfloat16_resolves_no_reading_and_leaves_adam_alone():
+  # The loss itself in bfloat16: at lr 1e-3 no step changes it by more than its
+  # rounding (0.8% of it), nor would the gradient predict so. Every reading is
+  # lost and counted; rho keeps its first value, 0, so the run is Adam's.
+  params32, _ = regression()
+  params16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params32)
+  kx, kw = jax.random.split(jax.random.key(0))
+  x = jax.random.normal(kx, (64, 8)).astype(jnp.bfloat16)
+  y = jnp.abs(x @ jax.random.normal(kw, (8, 1)).astype(jnp.bfloat16))
+  loss = lambda p: jnp.mean(jnp.abs(jax.nn.relu(x @ p['w0']) @ p['w1'] - y))
+
+  def run(opt):
+    def body(carry, _):
+      p, s = carry
+      value, grads = jax.value_and_grad(loss)(p)
+      updates, s = opt.update(grads, s, p, value_fn=loss, value=value)
+      return (optax.apply_updates(p, updates), s), None
+
+    return jax.jit(lambda p: jax.lax.scan(body, (p, opt.init(p)), None, length=STEPS)[0])(params16)
+
+  params, state = run(sadam_optax.sadam(1e-3, mu_dtype=jnp.float32))
+  assert loss(params16).dtype == jnp.bfloat16
+  assert int(optax.tree.get(state, 'unresolved_probes')) == STEPS
+  assert float(optax.tree.get(state, 'rho')) == 0.0
+  assert float(optax.tree.get(state, 'damping')) == 1.0
+  adam, _ = run(optax.with_extra_args_support(optax.adam(1e-3, mu_dtype=jnp.float32)))
+  jax.tree.map(np.testing.assert_array_equal, params, adam)

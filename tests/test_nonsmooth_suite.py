@@ -1,10 +1,9 @@
-"""The non-smooth benchmark suite: its minimisers, its arithmetic, its smoke run.
+"""The non-smooth benchmark suite: its arithmetic, its smoke run, pinned bands.
 
-Checks that every family's stated minimiser is one (the objective at it is
-no larger than at random perturbations of it, in float64; the subgradient
-optimality condition for LASSO, Figure 1, SVM and Huber), the win-rate,
-ratio, convergence and verdict arithmetic on hand-made numbers, and that
-``--smoke`` runs end to end into a temporary folder.
+Checks the win-rate, ratio, convergence and verdict arithmetic on hand-made
+numbers, that ``--smoke`` runs end to end into a temporary folder, and that
+the brakes keep their measured bands on a few pinned instances (the families
+themselves: ``test_nonsmooth_families.py``).
 """
 
 import json
@@ -16,162 +15,6 @@ import numpy as np
 import pytest
 
 from experiments import nonsmooth_suite as ns
-
-NUM = 4  # Instances per family checked: both shape groups (3 for abs_sum).
-
-
-def _instances(family):
-  return ns.make_instances(family, NUM)
-
-
-@pytest.mark.parametrize('family', [f for f in ns.FAMILIES if ns.FAMILIES[f].metric == 'distance'])
-def test_minimiser_beats_perturbations(family):
-  objective = ns.FAMILIES[family].objective
-  rng = np.random.default_rng(0)
-  for inst in _instances(family):
-    w = inst.minimiser
-    f_star = objective(inst.data, w, np)
-    assert f_star == pytest.approx(inst.optimum, rel=1e-12, abs=1e-12)
-    for scale in (1e-6, 1e-4, 1e-2, 1.0):
-      for _ in range(20):
-        u = rng.standard_normal(w.shape)
-        value = objective(inst.data, w + scale * u / np.linalg.norm(u), np)
-        assert value >= f_star - 1e-12 * (1 + abs(f_star))
-
-
-def test_lasso_subgradient_condition():
-  for inst in _instances('lasso'):
-    d = inst.data
-    assert ns.lasso_kkt(d['x'], d['y'], float(d['l1']), inst.minimiser) < 1e-10
-    assert 0 < np.sum(inst.minimiser != 0) < len(inst.minimiser)
-
-
-@pytest.mark.parametrize(
-  'family, kkt', [('group_lasso', ns.group_lasso_kkt), ('l1_logistic', ns.l1_logistic_kkt)]
-)
-def test_prox_gradient_families_meet_their_optimality_condition(family, kkt):
-  at_zero = 0
-  for inst in _instances(family):
-    d = inst.data
-    assert kkt(d['x'], d['y'], float(d['l1']), inst.minimiser) < 1e-12
-    at_zero += int(np.sum(inst.minimiser == 0))
-  # The kinks are active: some coordinates of the minimisers sit exactly at zero.
-  assert at_zero > 0
-
-
-def test_abs_sum_subgradient_condition_and_figure1():
-  insts = _instances('abs_sum')
-  first = insts[0]
-  np.testing.assert_array_equal(first.data['a'], [1.0, 1.0])
-  np.testing.assert_array_equal(first.data['c'], [1.0, 1.0])
-  assert float(first.data['mu']) == 1.0
-  np.testing.assert_array_equal(first.minimiser, [1.0, 1.0])
-  for inst in insts:
-    a, c, mu, w = inst.data['a'], inst.data['c'], inst.data['mu'], inst.minimiser
-    # 0 in mu w + a * sign(w - c), sign(0) = [-1, 1].
-    smooth = w != c
-    np.testing.assert_allclose(
-      mu * w[smooth] + a[smooth] * np.sign(w[smooth] - c[smooth]), 0.0, atol=1e-12
-    )
-    assert np.all(np.abs(mu * w[~smooth]) <= a[~smooth] + 1e-12)
-
-
-@pytest.mark.parametrize(
-  'family', ['quantile', 'lad_tv', 'linf', 'lad_lasso', 'max_quad', 'nuclear']
-)
-def test_linear_program_optima_beat_perturbations(family):
-  objective = ns.FAMILIES[family].objective
-  rng = np.random.default_rng(0)
-  for inst in _instances(family):
-    f_star = objective(inst.data, inst.minimiser, np)
-    assert f_star == pytest.approx(inst.optimum, rel=1e-12, abs=1e-12)
-    for scale in (1e-6, 1e-3, 1.0):
-      for _ in range(20):
-        u = rng.standard_normal(inst.minimiser.shape)
-        value = objective(inst.data, inst.minimiser + scale * u / np.linalg.norm(u), np)
-        assert value >= f_star - 1e-9 * (1 + abs(f_star))  # The LP's tolerance.
-
-
-def test_max_quad_and_nuclear_optima_are_certified():
-  for inst in _instances('max_quad'):
-    # f(w*) less a dual bound: f* is known to far below the bands compared.
-    assert 0 <= inst.info['gap'] + 1e-12 and inst.info['gap'] < 1e-9
-  for inst in _instances('nuclear'):
-    k = inst.data['mask'].shape[0]
-    assert ns.nuclear_kkt(inst.data, inst.minimiser) < 1e-9
-    # The kink is active: the optimum has zero singular values.
-    assert inst.info['rank'] < k
-
-
-@pytest.mark.parametrize(
-  'family', ['sharp_lad', 'phase_retrieval', 'quadratic_sensing', 'relu_neuron']
-)
-def test_planted_minimisers_are_sharp(family):
-  objective = ns.FAMILIES[family].objective
-  rng = np.random.default_rng(0)
-  for inst in _instances(family):
-    w = inst.minimiser
-    assert inst.optimum == 0.0 and objective(inst.data, w, np) == 0.0
-    # The loss grows linearly in every direction: a kink at the minimiser.
-    for _ in range(20):
-      u = rng.standard_normal(w.shape)
-      u /= np.linalg.norm(u)
-      slopes = [objective(inst.data, w + t * u, np) / t for t in (1e-6, 1e-4, 1e-2)]
-      assert min(slopes) > 1e-3 and max(slopes) < 10 * min(slopes)
-    # The start is away from it: there is a distance to close.
-    assert objective(inst.data, inst.start, np) > 0.05
-
-
-def test_lasso_crossing_minimiser_is_away_from_the_kinks_it_starts_across():
-  for inst in _instances('lasso_crossing'):
-    d = inst.data
-    assert ns.lasso_kkt(d['x'], d['y'], float(d['l1']), inst.minimiser) < 1e-12
-    assert np.abs(inst.minimiser).min() >= 0.5
-    np.testing.assert_array_equal(np.sign(inst.start), -np.sign(inst.minimiser))
-
-
-def test_svm_and_huber_optimality():
-  for inst in _instances('svm'):
-    d = inst.data
-    assert ns.svm_kkt(d['x'], d['y'], float(d['lam']), inst.minimiser) < 1e-9
-  for inst in _instances('huber'):
-    assert np.linalg.norm(ns.huber_gradient(inst.data, inst.minimiser)) < 1e-10
-
-
-def test_max_affine_optimality():
-  for inst in _instances('max_affine'):
-    d = inst.data
-    assert ns.max_affine_kkt(d['a'], d['b'], float(d['mu']), inst.minimiser) < 1e-9
-
-
-def test_relu_regression_and_net_optima():
-  for inst in _instances('relu_regression'):
-    assert np.all(inst.data['y'] <= 0)
-    assert not np.any(inst.minimiser)
-  for inst in _instances('relu_net'):
-    assert inst.minimiser is None and inst.optimum == 0.0
-    assert float(ns.relu_net_objective(inst.data, inst.start, np)) > 0
-
-
-def test_jax_and_numpy_objectives_agree():
-  for family, fam in ns.FAMILIES.items():
-    inst = ns.make_instances(family, 1)[0]
-    data = {k: jnp.asarray(v, jnp.float32) for k, v in inst.data.items()}
-    np.testing.assert_allclose(
-      float(fam.objective(data, jnp.asarray(inst.start, jnp.float32))),
-      fam.objective(inst.data, inst.start, np),
-      rtol=1e-4,
-    )
-
-
-def test_instances_are_fixed_and_varied():
-  a = ns.make_instances('lasso', 3)
-  b = ns.make_instances('lasso', 5)
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x.start, y.start)
-    np.testing.assert_array_equal(x.data['x'], y.data['x'])
-  assert len({inst.start.shape for inst in b}) == 2
-  assert len({round(inst.info['l1'], 12) for inst in b}) == 5
 
 
 def test_win_rate_and_ratio_arithmetic():
@@ -233,7 +76,13 @@ def test_recount_of_saved_results_matches_their_verdicts(capsys):
   assert ns.main(['--recount', str(path), '--methods', 'sadam']) == {}
   out = capsys.readouterr().out
   assert f'| {path.stem} | 4 / 23 | {len(fail_f)} / {counted_f} |' in out
-  assert out.count('| total |') == 1
+  # Then every cell, counted or not: wider than Adam at the median, and instances lost.
+  cells = [c for c in stored['cells'] if c['method'] == 'sadam']
+  wider = sum(c['median_ratio'] > 1 for c in cells)
+  lost = sum(c['losses'] for c in cells)
+  runs = len(cells) * stored['config']['instances']
+  assert f'| {path.stem} | {wider} / {len(cells)}, {lost} / {runs} |' in out
+  assert out.count('| total |') == 2
 
 
 def test_verdict():
@@ -363,6 +212,27 @@ def test_the_wait_keeps_the_band_below_adams_with_held_out_moments(family, lr, b
   band = {m: out['runs'][family][m]['band'][0][index] for m in ('adam', 'sadam', 'sadam-0.3')}
   assert band['sadam'] < 0.5 * band['adam']
   assert band['sadam-0.3'] > band['adam']
+
+
+def test_a_reading_lost_in_rounding_keeps_the_band_below_adams_near_a_float32_minimiser():
+  # Huber instance 11 of seed 11, lr 1e-3, 10,000 steps (nonsmooth_suite_fade_10k_s11.md): late
+  # in the run the loss changes along most steps by less than its float32 rounding. 0.5 read
+  # those steps as smooth and braked only the few it could measure: 6.9x wider than Adam.
+  # Keeping the last reading (0.6): 0.23x.
+  methods = ('adam', 'sadam', 'sadam-0.5')
+  out = ns.run_suite(
+    {m: ns.METHODS[m] for m in methods},
+    families=['huber'],
+    lrs=[1e-3],
+    steps=10_000,
+    instances=12,
+    seed=11,
+    controls=(),
+    progress=False,
+  )
+  band = {m: out['runs']['huber'][m]['band'][0][11] for m in methods}
+  assert band['sadam'] < 0.5 * band['adam']
+  assert band['sadam-0.5'] > 2 * band['adam']
 
 
 def test_sadam_late_is_adam_until_the_last_sixth():

@@ -35,6 +35,7 @@ METHODS: dict[str, tuple[str, str]] = {
   'sadam-averaged': ('sadam-averaged', 'constant'),
   'sadam-envelope': ('sadam-envelope', 'constant'),
   'sadam-0.4': ('sadam-0.4', 'constant'),
+  'sadam-0.5': ('sadam-0.5', 'constant'),
   'sam-adamw': ('sam-adamw', 'constant'),
   'osc-brake-cosine': ('qa-brake', 'cosine'),
   'nagel-freeze-cosine': ('qa-freeze', 'cosine'),

@@ -1,0 +1,1284 @@
+"""Families of non-smooth problems with a known minimiser, for the suite.
+
+The instances of :mod:`experiments.nonsmooth_suite`: twenty families of random
+convex (and four non-convex) problems whose minimiser, or optimal value, is
+known to high precision: in closed form, planted, or solved once in float64 by
+a method of its own (coordinate descent, a dual QP, a linear program, FISTA,
+...). ``tests/test_nonsmooth_families.py`` checks each against perturbations
+and, where the family has one, its optimality condition.
+
+Families (:data:`FAMILIES`; every instance knows its minimiser ``w*`` or its
+optimal value ``f*``; sizes, conditioning and penalty weights vary across the
+instances of a family):
+
+1. ``relu_regression``: ``mean((relu(X w) - y)^2) + l1 ||w||_1`` with targets
+   ``y <= 0``: the minimiser is ``w* = 0`` (Kumar 2024).
+2. ``lasso``: ``0.5/n ||X w - y||^2 + l1 ||w||_1``; ``w*`` by coordinate
+   descent in float64, polished on its support, KKT residual ``< 1e-10``.
+3. ``huber``: ``mean(huber_delta(X w - y))`` (``huber_delta(r) = r^2/(2 delta)``
+   for ``|r| <= delta``, ``|r| - delta/2`` beyond) with heavy-tailed noise and
+   ``delta`` log-uniform in ``[1e-3, 1e-1]``: the quadratic zone of width
+   ``delta`` has curvature ``1/delta`` while the gradient elsewhere is O(1).
+   Adam's steps (about ``lr`` per coordinate) fit inside that zone on some
+   instances and overshoot it on others, so the lrs straddle Adam's edge of
+   stability at the minimiser; the per-instance GD stability limit
+   ``2 / lambda_max(H(w*))`` is recorded in the instance info.
+   ``w*`` by L-BFGS-B in float64 and Newton polishing (gradient ``< 1e-10``).
+4. ``max_affine``: ``max_i (a_i . w + b_i) + mu/2 ||w||^2``; ``w*`` from the dual
+   QP on the simplex (projected gradient, then an exact solve on the active
+   pieces).
+5. ``abs_sum``: ``sum_i a_i |w_i - c_i| + mu/2 ||w||^2`` (Figure 1 generalised;
+   instance 0 is the paper's exact ``|x-1| + |y-1| + (x^2+y^2)/2``); closed-form
+   ``w* = clip(c, -a/mu, a/mu)``.
+6. ``svm``: ``mean(max(0, 1 - y_i x_i . w)) + lam/2 ||w||^2`` (no bias); ``w*``
+   from the dual box QP (L-BFGS-B, then an exact solve on the margin support
+   vectors).
+7. ``relu_net``: a teacher-student one-hidden-layer ReLU net,
+   ``0.5 mean((net(w, x) - net(w_teacher, x))^2)``, realizable: ``f* = 0``;
+   metric: the excess loss (the minimisers are not unique).
+8. ``quantile``: quantile regression, ``mean(pinball_tau(y - X w))`` with
+   heavy-tailed noise; ``f*`` by a linear program (HiGHS); metric: the excess
+   loss (the LP's minimiser need not be unique).
+9. ``lad_tv``: L1 denoising with total variation, ``mean|w - y| + lam
+   sum|w_{i+1} - w_i|``, on a noisy piecewise-constant signal; ``f*`` by a
+   linear program; metric: the excess loss.
+10. ``group_lasso``: ``0.5/n ||X w - y||^2 + l1 sum_g ||w_g||`` over groups of
+    4 coordinates (a kink on each zero group that no coordinate sees alone);
+    ``w*`` by FISTA with restarts in float64, optimality residual ``< 1e-12``.
+11. ``l1_logistic``: L1-regularised logistic regression with 10% flipped
+    labels; ``w*`` likewise.
+
+12. ``linf``: Chebyshev regression, ``max_i |x_i . w - y_i|``; ``f*`` by a
+    linear program.
+13. ``lad_lasso``: ``mean|X w - y| + l1 ||w||_1`` with heavy-tailed noise;
+    ``f*`` by a linear program.
+14. ``max_quad``: ``max_i 0.5 sum_j a_ij (w_j - c_ij)^2``, a kink where
+    curved pieces meet; ``f*`` by SLSQP, certified by a dual bound (gap
+    ``< 1e-9``).
+15. ``nuclear``: matrix completion with a nuclear-norm penalty, ``0.5/|obs|
+    ||P(W - M)||^2 + lam ||W||_*``: the kink is at the rank-deficient
+    optimum, not along coordinates; ``f*`` by FISTA with singular value
+    thresholding, optimality residual ``< 1e-9``.
+
+16-19. *Sharp* planted problems, ``f* = 0`` at a planted ``w*`` where the
+    loss grows linearly in every direction (the class of Davis and
+    Drusvyatskiy's subgradient analyses): ``sharp_lad``, noiseless least
+    absolute deviations ``mean|X w - X w*|`` (unique ``w*``);
+    ``phase_retrieval``, robust phase retrieval ``mean|(x_i . w)^2 - b_i|``
+    (Duchi and Ruan; minimisers ``+-w*``); ``quadratic_sensing``,
+    ``mean| ||U^T x_i||^2 - b_i |`` over ``U`` of rank ``r`` (minimisers
+    ``U* Q``); ``relu_neuron``, a planted ReLU neuron fitted in L1,
+    ``mean|relu(X w) - relu(X w*)|``. The three non-convex ones start within
+    a ball around ``w*`` and are measured by the excess loss.
+
+20. ``lasso_crossing``: the kinks on the way, not at the end: a LASSO whose
+    minimiser has every coordinate at least 0.5 from 0 (the data are built
+    so that ``w*`` meets the optimality condition exactly), started at
+    ``-w*``, so that every coordinate crosses its kink once. A brake should
+    cost nothing here; Adam usually reaches the point, so the cells rarely
+    count for a verdict and the figure to read is the steps to the tolerance.
+
+Families 12-15 were added after the default was chosen, as held-out
+families (their results: ``nonsmooth_suite_heldout_families``); so were
+families 16-20, a session later (``nonsmooth_suite_sharp_families``,
+``nonsmooth_suite_lasso_crossing``).
+
+References:
+  Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized Geometric
+  Probing <https://arxiv.org/abs/2605.29547>`_, ICML 2026 (Figure 1).
+
+  Kumar, `GD doesn't make the cut: Three ways that non-differentiability
+  affects neural network training <https://arxiv.org/abs/2401.08426>`_, 2024.
+
+  Duchi, Ruan, `Solving (most) of a set of quadratic equalities: composite
+  optimization for robust phase retrieval <https://arxiv.org/abs/1705.02356>`_,
+  2019.
+
+  Charisopoulos, Chen, Davis, Diaz, Ding, Drusvyatskiy, `Low-rank matrix
+  recovery with composite optimization: good conditioning and rapid
+  convergence <https://arxiv.org/abs/1904.10020>`_, 2021.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+import scipy.special
+
+SEED = 0  # Seed of the instances (--seed).
+
+
+class Instance(NamedTuple):
+  """One problem of a family.
+
+  Attributes:
+    data: arrays the family's loss reads (float32 in the runs).
+    start: (d,) start, shared by every method.
+    minimiser: (d,) float64 ``w*``, or None where the metric is the excess.
+    optimum: float64 ``f*``.
+    info: scalars that describe the instance (sizes, conditioning, ...).
+  """
+
+  data: dict[str, np.ndarray]
+  start: np.ndarray
+  minimiser: np.ndarray | None
+  optimum: float
+  info: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """A family of random instances.
+
+  Attributes:
+    name: its name.
+    objective: ``(data, w, xp) -> scalar`` with ``xp`` numpy or jax.numpy.
+    make: ``(rng, index) -> Instance``.
+    metric: ``'distance'`` to ``w*`` or ``'excess'`` objective.
+    summary: one line for the reports.
+  """
+
+  name: str
+  objective: Callable[..., Any]
+  make: Callable[[np.random.Generator, int], Instance]
+  metric: str
+  summary: str
+
+
+def _conditioned(rng: np.random.Generator, n: int, d: int, cond: float) -> np.ndarray:
+  """``N(0, 1)`` rows times column scales spread log-evenly over ``cond``."""
+  scales = np.logspace(0.0, -np.log10(cond), d)
+  return rng.standard_normal((n, d)) * rng.permutation(scales)
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+  return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def _start_near(rng: np.random.Generator, center: np.ndarray, radius: float = 2.0) -> np.ndarray:
+  """``center + radius * u``, ``u`` uniform on the unit sphere."""
+  u = rng.standard_normal(center.shape)
+  return center + radius * u / np.linalg.norm(u)
+
+
+# 1. ReLU regression with non-positive targets (Kumar 2024).
+
+
+def relu_regression_objective(data, w, xp=jnp):
+  """``mean((relu(X w) - y)^2) + l1 ||w||_1``."""
+  z = xp.maximum(data['x'] @ w, 0.0)
+  return xp.mean((z - data['y']) ** 2) + data['l1'] * xp.sum(xp.abs(w))
+
+
+def make_relu_regression(rng: np.random.Generator, index: int) -> Instance:
+  """Targets ``y <= 0``, so ``w* = 0``, ``f* = mean(y^2)``."""
+  n, d = ((40, 10), (100, 30))[index % 2]
+  cond = _log_uniform(rng, 1.0, 100.0)
+  l1 = _log_uniform(rng, 1e-3, 1e-1)
+  x = _conditioned(rng, n, d, cond)
+  y = -np.abs(rng.standard_normal(n))
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  w_star = np.zeros(d)
+  return Instance(
+    data, _start_near(rng, w_star), w_star, float(np.mean(y**2)), dict(n=n, d=d, cond=cond, l1=l1)
+  )
+
+
+# 2. LASSO.
+
+
+def lasso_objective(data, w, xp=jnp):
+  """``0.5/n ||X w - y||^2 + l1 ||w||_1``."""
+  r = data['x'] @ w - data['y']
+  return 0.5 * xp.mean(r**2) + data['l1'] * xp.sum(xp.abs(w))
+
+
+def lasso_solve(
+  x: np.ndarray, y: np.ndarray, l1: float, *, sweeps: int = 100000, tol: float = 1e-15
+) -> np.ndarray:
+  """The LASSO minimiser in float64: coordinate descent, then an exact solve
+  of the stationarity equations on its support (signs fixed)."""
+  n, d = x.shape
+  col = np.sum(x**2, axis=0) / n
+  w = np.zeros(d)
+  r = y - x @ w
+  for _ in range(sweeps):
+    biggest = 0.0
+    for j in range(d):
+      old = w[j]
+      rho = x[:, j] @ r / n + col[j] * old
+      new = np.sign(rho) * max(abs(rho) - l1, 0.0) / col[j]
+      if new != old:
+        r -= x[:, j] * (new - old)
+        w[j] = new
+        biggest = max(biggest, abs(new - old))
+    if biggest < tol:
+      break
+  support = w != 0
+  if support.any():
+    xs = x[:, support]
+    polished = w.copy()
+    polished[support] = np.linalg.solve(xs.T @ xs / n, xs.T @ y / n - l1 * np.sign(w[support]))
+    if np.all(np.sign(polished[support]) == np.sign(w[support])) and lasso_kkt(
+      x, y, l1, polished
+    ) <= lasso_kkt(x, y, l1, w):
+      w = polished
+  return w
+
+
+def _l1_kkt(g: np.ndarray, l1: float, w: np.ndarray) -> float:
+  """Largest violation of ``0 in g + l1 d|w|_1`` (``g`` the smooth part's gradient)."""
+  on = w != 0
+  return float(
+    max(
+      np.max(np.abs(g[on] + l1 * np.sign(w[on])), initial=0.0),
+      np.max(np.abs(g[~on]) - l1, initial=0.0),
+    )
+  )
+
+
+def _sparse_truth(rng: np.random.Generator, d: int, scale: float) -> np.ndarray:
+  """``max(2, d // 4)`` random coordinates ``N(0, scale^2)``, the rest 0."""
+  truth = np.zeros(d)
+  k = max(2, d // 4)
+  truth[rng.choice(d, k, replace=False)] = rng.standard_normal(k) * scale
+  return truth
+
+
+def lasso_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
+  """Largest violation of the LASSO's subgradient optimality condition."""
+  return _l1_kkt(x.T @ (x @ w - y) / len(y), l1, w)
+
+
+def make_lasso(rng: np.random.Generator, index: int) -> Instance:
+  """Sparse ground truth, ``l1`` a log-uniform share of ``l1_max``."""
+  n, d = ((50, 20), (100, 50))[index % 2]
+  cond = _log_uniform(rng, 1.0, 100.0)
+  x = _conditioned(rng, n, d, cond)
+  truth = _sparse_truth(rng, d, 2.0)
+  y = x @ truth + 0.1 * rng.standard_normal(n)
+  share = _log_uniform(rng, 0.01, 0.3)
+  l1 = share * np.max(np.abs(x.T @ y)) / n
+  w_star = lasso_solve(x, y, l1)
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(lasso_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      cond=cond,
+      l1=l1,
+      l1_share=share,
+      nonzeros=int(np.sum(w_star != 0)),
+      kkt=lasso_kkt(x, y, l1, w_star),
+    ),
+  )
+
+
+# 3. Huber regression.
+
+
+def huber_objective(data, w, xp=jnp):
+  """``mean(huber_delta(X w - y))``."""
+  r = data['x'] @ w - data['y']
+  a = xp.abs(r)
+  delta = data['delta']
+  return xp.mean(xp.where(a <= delta, 0.5 * r**2 / delta, a - 0.5 * delta))
+
+
+def huber_gradient(data, w) -> np.ndarray:
+  """The gradient of :func:`huber_objective` in float64 numpy."""
+  r = data['x'] @ w - data['y']
+  return data['x'].T @ np.clip(r / data['delta'], -1.0, 1.0) / len(r)
+
+
+def huber_solve(data: dict[str, np.ndarray]) -> np.ndarray:
+  """The Huber minimiser: L-BFGS-B in float64, then Newton steps on the
+  piecewise quadratic (kept only while the gradient shrinks)."""
+  x, delta = data['x'], data['delta']
+  fun = lambda w: (float(huber_objective(data, w, np)), huber_gradient(data, w))
+  w0 = np.linalg.lstsq(x, data['y'], rcond=None)[0]
+  w = scipy.optimize.minimize(
+    fun,
+    w0,
+    jac=True,
+    method='L-BFGS-B',
+    options=dict(maxiter=20000, maxfun=40000, ftol=0.0, gtol=1e-14, maxcor=30),
+  ).x
+  for _ in range(50):
+    g = huber_gradient(data, w)
+    if np.linalg.norm(g) < 1e-14:
+      break
+    quad = np.abs(x @ w - data['y']) <= delta
+    h = x[quad].T @ x[quad] / (len(x) * delta)
+    step = np.linalg.lstsq(h, -g, rcond=None)[0]
+    t, improved = 1.0, False
+    while t > 1e-6:
+      candidate = w + t * step
+      if np.linalg.norm(huber_gradient(data, candidate)) < np.linalg.norm(g):
+        w, improved = candidate, True
+        break
+      t *= 0.5
+    if not improved:
+      break
+  return w
+
+
+def make_huber(rng: np.random.Generator, index: int) -> Instance:
+  """Heavy-tailed noise, ``delta`` log-uniform in ``[1e-3, 1e-1]``."""
+  n, d = ((60, 10), (120, 30))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  delta = _log_uniform(rng, 1e-3, 1e-1)
+  x = _conditioned(rng, n, d, cond)
+  truth = rng.standard_normal(d)
+  y = x @ truth + 0.3 * rng.standard_t(2.0, n)
+  data = dict(x=x, y=y, delta=np.float64(delta))
+  w_star = huber_solve(data)
+  quad = np.abs(x @ w_star - y) <= delta
+  sharpness = (
+    float(np.linalg.eigvalsh(x[quad].T @ x[quad] / (n * delta))[-1]) if quad.any() else 0.0
+  )
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(huber_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      cond=cond,
+      delta=delta,
+      quadratic_residuals=int(quad.sum()),
+      gd_stable_lr=2.0 / sharpness if sharpness else np.inf,
+      gradient=float(np.linalg.norm(huber_gradient(data, w_star))),
+    ),
+  )
+
+
+# 4. Max-affine plus ridge.
+
+
+def max_affine_objective(data, w, xp=jnp):
+  """``max_i (a_i . w + b_i) + mu/2 ||w||^2``."""
+  return xp.max(data['a'] @ w + data['b']) + 0.5 * data['mu'] * xp.sum(w**2)
+
+
+def _project_simplex(v: np.ndarray) -> np.ndarray:
+  u = np.sort(v)[::-1]
+  css = np.cumsum(u) - 1.0
+  k = np.nonzero(u - css / np.arange(1, len(v) + 1) > 0)[0][-1]
+  return np.maximum(v - css[k] / (k + 1.0), 0.0)
+
+
+def max_affine_solve(a: np.ndarray, b: np.ndarray, mu: float, *, iters: int = 200000) -> np.ndarray:
+  """The minimiser ``w* = -A^T lam / mu``, ``lam`` maximising the dual
+  ``b . lam - ||A^T lam||^2 / (2 mu)`` on the simplex: accelerated projected
+  gradient, then an exact solve of the KKT equations on the active pieces."""
+  k = len(b)
+  step = mu / max(np.linalg.eigvalsh(a @ a.T)[-1], 1e-300)
+  lam = np.full(k, 1.0 / k)
+  z, t = lam.copy(), 1.0
+  for _ in range(iters):
+    new = _project_simplex(z + step * (b - a @ (a.T @ z) / mu))
+    t_new = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
+    z = new + (t - 1) / t_new * (new - lam)
+    if np.max(np.abs(new - lam)) < 1e-16:
+      lam = new
+      break
+    lam, t = new, t_new
+  w = -a.T @ lam / mu
+  best, best_kkt = w, max_affine_kkt(a, b, mu, w)
+  for tol in (1e-12, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4):
+    # On an active set S: a_S w + b_S = s 1, w = -a_S^T lam_S / mu, sum 1.
+    values = a @ w + b
+    active = values >= values.max() - tol
+    m = int(active.sum())
+    a_s = a[active]
+    kkt = np.zeros((m + 1, m + 1))
+    kkt[:m, :m] = -a_s @ a_s.T / mu
+    kkt[:m, m] = -1.0
+    kkt[m, :m] = 1.0
+    rhs = np.concatenate([-b[active], [1.0]])
+    sol = np.linalg.lstsq(kkt, rhs, rcond=None)[0]
+    if np.all(sol[:m] >= -1e-12):
+      polished = -a_s.T @ np.maximum(sol[:m], 0.0) / mu
+      residual = max_affine_kkt(a, b, mu, polished)
+      if residual < best_kkt:
+        best, best_kkt = polished, residual
+  return best
+
+
+def max_affine_kkt(
+  a: np.ndarray, b: np.ndarray, mu: float, w: np.ndarray, *, tol: float = 1e-9
+) -> float:
+  """Distance from 0 to the subdifferential ``mu w + conv{a_i: active}``
+  (pieces within ``tol`` of the max are active), by non-negative least
+  squares with the simplex constraint weighted in."""
+  values = a @ w + b
+  active = values >= values.max() - tol
+  weight = 1e3 * (1.0 + np.abs(a).max())
+  lam, _ = scipy.optimize.nnls(
+    np.vstack([a[active].T, weight * np.ones(active.sum())]), np.concatenate([-mu * w, [weight]])
+  )
+  return float(np.linalg.norm(a[active].T @ lam / lam.sum() + mu * w))
+
+
+def make_max_affine(rng: np.random.Generator, index: int) -> Instance:
+  """Pieces ``a_i`` with conditioned columns, ``mu`` log-uniform."""
+  k, d = ((10, 5), (40, 20))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  mu = _log_uniform(rng, 0.01, 1.0)
+  a = _conditioned(rng, k, d, cond)
+  b = rng.standard_normal(k)
+  w_star = max_affine_solve(a, b, mu)
+  values = a @ w_star + b
+  data = dict(a=a, b=b, mu=np.float64(mu))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(max_affine_objective(data, w_star, np)),
+    dict(
+      pieces=k,
+      d=d,
+      cond=cond,
+      mu=mu,
+      active=int(np.sum(values >= values.max() - 1e-9)),
+      kkt=max_affine_kkt(a, b, mu, w_star),
+    ),
+  )
+
+
+# 5. Figure 1 generalised.
+
+
+def abs_sum_objective(data, w, xp=jnp):
+  """``sum_i a_i |w_i - c_i| + mu/2 ||w||^2``."""
+  return xp.sum(data['a'] * xp.abs(w - data['c'])) + 0.5 * data['mu'] * xp.sum(w**2)
+
+
+def make_abs_sum(rng: np.random.Generator, index: int) -> Instance:
+  """Instance 0: the paper's Figure 1; others random, d in {2, 10, 50}."""
+  d = (2, 10, 50)[index % 3]
+  if index == 0:
+    a, c, mu, cond = np.ones(2), np.ones(2), 1.0, 1.0
+  else:
+    cond = _log_uniform(rng, 1.0, 100.0)
+    a = rng.permutation(np.logspace(0.0, -np.log10(cond), d))
+    c = 2.0 * rng.standard_normal(d)
+    mu = _log_uniform(rng, 0.01, 1.0)
+  w_star = np.clip(c, -a / mu, a / mu)
+  data = dict(a=a, c=c, mu=np.float64(mu))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(abs_sum_objective(data, w_star, np)),
+    dict(d=d, cond=cond, mu=mu, figure1=int(index == 0), at_kink=int(np.sum(np.abs(c) < a / mu))),
+  )
+
+
+# 6. Hinge-loss SVM.
+
+
+def svm_objective(data, w, xp=jnp):
+  """``mean(max(0, 1 - y x . w)) + lam/2 ||w||^2``."""
+  margins = data['y'] * (data['x'] @ w)
+  return xp.mean(xp.maximum(1.0 - margins, 0.0)) + 0.5 * data['lam'] * xp.sum(w**2)
+
+
+def svm_solve(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+  """The SVM minimiser ``w* = Z^T alpha / (lam n)``, ``Z = y x``, from the
+  dual box QP (L-BFGS-B in float64), then an exact solve on the margin
+  support vectors."""
+  n = len(y)
+  z = y[:, None] * x
+
+  def dual(alpha):
+    w = z.T @ alpha / (lam * n)
+    return (-np.sum(alpha) + 0.5 * lam * n * w @ w, -1.0 + z @ w)
+
+  alpha = scipy.optimize.minimize(
+    dual,
+    np.full(n, 0.5),
+    jac=True,
+    method='L-BFGS-B',
+    bounds=[(0.0, 1.0)] * n,
+    options=dict(maxiter=20000, maxfun=40000, ftol=0.0, gtol=1e-14),
+  ).x
+  w = z.T @ alpha / (lam * n)
+  for tol in (1e-6, 1e-8, 1e-4):
+    margins = z @ w
+    free = np.abs(margins - 1.0) < tol
+    below = margins < 1.0 - tol
+    rhs = lam * n - z[free] @ z[below].sum(axis=0)
+    a_free = np.linalg.lstsq(z[free] @ z[free].T, rhs, rcond=None)[0]
+    polished = (z[below].sum(axis=0) + z[free].T @ a_free) / (lam * n)
+    if (
+      np.all(a_free >= -1e-9)
+      and np.all(a_free <= 1 + 1e-9)
+      and svm_kkt(x, y, lam, polished) < svm_kkt(x, y, lam, w)
+    ):
+      w = polished
+  return w
+
+
+def svm_kkt(x: np.ndarray, y: np.ndarray, lam: float, w: np.ndarray, *, tol: float = 1e-9) -> float:
+  """Distance from 0 to the SVM's subdifferential at ``w`` (least squares
+  over the multipliers of the margins within ``tol`` of 1)."""
+  n = len(y)
+  z = y[:, None] * x
+  margins = z @ w
+  free = np.abs(margins - 1.0) <= tol
+  g = lam * w - z[margins < 1.0 - tol].sum(axis=0) / n
+  if not free.any():
+    return float(np.linalg.norm(g))
+  res = scipy.optimize.lsq_linear(z[free].T / n, g, bounds=(0.0, 1.0))
+  return float(np.linalg.norm(z[free].T @ res.x / n - g))
+
+
+def make_svm(rng: np.random.Generator, index: int) -> Instance:
+  """Noisy linear labels, ``lam`` log-uniform in ``[1e-3, 1e-1]``."""
+  n, d = ((60, 5), (120, 20))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  lam = _log_uniform(rng, 1e-3, 1e-1)
+  x = _conditioned(rng, n, d, cond)
+  truth = rng.standard_normal(d)
+  y = np.sign(x @ truth + 0.3 * np.std(x @ truth) * rng.standard_normal(n))
+  y[y == 0] = 1.0
+  w_star = svm_solve(x, y, lam)
+  data = dict(x=x, y=y, lam=np.float64(lam))
+  margins = y * (x @ w_star)
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(svm_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      cond=cond,
+      lam=lam,
+      margin_support=int(np.sum(np.abs(margins - 1) < 1e-8)),
+      kkt=svm_kkt(x, y, lam, w_star),
+    ),
+  )
+
+
+# 7. Teacher-student ReLU net.
+
+
+def relu_net_objective(data, w, xp=jnp):
+  """``0.5 mean((w2 . relu(W1 x + b1) + b2 - y)^2)``, ``w`` flat."""
+  n, m = data['x'].shape
+  h = (w.shape[0] - 1) // (m + 2)
+  w1 = w[: h * m].reshape(h, m)
+  b1, w2, b2 = w[h * m : h * m + h], w[h * m + h : h * (m + 2)], w[-1]
+  out = xp.maximum(data['x'] @ w1.T + b1, 0.0) @ w2 + b2
+  return 0.5 * xp.mean((out - data['y']) ** 2)
+
+
+def _relu_net_params(rng: np.random.Generator, m: int, h: int) -> np.ndarray:
+  return np.concatenate(
+    [
+      rng.standard_normal(h * m) * np.sqrt(2.0 / m),
+      0.1 * rng.standard_normal(h),
+      rng.standard_normal(h) / np.sqrt(h),
+      np.zeros(1),
+    ]
+  )
+
+
+def make_relu_net(rng: np.random.Generator, index: int) -> Instance:
+  """Teacher and student of the same width; inputs with conditioned
+  columns; ``f* = 0``."""
+  n, m, h = ((16, 4, 6), (32, 8, 12))[index % 2]
+  cond = _log_uniform(rng, 1.0, 10.0)
+  x = _conditioned(rng, n, m, cond)
+  teacher = _relu_net_params(rng, m, h)
+  data = dict(x=x, y=np.zeros(n))
+  data['y'] = np.asarray(relu_net_objective_out(data, teacher))
+  return Instance(
+    data, _relu_net_params(rng, m, h), None, 0.0, dict(n=n, in_dim=m, hidden=h, cond=cond)
+  )
+
+
+def relu_net_objective_out(data, w) -> np.ndarray:
+  """The net's outputs in float64 numpy (the teacher's targets)."""
+  n, m = data['x'].shape
+  h = (w.shape[0] - 1) // (m + 2)
+  w1 = w[: h * m].reshape(h, m)
+  b1, w2, b2 = w[h * m : h * m + h], w[h * m + h : h * (m + 2)], w[-1]
+  return np.maximum(data['x'] @ w1.T + b1, 0.0) @ w2 + b2
+
+
+# 8. Quantile regression and 9. L1 denoising with total variation: linear programs.
+
+
+def _linprog(c, **constraints) -> np.ndarray:
+  """The solution of ``min c.x`` by HiGHS; raises if it is not optimal."""
+  res = scipy.optimize.linprog(c, method='highs', **constraints)
+  if res.status != 0:
+    raise RuntimeError(f'linprog: {res.message}')
+  return res.x
+
+
+def quantile_objective(data, w, xp=jnp):
+  """``mean(max(tau r, (tau - 1) r))``, ``r = y - X w`` (the pinball loss)."""
+  r = data['y'] - data['x'] @ w
+  return xp.mean(xp.maximum(data['tau'] * r, (data['tau'] - 1.0) * r))
+
+
+def make_quantile(rng: np.random.Generator, index: int) -> Instance:
+  """Heavy-tailed noise, ``tau`` uniform in [0.1, 0.9]; the optimum by LP."""
+  n, d = ((80, 5), (200, 20))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  x = _conditioned(rng, n, d, cond)
+  y = x @ rng.standard_normal(d) + rng.standard_t(2, n)
+  tau = rng.uniform(0.1, 0.9)
+  # min (tau 1.u + (1 - tau) 1.v) / n  s.t.  X w + u - v = y,  u, v >= 0.
+  cost = np.concatenate([np.zeros(d), np.full(n, tau / n), np.full(n, (1 - tau) / n)])
+  sol = _linprog(
+    cost,
+    A_eq=np.hstack([x, np.eye(n), -np.eye(n)]),
+    b_eq=y,
+    bounds=[(None, None)] * d + [(0, None)] * (2 * n),
+  )
+  w = sol[:d]
+  data = dict(x=x, y=y, tau=np.float64(tau))
+  return Instance(
+    data,
+    _start_near(rng, w),
+    w,
+    float(quantile_objective(data, w, np)),
+    dict(n=n, d=d, cond=cond, tau=tau),
+  )
+
+
+def lad_tv_objective(data, w, xp=jnp):
+  """``mean|w - y| + lam sum|w_{i+1} - w_i|``."""
+  return xp.mean(xp.abs(w - data['y'])) + data['lam'] * xp.sum(xp.abs(xp.diff(w)))
+
+
+def make_lad_tv(rng: np.random.Generator, index: int) -> Instance:
+  """A noisy piecewise-constant signal of 4 levels; the optimum by LP."""
+  d = (20, 60)[index % 2]
+  y = np.repeat(rng.standard_normal(4), d // 4) + 0.3 * rng.standard_normal(d)
+  lam = _log_uniform(rng, 2e-3, 5e-2)
+  # Variables (w, a, t): a >= |w - y|, t >= |D w|; min mean(a) + lam sum(t).
+  k = d - 1
+  diff = np.diff(np.eye(d), axis=0)
+  eye, zeros = np.eye(d), np.zeros
+  sol = _linprog(
+    np.concatenate([np.zeros(d), np.full(d, 1.0 / d), np.full(k, lam)]),
+    A_ub=np.vstack(
+      [
+        np.hstack([eye, -eye, zeros((d, k))]),
+        np.hstack([-eye, -eye, zeros((d, k))]),
+        np.hstack([diff, zeros((k, d)), -np.eye(k)]),
+        np.hstack([-diff, zeros((k, d)), -np.eye(k)]),
+      ]
+    ),
+    b_ub=np.concatenate([y, -y, np.zeros(2 * k)]),
+    bounds=[(None, None)] * d + [(0, None)] * (d + k),
+  )
+  w = sol[:d]
+  data = dict(y=y, lam=np.float64(lam))
+  return Instance(
+    data, _start_near(rng, w), w, float(lad_tv_objective(data, w, np)), dict(d=d, lam=lam)
+  )
+
+
+# 10. Group LASSO and 11. L1-regularised logistic regression: proximal gradient.
+
+GROUP = 4  # Coordinates per group of the group LASSO.
+
+
+def _prox_gradient(
+  grad: Callable[[np.ndarray], np.ndarray],
+  prox: Callable[[np.ndarray, float], np.ndarray],
+  lipschitz: float,
+  start: np.ndarray,
+  *,
+  iters: int = 500000,
+  tol: float = 1e-15,
+) -> np.ndarray:
+  """``argmin f + h`` in float64 by FISTA with gradient restarts.
+
+  ``grad`` is ``f``'s gradient (``lipschitz``-Lipschitz), ``prox(v, t)`` the
+  proximal map of ``t h``. Restarting the momentum whenever it points
+  against the last step makes the convergence linear on these strongly
+  convex problems (O'Donoghue and Candes, 2015).
+  """
+  step = 1.0 / lipschitz
+  w, z, t = start.copy(), start.copy(), 1.0
+  for _ in range(iters):
+    new = prox(z - step * grad(z), step)
+    if np.max(np.abs(new - w)) <= tol * (1.0 + np.max(np.abs(new))):
+      return new
+    t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+    if np.dot(z - new, new - w) > 0:
+      z, t_next = new, 1.0
+    else:
+      z = new + (t - 1.0) / t_next * (new - w)
+    w, t = new, t_next
+  return w
+
+
+def _soft_threshold(v: np.ndarray, t: float) -> np.ndarray:
+  return np.sign(v) * np.maximum(np.abs(v) - t, 0.0)
+
+
+def group_lasso_objective(data, w, xp=jnp):
+  """``0.5/n ||X w - y||^2 + l1 sum_g ||w_g||`` over groups of ``GROUP``."""
+  r = data['x'] @ w - data['y']
+  norms = xp.sqrt(xp.sum(w.reshape(-1, GROUP) ** 2, axis=1))
+  return 0.5 * xp.mean(r**2) + data['l1'] * xp.sum(norms)
+
+
+def group_lasso_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
+  """Largest violation of the group LASSO's optimality condition."""
+  g = (x.T @ (x @ w - y) / len(y)).reshape(-1, GROUP)
+  wg = w.reshape(-1, GROUP)
+  norms = np.linalg.norm(wg, axis=1)
+  on = norms > 0
+  active = np.linalg.norm(g[on] + l1 * wg[on] / norms[on, None], axis=1)
+  return float(
+    max(np.max(active, initial=0.0), np.max(np.linalg.norm(g[~on], axis=1) - l1, initial=0.0))
+  )
+
+
+def make_group_lasso(rng: np.random.Generator, index: int) -> Instance:
+  """Group-sparse truth, ``l1`` a log-uniform share of the all-zero threshold."""
+  n, d = ((60, 20), (120, 48))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  x = _conditioned(rng, n, d, cond)
+  truth = rng.standard_normal((d // GROUP, GROUP))
+  truth[rng.random(d // GROUP) < 0.5] = 0.0
+  y = x @ truth.ravel() + 0.1 * rng.standard_normal(n)
+  l1_max = np.max(np.linalg.norm((x.T @ y / n).reshape(-1, GROUP), axis=1))
+  share = _log_uniform(rng, 0.03, 0.5)
+  l1 = share * l1_max
+
+  def prox(v, t):
+    v = v.reshape(-1, GROUP)
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return (v * np.maximum(1.0 - t * l1 / np.maximum(norms, 1e-300), 0.0)).ravel()
+
+  w_star = _prox_gradient(
+    lambda w: x.T @ (x @ w - y) / n, prox, np.linalg.norm(x, 2) ** 2 / n, np.zeros(d)
+  )
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(group_lasso_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      cond=cond,
+      l1=l1,
+      l1_share=share,
+      zero_groups=int(np.sum(np.all(w_star.reshape(-1, GROUP) == 0, axis=1))),
+      kkt=group_lasso_kkt(x, y, l1, w_star),
+    ),
+  )
+
+
+def l1_logistic_objective(data, w, xp=jnp):
+  """``mean(log(1 + exp(-y x.w))) + l1 ||w||_1``, labels ``y`` in {-1, 1}."""
+  margins = data['y'] * (data['x'] @ w)
+  return xp.mean(xp.logaddexp(0.0, -margins)) + data['l1'] * xp.sum(xp.abs(w))
+
+
+def _logistic_gradient(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+  return -x.T @ (y * scipy.special.expit(-y * (x @ w))) / len(y)
+
+
+def l1_logistic_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
+  """Largest violation of the subgradient optimality condition."""
+  return _l1_kkt(_logistic_gradient(x, y, w), l1, w)
+
+
+def make_l1_logistic(rng: np.random.Generator, index: int) -> Instance:
+  """Sparse truth, 10% flipped labels, ``l1`` a share of the all-zero threshold."""
+  n, d = ((100, 10), (200, 40))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  x = _conditioned(rng, n, d, cond)
+  truth = _sparse_truth(rng, d, 3.0)
+  y = np.sign(x @ truth + 1e-12)
+  y[rng.random(n) < 0.1] *= -1.0
+  share = _log_uniform(rng, 0.02, 0.3)
+  l1 = share * np.max(np.abs(x.T @ y)) / (2 * n)  # |gradient at 0|_inf
+  w_star = _prox_gradient(
+    lambda w: _logistic_gradient(x, y, w),
+    lambda v, t: _soft_threshold(v, t * l1),
+    np.linalg.norm(x, 2) ** 2 / (4 * n),
+    np.zeros(d),
+  )
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(l1_logistic_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      cond=cond,
+      l1=l1,
+      l1_share=share,
+      nonzeros=int(np.sum(w_star != 0)),
+      kkt=l1_logistic_kkt(x, y, l1, w_star),
+    ),
+  )
+
+
+# 12. Chebyshev regression and 13. least absolute deviations with L1: linear
+# programs; 14. the max of quadratics and 15. nuclear-norm matrix completion:
+# kinks that are not polyhedral. Added after the default was chosen (held out).
+
+
+def linf_objective(data, w, xp=jnp):
+  """``max_i |x_i . w - y_i|``."""
+  return xp.max(xp.abs(data['x'] @ w - data['y']))
+
+
+def make_linf(rng: np.random.Generator, index: int) -> Instance:
+  """Gaussian noise; the optimum by LP: ``min t`` s.t. ``-t <= X w - y <= t``."""
+  n, d = ((40, 5), (80, 15))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  x = _conditioned(rng, n, d, cond)
+  y = x @ rng.standard_normal(d) + 0.5 * rng.standard_normal(n)
+  column = -np.ones((n, 1))
+  sol = _linprog(
+    np.concatenate([np.zeros(d), [1.0]]),
+    A_ub=np.vstack([np.hstack([x, column]), np.hstack([-x, column])]),
+    b_ub=np.concatenate([y, -y]),
+    bounds=[(None, None)] * (d + 1),
+  )
+  w = sol[:d]
+  data = dict(x=x, y=y)
+  return Instance(
+    data, _start_near(rng, w), w, float(linf_objective(data, w, np)), dict(n=n, d=d, cond=cond)
+  )
+
+
+def lad_lasso_objective(data, w, xp=jnp):
+  """``mean|X w - y| + l1 ||w||_1``."""
+  return xp.mean(xp.abs(data['x'] @ w - data['y'])) + data['l1'] * xp.sum(xp.abs(w))
+
+
+def make_lad_lasso(rng: np.random.Generator, index: int) -> Instance:
+  """Sparse truth, heavy-tailed noise; the optimum by LP (residual and |w| split)."""
+  n, d = ((50, 10), (100, 30))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  x = _conditioned(rng, n, d, cond)
+  y = x @ _sparse_truth(rng, d, 2.0) + 0.3 * rng.standard_t(2, n)
+  l1 = _log_uniform(rng, 1e-3, 1e-1)
+  # Variables (w, u, v, s): min (1.u + 1.v) / n + l1 1.s  s.t.  X w + u - v = y,  |w| <= s.
+  eye, zeros = np.eye(d), np.zeros((d, 2 * n))
+  sol = _linprog(
+    np.concatenate([np.zeros(d), np.full(2 * n, 1.0 / n), np.full(d, l1)]),
+    A_eq=np.hstack([x, np.eye(n), -np.eye(n), np.zeros((n, d))]),
+    b_eq=y,
+    A_ub=np.vstack([np.hstack([eye, zeros, -eye]), np.hstack([-eye, zeros, -eye])]),
+    b_ub=np.zeros(2 * d),
+    bounds=[(None, None)] * d + [(0, None)] * (2 * n + d),
+  )
+  w = sol[:d]
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  return Instance(
+    data, _start_near(rng, w), w, float(lad_lasso_objective(data, w, np)), dict(n=n, d=d, l1=l1)
+  )
+
+
+def max_quad_objective(data, w, xp=jnp):
+  """``max_i 0.5 sum_j a_ij (w_j - c_ij)^2``."""
+  r = w[None, :] - data['c']
+  return xp.max(0.5 * xp.sum(data['a'] * r * r, axis=1))
+
+
+def max_quad_dual(a: np.ndarray, c: np.ndarray, weights: np.ndarray) -> float:
+  """The dual bound ``min_w sum_i weights_i q_i(w)`` (closed form: the ``a_i`` are diagonal)."""
+  s, sc = weights @ a, weights @ (a * c)
+  return float(0.5 * np.sum(weights @ (a * c * c) - sc**2 / s))
+
+
+def max_quad_gap(a: np.ndarray, c: np.ndarray, w: np.ndarray) -> float:
+  """``f(w)`` less a dual bound, with weights fitted to the pieces active at ``w``."""
+  q = 0.5 * np.sum(a * (w - c) ** 2, axis=1)
+  active = q >= q.max() - 1e-8 * (1 + q.max())
+  # Stationarity sum_i weights_i grad q_i(w) = 0 with the weights summing to 1 (weighted row).
+  rows = np.vstack([(a * (w - c))[active].T, np.full((1, active.sum()), 1e3)])
+  fitted, _ = scipy.optimize.nnls(rows, np.concatenate([np.zeros(len(w)), [1e3]]))
+  weights = np.zeros(len(q))
+  weights[active] = fitted / fitted.sum()
+  return float(q.max() - max_quad_dual(a, c, weights))
+
+
+def make_max_quad(rng: np.random.Generator, index: int) -> Instance:
+  """Diagonal curvatures spread over ``cond``; the optimum by SLSQP, checked by its dual gap."""
+  m, d = ((3, 4), (6, 10))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  a = np.exp(rng.uniform(0.0, np.log(cond), (m, d)))
+  c = rng.standard_normal((m, d))
+  # min t  s.t.  q_i(w) <= t.
+  constraints = [
+    dict(
+      type='ineq',
+      fun=lambda z, i=i: z[-1] - 0.5 * np.sum(a[i] * (z[:-1] - c[i]) ** 2),
+      jac=lambda z, i=i: np.concatenate([-a[i] * (z[:-1] - c[i]), [1.0]]),
+    )
+    for i in range(m)
+  ]
+  w0 = c.mean(0)
+  res = scipy.optimize.minimize(
+    lambda z: z[-1],
+    np.concatenate([w0, [max_quad_objective(dict(a=a, c=c), w0, np)]]),
+    jac=lambda z: np.eye(d + 1)[-1],
+    constraints=constraints,
+    method='SLSQP',
+    options=dict(ftol=1e-15, maxiter=2000),
+  )
+  w = res.x[:-1]
+  data = dict(a=a, c=c)
+  return Instance(
+    data,
+    _start_near(rng, w),
+    w,
+    float(max_quad_objective(data, w, np)),
+    dict(m=m, d=d, cond=cond, gap=max_quad_gap(a, c, w)),
+  )
+
+
+def nuclear_objective(data, w, xp=jnp):
+  """``0.5 / |obs| ||mask * (W - M)||^2 + lam ||W||_*``, ``W`` = ``w`` as a square matrix."""
+  k = data['mask'].shape[0]
+  mat = w.reshape(k, k)
+  r = data['mask'] * (mat - data['m'])
+  # Singular values only: their derivative needs no 1 / (s_i^2 - s_j^2).
+  singular = (jnp if xp is jnp else np).linalg.svd(mat, compute_uv=False)
+  return 0.5 * xp.sum(r * r) / xp.sum(data['mask']) + data['lam'] * xp.sum(singular)
+
+
+def nuclear_kkt(data: dict[str, np.ndarray], w: np.ndarray) -> float:
+  """How far ``-grad of the fit`` is from ``lam * d||W||_*``: 0 at the optimum."""
+  k = data['mask'].shape[0]
+  mat = w.reshape(k, k)
+  g = data['mask'] * (mat - data['m']) / np.sum(data['mask'])
+  u, s, vt = np.linalg.svd(mat)
+  rank = int(np.sum(s > 1e-9 * max(s[0], 1.0)))
+  on_range = g + data['lam'] * u[:, :rank] @ vt[:rank]
+  # Beside the range the subgradient is any matrix of spectral norm <= lam.
+  off = (np.eye(k) - u[:, :rank] @ u[:, :rank].T) @ g @ (np.eye(k) - vt[:rank].T @ vt[:rank])
+  on = u[:, :rank] @ u[:, :rank].T @ on_range + on_range @ vt[:rank].T @ vt[:rank]
+  return float(max(np.abs(on).max(), np.linalg.norm(off, 2) - data['lam'], 0.0))
+
+
+def make_nuclear(rng: np.random.Generator, index: int) -> Instance:
+  """Rank-2 matrix plus noise, 60% observed; the optimum by FISTA, singular values thresholded."""
+  k = (6, 10)[index % 2]
+  m = rng.standard_normal((k, 2)) @ rng.standard_normal((2, k)) + 0.1 * rng.standard_normal((k, k))
+  mask = (rng.random((k, k)) < 0.6).astype(float)
+  lam = _log_uniform(rng, 0.01, 0.1)
+  observed = float(np.sum(mask))
+
+  def singular_value_threshold(v, t):  # The proximal map of t lam ||W||_*.
+    u, s, vt = np.linalg.svd(v.reshape(k, k))
+    return ((u * np.maximum(s - t * lam, 0.0)) @ vt).ravel()
+
+  flat = _prox_gradient(
+    lambda v: (mask * (v.reshape(k, k) - m)).ravel() / observed,
+    singular_value_threshold,
+    1.0 / observed,
+    np.zeros(k * k),
+  )
+  w = flat.reshape(k, k)
+  data = dict(m=m, mask=mask, lam=np.float64(lam))
+  return Instance(
+    data,
+    _start_near(rng, flat),
+    flat,
+    float(nuclear_objective(data, flat, np)),
+    dict(
+      k=k,
+      lam=lam,
+      rank=int(np.sum(np.linalg.svd(w, compute_uv=False) > 1e-8)),
+      kkt=nuclear_kkt(data, flat),
+    ),
+  )
+
+
+# 16-19. Sharp planted problems: f* = 0 at w*, and f grows linearly away from it.
+
+
+def _planted(data: dict[str, np.ndarray], w: np.ndarray, start: np.ndarray, **info) -> Instance:
+  return Instance(data, start, w, 0.0, info)
+
+
+def sharp_lad_objective(data, w, xp=jnp):
+  """``mean|X w - y|`` with ``y = X w*`` (no noise)."""
+  return xp.mean(xp.abs(data['x'] @ w - data['y']))
+
+
+def make_sharp_lad(rng: np.random.Generator, index: int) -> Instance:
+  """``n > d`` Gaussian rows, so ``w*`` is the unique minimiser."""
+  n, d = ((40, 10), (100, 30))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  x = _conditioned(rng, n, d, cond)
+  w = rng.standard_normal(d)
+  return _planted(dict(x=x, y=x @ w), w, _start_near(rng, w), n=n, d=d, cond=cond)
+
+
+def phase_retrieval_objective(data, w, xp=jnp):
+  """``mean|(x_i . w)^2 - b_i|`` with ``b_i = (x_i . w*)^2``."""
+  return xp.mean(xp.abs((data['x'] @ w) ** 2 - data['b']))
+
+
+def make_phase_retrieval(rng: np.random.Generator, index: int) -> Instance:
+  """``|w*| = 1``, ``n/d`` in {4, 8}; the start within 0.3 of ``w*``."""
+  d = (10, 30)[index % 2]
+  n = int(rng.choice([4, 8])) * d
+  x = rng.standard_normal((n, d))
+  w = rng.standard_normal(d)
+  w /= np.linalg.norm(w)
+  return _planted(dict(x=x, b=(x @ w) ** 2), w, _start_near(rng, w, 0.3), n=n, d=d)
+
+
+def quadratic_sensing_objective(data, w, xp=jnp):
+  """``mean| ||U^T x_i||^2 - b_i |``, ``U`` = ``w`` as a ``d x r`` matrix."""
+  u = w.reshape(data['x'].shape[1], -1)
+  return xp.mean(xp.abs(xp.sum((data['x'] @ u) ** 2, axis=1) - data['b']))
+
+
+def make_quadratic_sensing(rng: np.random.Generator, index: int) -> Instance:
+  """``(d, r)`` in {(8, 2), (15, 3)}, ``n = 6 d r``; the start within 0.2 ``|U*|``."""
+  d, r = ((8, 2), (15, 3))[index % 2]
+  n = 6 * d * r
+  x = rng.standard_normal((n, d))
+  u = rng.standard_normal((d, r)) / np.sqrt(d)
+  flat = u.ravel()
+  start = _start_near(rng, flat, 0.2 * np.linalg.norm(flat))
+  return _planted(dict(x=x, b=np.sum((x @ u) ** 2, axis=1)), flat, start, n=n, d=d, r=r)
+
+
+def relu_neuron_objective(data, w, xp=jnp):
+  """``mean|relu(X w) - y|`` with ``y = relu(X w*)``."""
+  return xp.mean(xp.abs(xp.maximum(data['x'] @ w, 0.0) - data['y']))
+
+
+def make_relu_neuron(rng: np.random.Generator, index: int) -> Instance:
+  """``(n, d)`` in {(60, 8), (150, 20)}; the start within 0.3 ``|w*|``."""
+  n, d = ((60, 8), (150, 20))[index % 2]
+  x = rng.standard_normal((n, d))
+  w = rng.standard_normal(d)
+  start = _start_near(rng, w, 0.3 * np.linalg.norm(w))
+  return _planted(dict(x=x, y=np.maximum(x @ w, 0.0)), w, start, n=n, d=d)
+
+
+# 20. The kinks on the way.
+
+
+def make_lasso_crossing(rng: np.random.Generator, index: int) -> Instance:
+  """``w*`` chosen first, ``|w*_i|`` in [0.5, 1.5]; ``y`` built so that it is the minimiser.
+
+  With ``y = X w* + z`` and ``X^T z = n l1 sign(w*)`` the gradient of the
+  smooth part at ``w*`` is ``-l1 sign(w*)``: the optimality condition holds
+  exactly, and ``n > d`` makes the minimiser unique.
+  """
+  n, d = ((60, 10), (150, 30))[index % 2]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  x = _conditioned(rng, n, d, cond)
+  w = rng.choice([-1.0, 1.0], d) * rng.uniform(0.5, 1.5, d)
+  l1 = _log_uniform(rng, 1e-3, 1e-1)
+  y = x @ w + n * l1 * x @ np.linalg.solve(x.T @ x, np.sign(w))
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  # The start across every kink: each coordinate passes through 0 on its way.
+  optimum = float(lasso_objective(data, w, np))
+  return Instance(data, -w, w, optimum, dict(n=n, d=d, cond=cond, l1=l1))
+
+
+FAMILIES = {
+  f.name: f
+  for f in (
+    Family(
+      'relu_regression',
+      relu_regression_objective,
+      make_relu_regression,
+      'distance',
+      'mean((relu(Xw)-y)^2) + l1|w|_1, y <= 0, w* = 0; '
+      '(n, d) in {(40, 10), (100, 30)}, cond 1-100, l1 1e-3-1e-1',
+    ),
+    Family(
+      'lasso',
+      lasso_objective,
+      make_lasso,
+      'distance',
+      '0.5/n |Xw-y|^2 + l1|w|_1; (n, d) in {(50, 20), (100, 50)}, '
+      'cond 1-100, l1 = 0.01-0.3 x l1_max',
+    ),
+    Family(
+      'huber',
+      huber_objective,
+      make_huber,
+      'distance',
+      'mean(huber_delta(Xw-y)), t(2) noise; (n, d) in {(60, 10), '
+      '(120, 30)}, cond 1-30, delta 1e-3-1e-1',
+    ),
+    Family(
+      'max_affine',
+      max_affine_objective,
+      make_max_affine,
+      'distance',
+      'max_i(a_i.w+b_i) + mu/2|w|^2; (pieces, d) in {(10, 5), (40, 20)}, cond 1-30, mu 0.01-1',
+    ),
+    Family(
+      'abs_sum',
+      abs_sum_objective,
+      make_abs_sum,
+      'distance',
+      'sum a_i|w_i-c_i| + mu/2|w|^2; instance 0 = Figure 1; d in '
+      '{2, 10, 50}, a spread 1-100, mu 0.01-1',
+    ),
+    Family(
+      'svm',
+      svm_objective,
+      make_svm,
+      'distance',
+      'mean(hinge(y x.w)) + lam/2|w|^2; (n, d) in {(60, 5), (120, 20)}, cond 1-30, lam 1e-3-1e-1',
+    ),
+    Family(
+      'relu_net',
+      relu_net_objective,
+      make_relu_net,
+      'excess',
+      'teacher-student 1-hidden-layer ReLU net, f* = 0; (n, in, '
+      'hidden) in {(16, 4, 6), (32, 8, 12)}, input cond 1-10',
+    ),
+    Family(
+      'quantile',
+      quantile_objective,
+      make_quantile,
+      'excess',
+      'mean pinball_tau(y - Xw), t(2) noise; (n, d) in {(80, 5), (200, 20)}, cond 1-30, '
+      'tau 0.1-0.9; f* by LP',
+    ),
+    Family(
+      'lad_tv',
+      lad_tv_objective,
+      make_lad_tv,
+      'excess',
+      'mean|w-y| + lam TV(w), y piecewise constant + noise; d in {20, 60}, lam 2e-3-5e-2; f* by LP',
+    ),
+    Family(
+      'group_lasso',
+      group_lasso_objective,
+      make_group_lasso,
+      'distance',
+      f'0.5/n |Xw-y|^2 + l1 sum_g |w_g|, groups of {GROUP}; (n, d) in {{(60, 20), (120, 48)}}, '
+      'cond 1-30, l1 = 0.03-0.5 x l1_max',
+    ),
+    Family(
+      'l1_logistic',
+      l1_logistic_objective,
+      make_l1_logistic,
+      'distance',
+      'mean log(1+exp(-y x.w)) + l1|w|_1, 10% flipped labels; (n, d) in {(100, 10), (200, 40)}, '
+      'cond 1-30, l1 = 0.02-0.3 x l1_max',
+    ),
+    Family(
+      'linf',
+      linf_objective,
+      make_linf,
+      'excess',
+      'max_i |x_i.w - y_i| (Chebyshev regression); (n, d) in {(40, 5), (80, 15)}, cond 1-30; '
+      'f* by LP',
+    ),
+    Family(
+      'lad_lasso',
+      lad_lasso_objective,
+      make_lad_lasso,
+      'excess',
+      'mean|Xw-y| + l1|w|_1, t(2) noise; (n, d) in {(50, 10), (100, 30)}, cond 1-30, '
+      'l1 1e-3-1e-1; f* by LP',
+    ),
+    Family(
+      'max_quad',
+      max_quad_objective,
+      make_max_quad,
+      'excess',
+      'max_i 0.5 sum_j a_ij (w_j - c_ij)^2; (pieces, d) in {(3, 4), (6, 10)}, cond 1-30; '
+      'f* by SLSQP, dual gap < 1e-9',
+    ),
+    Family(
+      'nuclear',
+      nuclear_objective,
+      make_nuclear,
+      'excess',
+      'matrix completion 0.5/|obs| |P(W-M)|^2 + lam |W|_*, rank-2 M, 60% observed; k x k, '
+      'k in {6, 10}, lam 1e-2-1e-1; f* by FISTA',
+    ),
+    Family(
+      'sharp_lad',
+      sharp_lad_objective,
+      make_sharp_lad,
+      'distance',
+      'mean|Xw - Xw*| (noiseless LAD, sharp); (n, d) in {(40, 10), (100, 30)}, cond 1-30',
+    ),
+    Family(
+      'phase_retrieval',
+      phase_retrieval_objective,
+      make_phase_retrieval,
+      'excess',
+      'mean|(x.w)^2 - (x.w*)^2| (robust phase retrieval), f* = 0; d in {10, 30}, n/d in {4, 8}',
+    ),
+    Family(
+      'quadratic_sensing',
+      quadratic_sensing_objective,
+      make_quadratic_sensing,
+      'excess',
+      'mean| |U^T x|^2 - |U*^T x|^2 |, f* = 0; (d, rank) in {(8, 2), (15, 3)}, n = 6 d rank',
+    ),
+    Family(
+      'relu_neuron',
+      relu_neuron_objective,
+      make_relu_neuron,
+      'excess',
+      'mean|relu(Xw) - relu(Xw*)| (planted neuron, L1), f* = 0; (n, d) in {(60, 8), (150, 20)}',
+    ),
+    Family(
+      'lasso_crossing',
+      lasso_objective,
+      make_lasso_crossing,
+      'distance',
+      '0.5/n |Xw-y|^2 + l1|w|_1 with |w*_i| >= 0.5, started at -w*: every kink crossed on the way; '
+      '(n, d) in {(60, 10), (150, 30)}, cond 1-30, l1 1e-3-1e-1',
+    ),
+  )
+}
+
+
+def make_instances(family: str, num: int, *, seed: int = SEED) -> list[Instance]:
+  """The first ``num`` instances of a family (fixed by ``seed``).
+
+  Args:
+    family: a name of :data:`FAMILIES`.
+    num: number of instances.
+    seed: seed of the family's generator.
+
+  Returns:
+    A list of :class:`Instance`; instance ``i`` does not depend on ``num``.
+  """
+  fam = FAMILIES[family]
+  index = list(FAMILIES).index(family)
+  return [fam.make(np.random.default_rng([seed, index, i]), i) for i in range(num)]

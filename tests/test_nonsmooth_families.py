@@ -1,0 +1,171 @@
+"""The families of the non-smooth suite: their minimisers are minimisers.
+
+Checks that every family's stated minimiser is one (the objective at it is
+no larger than at random perturbations of it, in float64; the subgradient or
+KKT optimality condition where the family has one; certified optima for the
+linear programs, the max of quadratics and matrix completion), that the numpy
+and jax objectives agree, and that instances are fixed by their seed and
+varied across a family.
+"""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import nonsmooth_families as nf
+
+NUM = 4  # Instances per family checked: both shape groups (3 for abs_sum).
+
+
+def _instances(family):
+  return nf.make_instances(family, NUM)
+
+
+@pytest.mark.parametrize('family', [f for f in nf.FAMILIES if nf.FAMILIES[f].metric == 'distance'])
+def test_minimiser_beats_perturbations(family):
+  objective = nf.FAMILIES[family].objective
+  rng = np.random.default_rng(0)
+  for inst in _instances(family):
+    w = inst.minimiser
+    f_star = objective(inst.data, w, np)
+    assert f_star == pytest.approx(inst.optimum, rel=1e-12, abs=1e-12)
+    for scale in (1e-6, 1e-4, 1e-2, 1.0):
+      for _ in range(20):
+        u = rng.standard_normal(w.shape)
+        value = objective(inst.data, w + scale * u / np.linalg.norm(u), np)
+        assert value >= f_star - 1e-12 * (1 + abs(f_star))
+
+
+def test_lasso_subgradient_condition():
+  for inst in _instances('lasso'):
+    d = inst.data
+    assert nf.lasso_kkt(d['x'], d['y'], float(d['l1']), inst.minimiser) < 1e-10
+    assert 0 < np.sum(inst.minimiser != 0) < len(inst.minimiser)
+
+
+@pytest.mark.parametrize(
+  'family, kkt', [('group_lasso', nf.group_lasso_kkt), ('l1_logistic', nf.l1_logistic_kkt)]
+)
+def test_prox_gradient_families_meet_their_optimality_condition(family, kkt):
+  at_zero = 0
+  for inst in _instances(family):
+    d = inst.data
+    assert kkt(d['x'], d['y'], float(d['l1']), inst.minimiser) < 1e-12
+    at_zero += int(np.sum(inst.minimiser == 0))
+  # The kinks are active: some coordinates of the minimisers sit exactly at zero.
+  assert at_zero > 0
+
+
+def test_abs_sum_subgradient_condition_and_figure1():
+  insts = _instances('abs_sum')
+  first = insts[0]
+  np.testing.assert_array_equal(first.data['a'], [1.0, 1.0])
+  np.testing.assert_array_equal(first.data['c'], [1.0, 1.0])
+  assert float(first.data['mu']) == 1.0
+  np.testing.assert_array_equal(first.minimiser, [1.0, 1.0])
+  for inst in insts:
+    a, c, mu, w = inst.data['a'], inst.data['c'], inst.data['mu'], inst.minimiser
+    # 0 in mu w + a * sign(w - c), sign(0) = [-1, 1].
+    smooth = w != c
+    np.testing.assert_allclose(
+      mu * w[smooth] + a[smooth] * np.sign(w[smooth] - c[smooth]), 0.0, atol=1e-12
+    )
+    assert np.all(np.abs(mu * w[~smooth]) <= a[~smooth] + 1e-12)
+
+
+@pytest.mark.parametrize(
+  'family', ['quantile', 'lad_tv', 'linf', 'lad_lasso', 'max_quad', 'nuclear']
+)
+def test_linear_program_optima_beat_perturbations(family):
+  objective = nf.FAMILIES[family].objective
+  rng = np.random.default_rng(0)
+  for inst in _instances(family):
+    f_star = objective(inst.data, inst.minimiser, np)
+    assert f_star == pytest.approx(inst.optimum, rel=1e-12, abs=1e-12)
+    for scale in (1e-6, 1e-3, 1.0):
+      for _ in range(20):
+        u = rng.standard_normal(inst.minimiser.shape)
+        value = objective(inst.data, inst.minimiser + scale * u / np.linalg.norm(u), np)
+        assert value >= f_star - 1e-9 * (1 + abs(f_star))  # The LP's tolerance.
+
+
+def test_max_quad_and_nuclear_optima_are_certified():
+  for inst in _instances('max_quad'):
+    # f(w*) less a dual bound: f* is known to far below the bands compared.
+    assert 0 <= inst.info['gap'] + 1e-12 and inst.info['gap'] < 1e-9
+  for inst in _instances('nuclear'):
+    k = inst.data['mask'].shape[0]
+    assert nf.nuclear_kkt(inst.data, inst.minimiser) < 1e-9
+    # The kink is active: the optimum has zero singular values.
+    assert inst.info['rank'] < k
+
+
+@pytest.mark.parametrize(
+  'family', ['sharp_lad', 'phase_retrieval', 'quadratic_sensing', 'relu_neuron']
+)
+def test_planted_minimisers_are_sharp(family):
+  objective = nf.FAMILIES[family].objective
+  rng = np.random.default_rng(0)
+  for inst in _instances(family):
+    w = inst.minimiser
+    assert inst.optimum == 0.0 and objective(inst.data, w, np) == 0.0
+    # The loss grows linearly in every direction: a kink at the minimiser.
+    for _ in range(20):
+      u = rng.standard_normal(w.shape)
+      u /= np.linalg.norm(u)
+      slopes = [objective(inst.data, w + t * u, np) / t for t in (1e-6, 1e-4, 1e-2)]
+      assert min(slopes) > 1e-3 and max(slopes) < 10 * min(slopes)
+    # The start is away from it: there is a distance to close.
+    assert objective(inst.data, inst.start, np) > 0.05
+
+
+def test_lasso_crossing_minimiser_is_away_from_the_kinks_it_starts_across():
+  for inst in _instances('lasso_crossing'):
+    d = inst.data
+    assert nf.lasso_kkt(d['x'], d['y'], float(d['l1']), inst.minimiser) < 1e-12
+    assert np.abs(inst.minimiser).min() >= 0.5
+    np.testing.assert_array_equal(np.sign(inst.start), -np.sign(inst.minimiser))
+
+
+def test_svm_and_huber_optimality():
+  for inst in _instances('svm'):
+    d = inst.data
+    assert nf.svm_kkt(d['x'], d['y'], float(d['lam']), inst.minimiser) < 1e-9
+  for inst in _instances('huber'):
+    assert np.linalg.norm(nf.huber_gradient(inst.data, inst.minimiser)) < 1e-10
+
+
+def test_max_affine_optimality():
+  for inst in _instances('max_affine'):
+    d = inst.data
+    assert nf.max_affine_kkt(d['a'], d['b'], float(d['mu']), inst.minimiser) < 1e-9
+
+
+def test_relu_regression_and_net_optima():
+  for inst in _instances('relu_regression'):
+    assert np.all(inst.data['y'] <= 0)
+    assert not np.any(inst.minimiser)
+  for inst in _instances('relu_net'):
+    assert inst.minimiser is None and inst.optimum == 0.0
+    assert float(nf.relu_net_objective(inst.data, inst.start, np)) > 0
+
+
+def test_jax_and_numpy_objectives_agree():
+  for family, fam in nf.FAMILIES.items():
+    inst = nf.make_instances(family, 1)[0]
+    data = {k: jnp.asarray(v, jnp.float32) for k, v in inst.data.items()}
+    np.testing.assert_allclose(
+      float(fam.objective(data, jnp.asarray(inst.start, jnp.float32))),
+      fam.objective(inst.data, inst.start, np),
+      rtol=1e-4,
+    )
+
+
+def test_instances_are_fixed_and_varied():
+  a = nf.make_instances('lasso', 3)
+  b = nf.make_instances('lasso', 5)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x.start, y.start)
+    np.testing.assert_array_equal(x.data['x'], y.data['x'])
+  assert len({inst.start.shape for inst in b}) == 2
+  assert len({round(inst.info['l1'], 12) for inst in b}) == 5
