@@ -553,6 +553,32 @@ def write_results(
   return path
 
 
+def write_report(
+  stem: str,
+  payload: dict[str, Any],
+  markdown: Callable[[dict[str, Any]], str],
+  *,
+  out_dir: Path | str = RESULTS_DIR,
+) -> dict[str, Any]:
+  """:func:`write_results` with a report made from what was stored, printed.
+
+  Args:
+    stem: file name without suffix.
+    payload: JSON-serialisable results (command, hardware and date are added).
+    markdown: the stored payload (with those fields) -> the readable report.
+    out_dir: the results folder.
+
+  Returns:
+    The stored payload, as read back.
+  """
+  path = write_results(stem, payload, '', out_dir=out_dir)
+  stored = json.loads(path.read_text())
+  report = markdown(stored)
+  path.with_suffix('.md').write_text(report)
+  print(report)
+  return stored
+
+
 def plot_curves(results: dict[str, Any], path: Path | str, *, title: str) -> None:
   """Test accuracy and train loss per epoch (mean over seeds), one PNG."""
   import matplotlib  # pylint: disable=g-import-not-at-top

@@ -27,7 +27,6 @@ References:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -165,12 +164,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   t0 = time.time()
   rows = run(**config)
   payload = dict(config=config, rows=rows, wall_s=round(time.time() - t0, 1))
-  # write_results adds the command, hardware and date the report shows.
-  path = common.write_results(args.out, payload, '', out_dir=args.out_dir)
-  payload = json.loads(path.read_text())
-  path.with_suffix('.md').write_text(markdown(payload))
-  print(path.with_suffix('.md').read_text())
-  return payload
+  return common.write_report(args.out, payload, markdown, out_dir=args.out_dir)
 
 
 if __name__ == '__main__':
