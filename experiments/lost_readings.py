@@ -27,11 +27,10 @@ References:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
-
-import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +40,7 @@ import optax
 import sadam_optax
 from experiments import common
 from experiments import nonsmooth_families
+from sadam_optax import probe_transform
 
 RULES = {
   'adam': lambda lr: optax.with_extra_args_support(optax.adam(lr)),
@@ -131,8 +131,8 @@ def markdown(payload: dict[str, Any]) -> str:
     f'steps, Adam 0.9 / 0.999. Band: distance to w* over the last {WINDOW:.0%} of the steps; '
     f"lost: share of the probes over the last {LATE:.0%} whose reading was lost in the loss's "
     f'rounding; damping: mean over the same steps. `sadam-0.5`: `unresolved_fade=0` (a lost '
-    'reading reads as smooth); `sadam`: the default (the last reading, faded by 0.99 per lost '
-    'probe).',
+    'reading reads as smooth); `sadam`: the default (the last reading, faded by '
+    f'{probe_transform.UNRESOLVED_FADE:g} per lost probe).',
     '',
     '| instance | precision | method | band | band / Adam | lost | damping |',
     '|---|---|---|---|---|---|---|',
