@@ -74,7 +74,8 @@ def test_abs_sum_subgradient_condition_and_figure1():
 
 
 @pytest.mark.parametrize(
-  'family', ['quantile', 'lad_tv', 'linf', 'lad_lasso', 'max_quad', 'nuclear']
+  'family',
+  ['quantile', 'lad_tv', 'linf', 'lad_lasso', 'max_quad', 'nuclear', 'l1_svm', 'multiclass_hinge'],
 )
 def test_linear_program_optima_beat_perturbations(family):
   objective = nf.FAMILIES[family].objective
@@ -148,6 +149,58 @@ def test_relu_regression_and_net_optima():
   for inst in _instances('relu_net'):
     assert inst.minimiser is None and inst.optimum == 0.0
     assert float(nf.relu_net_objective(inst.data, inst.start, np)) > 0
+
+
+def test_fused_lasso_optimality():
+  fused = 0
+  for inst in _instances('fused_lasso'):
+    y, lam, w = inst.data['y'], float(inst.data['lam']), inst.minimiser
+    assert nf.fused_lasso_kkt(y, lam, w) < 1e-12
+    # The kinks are active: neighbours fused into segments of one value.
+    fused += int(np.sum(np.diff(w) == 0))
+  assert fused > 0
+
+
+def test_l1_svm_and_multiclass_hinge_optima_are_certified():
+  for inst in _instances('l1_svm'):
+    d = inst.data
+    # f(w_LP) less the dual LP's value (a lower bound on f*): f* is exact.
+    assert -1e-12 < inst.info['gap'] < 1e-9
+    assert inst.info['gap'] == pytest.approx(
+      inst.optimum - nf.l1_svm_dual(d['x'], d['y'], float(d['l1'])), abs=1e-15
+    )
+  for inst in _instances('multiclass_hinge'):
+    # f(W(alpha)) less the dual at alpha.
+    assert -1e-12 < inst.info['gap'] < 1e-9
+
+
+def test_nnls_penalty_is_exact_with_kinks_at_the_minimiser():
+  for inst in _instances('nnls_penalty'):
+    d, w = inst.data, inst.minimiser
+    assert nf.nnls_kkt(d['x'], d['y'], w) < 1e-12
+    assert inst.info['plant'] < 1e-10
+    # Zeros with multipliers in (0, c): the penalty is exact and every zero is a kink.
+    g = d['x'].T @ (d['x'] @ w - d['y']) / len(d['y'])
+    zero = w == 0
+    assert zero.sum() >= 3
+    assert np.all(g[zero] > 0) and np.all(g[zero] < float(d['c']))
+
+
+def test_linf_penalty_optimality_with_ties():
+  for inst in _instances('linf_penalty'):
+    d, w = inst.data, inst.minimiser
+    assert nf.linf_penalty_kkt(d['x'], d['y'], float(d['lam']), w) < 1e-12
+    assert inst.info['plant'] < 1e-10
+    assert inst.info['tied'] >= 3
+
+
+def test_geometric_median_is_a_smooth_stationary_point():
+  for inst in _instances('geometric_median'):
+    a, w = inst.data['a'], inst.minimiser
+    assert np.linalg.norm(nf.geometric_median_gradient(a, w)) < 1e-12
+    # No data point is the Weber point: the loss is smooth at w*.
+    assert nf.geometric_median_at_point(a) > 0
+    assert np.min(np.linalg.norm(a - w, axis=1)) > 1e-3
 
 
 def test_jax_and_numpy_objectives_agree():
