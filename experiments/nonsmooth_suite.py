@@ -1,15 +1,15 @@
 """Non-smooth benchmark suite: does a braked Adam end closer than Adam?
 
-Twenty families of random convex (and four non-convex) problems whose
+Twenty-six families of random convex (and four non-convex) problems whose
 minimiser, or optimal value, is known to high precision. Every method starts
 every instance from the same point and runs a constant learning rate; the end
 state is compared with plain Adam's, instance by instance.
 
-Families: :data:`experiments.nonsmooth_families.FAMILIES` (twenty, numbered
+Families: :data:`experiments.nonsmooth_families.FAMILIES` (twenty-six, numbered
 there; every instance knows its minimiser ``w*`` or its optimal value ``f*``).
 
-Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6, 10, 11, 16, 20) or
-``f(w_t) - f*`` (families 7-9, 12-15, 17-19). The *band* is ``m_t`` over the last
+Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6, 10, 11, 16, 20, 21, 23, 25, 26)
+or ``f(w_t) - f*`` (families 7-9, 12-15, 17-19, 22, 24). The *band* is ``m_t`` over the last
 10% of the steps (its mean, ``band``, and its max, ``band_max``); also the
 first step at which
 ``m_t <= tol * m_0`` (``tol = 1e-2``). Bands below ``1e-6 * m_0`` are float32
@@ -1133,7 +1133,7 @@ def parser() -> argparse.ArgumentParser:
     '--controls',
     nargs='*',
     default=[DEFAULT],
-    help='methods followed by Adam at their effective lr',
+    help="methods followed by Adam at their effective lr (default: 'sadam'; the flag alone: none)",
   )
   p.add_argument(
     '--out', default=str(common.RESULTS_DIR / 'nonsmooth_suite'), help='results path without suffix'
