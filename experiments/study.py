@@ -156,6 +156,9 @@ SAME_AT_LONG_B2 = {'0.5.0': '0.4.0'}
 # subset, 5 seeds each: the same accuracies and dampings to the last digit with
 # unresolved_fade=0), so their runs keep the keys of the version before.
 SAME_WHERE_READINGS_RESOLVE = {'0.6.0': '0.5.0'}
+# Library versions that changed no number a run computes (0.6.1: input checks, the Flax helpers'
+# keywords, an eager recompilation): their runs keep the keys of the version before.
+SAME_NUMBERS = {'0.6.1': '0.6.0'}
 # Per-epoch curves, in this order in the checkpoint's ``curves`` array.
 CURVES = ('train_loss', 'val_acc', 'val_loss', 'test_acc', 'test_loss', 'mean_damping', 'seconds')
 TINY_SIZE = 8  # Side of the synthetic images of ``--tiny``.
@@ -276,7 +279,8 @@ def code_version(optimizer: str) -> dict[str, Any]:
       defaults.pop('damping_recovery')
     # Since 0.6; keyed by the library version (the former defaults' arms pin 0, as they ran).
     defaults.pop('unresolved_fade', None)
-    current = SAME_WHERE_READINGS_RESOLVE.get(sadam_optax.__version__, sadam_optax.__version__)
+    current = SAME_NUMBERS.get(sadam_optax.__version__, sadam_optax.__version__)
+    current = SAME_WHERE_READINGS_RESOLVE.get(current, current)
     current = SAME_AT_LONG_B2.get(current, current)
     library = LIBRARY_OF.get(optimizer, current)
     if optimizer in WITHOUT_RELEASE:

@@ -18,15 +18,33 @@ from sadam_optax import transform
 ScalarOrSchedule = transform.ScalarOrSchedule
 
 
+def _known(value: Any) -> Any:
+  """A number or concrete array as NumPy, else None (a schedule, a tracer)."""
+  return None if callable(value) else transform.known_value(value)
+
+
 def _check_unit_interval(name: str, value: Any) -> None:
-  if isinstance(value, (int, float)) and not 0 <= value < 1:
+  known = _known(value)
+  if known is not None and not (known.shape == () and 0 <= known < 1):
     raise ValueError(f'{name}={value}: it must lie in [0, 1).')
 
 
 def _check_nonnegative(name: str, value: Any) -> None:
   # A NaN or infinite eps turns every step into NaN (optax does not check it).
-  if isinstance(value, (int, float)) and not (np.isfinite(value) and value >= 0):
+  known = _known(value)
+  if known is not None and not (known.shape == () and np.isfinite(known) and known >= 0):
     raise ValueError(f'{name}={value}: it must be a finite number >= 0.')
+
+
+def _check_learning_rate(learning_rate: ScalarOrSchedule) -> None:
+  """Refuses a NaN, infinite or negative learning rate (a schedule at its first step)."""
+  known = _known(learning_rate(0) if callable(learning_rate) else learning_rate)
+  if known is not None and not (np.all(np.isfinite(known)) and np.all(known >= 0)):
+    raise ValueError(
+      f'learning_rate={learning_rate!r}: it must be a finite number >= 0. The probe '
+      "reads the loss along the step -lr * Adam's direction; to maximise an objective, "
+      'minimise its negative.'
+    )
 
 
 def sadam(
@@ -111,8 +129,10 @@ def sadam(
     b1: decay of the first moment, in [0, 1).
     b2: decay of the second moment, in [0, 1).
     eps: added to the denominator of Adam's ratio.
-    lam: brake strength >= 0, a float or schedule; 0 gives ``optax.adam``
-      exactly. Default 2.0, the paper's value.
+    lam: brake strength >= 0, a float or schedule; 0 (a Python or NumPy
+      number) gives ``optax.adam`` exactly and needs no loss; a JAX array or
+      a schedule always probes, and at 0 equals Adam up to float32 rounding.
+      Default 2.0, the paper's value.
     num_probes: probes per measurement, a static int >= 2 (None: the
       estimator's default: 2 for ``'step'``, 8 for ``'literal'`` and
       ``'random-jvp'``; unused by ``'uphill'``, ``'secant'`` and
@@ -345,6 +365,9 @@ def _braked_adamw(
       'optax.chain(optax.scale_by_adam(), sadam_optax.damping_scale(lam, '
       'step_size=lr), ..., optax.scale_by_learning_rate(lr)).'
     )
+  _check_learning_rate(learning_rate)
+  if weight_decay is not None:
+    _check_nonnegative('weight_decay', weight_decay)
   braked_adam = transform.singularity_aware(
     adam, probe=brake.probe, brake=brake, step_size=learning_rate
   )

@@ -179,6 +179,10 @@ def test_nonfinite_loss_at_probes_never_reaches_params(estimator):
     (dict(eps=-1e-8), 'eps'),
     (dict(eps_root=float('inf')), 'eps_root'),
     (dict(lam=float('inf')), 'lam'),
+    (dict(lam=1e39), 'lam'),  # Finite in float64, infinite in the brake's float32.
+    (dict(b1=jnp.float32(1.0)), 'b1'),
+    (dict(b2=jnp.float32(float('nan'))), 'b2'),
+    (dict(eps=jnp.float32(-1.0)), 'eps'),
     (dict(probe_every=0), 'probe_every'),
     (dict(estimator='random'), 'estimator'),
     (dict(rule='linear'), 'rule'),
@@ -193,6 +197,21 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
 def test_a_lam_that_is_not_a_scalar_number_is_refused(lam, error):
   with pytest.raises(error, match='lam'):
     sadam_optax.sadamw(1e-3, lam=lam)
+
+
+@pytest.mark.parametrize(
+  'kwargs, name',
+  [
+    (dict(learning_rate=float('nan')), 'learning_rate'),
+    (dict(learning_rate=-1e-2), 'learning_rate'),
+    (dict(learning_rate=optax.constant_schedule(-1e-2)), 'learning_rate'),
+    (dict(learning_rate=1e-2, weight_decay=float('nan')), 'weight_decay'),
+  ],
+)
+def test_a_learning_rate_or_weight_decay_that_would_ruin_the_params_is_refused(kwargs, name):
+  for make in (sadam_optax.sadamw, sadam_optax.paper_sadamw):
+    with pytest.raises(ValueError, match=f'{name}='):
+      make(**kwargs)
 
 
 def test_learning_rate_none_is_refused_with_the_chain_form():

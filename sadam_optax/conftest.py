@@ -34,3 +34,18 @@ def mlp_problem():
   xs = jax.random.normal(jax.random.key(1), (30, 16, 8))
   ys = (xs[..., 0] + xs[..., 1] > 0).astype(jnp.int32) + (xs[..., 2] > 1)
   return params, mlp_loss, (xs, ys)
+
+
+@pytest.fixture
+def compiles():
+  """A list that every XLA compilation appends to during the test."""
+  events = []
+
+  def listener(event, duration, **kwargs):
+    del duration, kwargs
+    if event == '/jax/core/compile/backend_compile_duration':
+      events.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  yield events
+  jax.monitoring.unregister_event_duration_listener(listener)

@@ -22,13 +22,17 @@ its dropout masks are the gradient's. For linen, :func:`linen_value_fn` and
 :func:`linen_value_and_grad` do the same from ``apply_fn``, the
 non-parameter collections (``batch_stats``, applied with
 ``mutable=['batch_stats']`` and the updates discarded) and
-``rngs={'dropout': key}``.
+``rngs={'dropout': key}``. All four take ``has_aux=True`` for a ``loss_fn``
+that returns ``(loss, aux)``, as ``jax.value_and_grad`` does: the
+``value_fn`` then returns the loss alone.
 
 ``flax.training.train_state.TrainState.apply_gradients`` does not forward
 extra keyword arguments to ``tx.update``, so S-Adam never sees ``value_fn``
 there: use :class:`TrainState` below (a drop-in subclass) or
-:func:`apply_gradients`. ``flax.nnx.Optimizer.update(model, grads,
-**kwargs)`` does forward them.
+:func:`apply_gradients`. Both refuse a keyword that is neither a field of
+the state nor one the optimizer reads, rather than drop it (give a
+``TrainState`` subclass a ``batch_stats`` field for BatchNorm).
+``flax.nnx.Optimizer.update(model, grads, **kwargs)`` does forward them.
 
 Flax is imported when these helpers are first used, so ``import
 sadam_optax`` stays light.
@@ -41,12 +45,28 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sadam_optax import probe_transform
+
 # Golden-ratio multiplier of Knuth's multiplicative hash (odd, 32 bits).
 _HASH_MULTIPLIER = 0x9E3779B1
 
 
-def apply_gradients(state: Any, *, grads: Any, **update_kwargs: Any) -> Any:
-  """``state.apply_gradients(grads=grads)`` that forwards ``update_kwargs``.
+def apply_gradients(
+  state: Any,
+  *,
+  grads: Any,
+  update_kwargs: Optional[Mapping[str, Any]] = None,
+  **kwargs: Any,
+) -> Any:
+  """``state.apply_gradients(grads=grads)`` that forwards keywords to ``tx``.
+
+  Works with ``flax.training.train_state.TrainState`` itself (whose own
+  ``apply_gradients`` drops them). Keywords are routed by
+  :func:`split_state_kwargs`: a field of the state (``batch_stats`` of a
+  subclass, say) is ``replace``-d into it; the keywords the optimizer's
+  ``update`` reads (``value_fn``, ``value``, ``grad``, ``probe_now`` and
+  those ``value_fn`` takes) go to ``tx.update``; any other raises a
+  ``TypeError`` rather than being dropped silently.
 
   Example (inside a jitted train step)::
 
@@ -58,33 +78,107 @@ def apply_gradients(state: Any, *, grads: Any, **update_kwargs: Any) -> Any:
   Args:
     state: a ``flax.training.train_state.TrainState`` (or subclass).
     grads: gradients with the structure of ``state.params``.
-    **update_kwargs: passed to ``state.tx.update``: ``value_fn=`` for S-Adam
-      (``params -> scalar`` loss), ``value=`` (the loss at ``state.params``)
-      and ``grad=``, and anything else it forwards.
+    update_kwargs: further keywords for ``tx.update``, passed as they are
+      (names that are also fields of the state, or that another
+      transformation of the chain reads).
+    **kwargs: fields of the state, ``replace``-d after the update, and the
+      keywords of ``tx.update``: ``value_fn=`` for S-Adam (``params ->
+      scalar`` loss), ``value=`` (the loss at ``state.params``), ``grad=``,
+      ``probe_now=``.
 
   Returns:
-    The state with ``step`` incremented and ``params``, ``opt_state`` updated.
+    The state with ``step`` incremented, ``params`` and ``opt_state``
+    updated and the given fields replaced.
+
+  Raises:
+    TypeError: a keyword that is neither a field of the state nor one that
+      ``tx.update`` reads (see :func:`split_state_kwargs`).
   """
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params, **update_kwargs)
+  fields, forwarded = split_state_kwargs(state, kwargs, update_kwargs)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params, **forwarded)
   return state.replace(
-    step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state
+    step=state.step + 1,
+    params=optax.apply_updates(state.params, updates),
+    opt_state=opt_state,
+    **fields,
   )
 
 
-def split_state_kwargs(state: Any, kwargs: Mapping[str, Any]) -> tuple[dict, dict]:
-  """Splits keywords into the state's fields and the rest.
+# Fields that apply_gradients computes itself: a keyword cannot set them.
+_COMPUTED_FIELDS = ('step', 'params', 'opt_state')
+
+
+def _update_arg_names(kwargs: Mapping[str, Any]) -> set[str]:
+  """The keywords of ``kwargs`` that S-Adam's ``update`` reads or forwards."""
+  names = set(probe_transform.OWN_ARGS)
+  value_fn = kwargs.get('value_fn')
+  if callable(value_fn):
+    try:  # The keywords that update hands on to value_fn.
+      names |= set(probe_transform.value_fn_kwargs(value_fn, dict(kwargs)))
+    except (TypeError, ValueError):  # No signature: update forwards none.
+      pass
+  return names
+
+
+def _dropped_keywords(state: Any, unknown: list[str]) -> TypeError:
+  cls = type(state).__name__
+  first = unknown[0]
+  return TypeError(
+    f'apply_gradients got {", ".join(repr(k) for k in unknown)}: neither a field of '
+    f"{cls} nor a keyword that the optimizer's update reads (value_fn, value, grad, "
+    'probe_now, or a keyword value_fn takes), so it would be dropped silently. '
+    f'To keep it in the state (BatchNorm statistics, say), give the state a field: '
+    f'class State(sadam_optax.flax_utils.TrainState): {first}: Any, then '
+    f'State.create(..., {first}=...). To pass it to tx.update anyway: '
+    f'apply_gradients(..., update_kwargs={{{first!r}: ...}}).'
+  )
+
+
+def split_state_kwargs(
+  state: Any,
+  kwargs: Mapping[str, Any],
+  update_kwargs: Optional[Mapping[str, Any]] = None,
+) -> tuple[dict, dict]:
+  """Splits ``apply_gradients``' keywords into the state's fields and the rest.
+
+  A keyword naming a field of ``state`` is for ``replace``; one that the
+  optimizer's ``update`` reads (``value_fn``, ``value``, ``grad``,
+  ``probe_now``, and the keywords ``value_fn``'s signature names, which
+  ``update`` hands on to it) is for ``tx.update``. Any other keyword would
+  be dropped silently (an optax ``GradientTransformationExtraArgs`` ignores
+  keywords it does not know): it raises instead, unless it comes in
+  ``update_kwargs``, which goes to ``tx.update`` unchecked.
 
   Args:
     state: a dataclass (a ``TrainState``).
     kwargs: keywords given to ``apply_gradients``.
+    update_kwargs: keywords for ``tx.update``, passed as they are.
 
   Returns:
     ``(fields, others)``: the keywords naming a field of ``state`` (to be
-    ``replace``-d into it) and the others (for ``tx.update``).
+    ``replace``-d into it) and those for ``tx.update`` (``update_kwargs``
+    included).
+
+  Raises:
+    TypeError: a keyword that is neither a field of ``state`` nor one that
+      ``tx.update`` reads, or one naming ``step``, ``params`` or
+      ``opt_state`` (which ``apply_gradients`` sets itself).
   """
-  names = {f.name for f in dataclasses.fields(state)}
+  names = {f.name for f in dataclasses.fields(state)} if dataclasses.is_dataclass(state) else set()
   fields = {k: v for k, v in kwargs.items() if k in names}
   others = {k: v for k, v in kwargs.items() if k not in names}
+  computed = [k for k in _COMPUTED_FIELDS if k in fields]
+  if computed:
+    raise TypeError(
+      f'apply_gradients got {", ".join(repr(k) for k in computed)}: it computes '
+      'step, params and opt_state itself. To pass such a keyword to tx.update, use '
+      f'update_kwargs={{{computed[0]!r}: ...}}.'
+    )
+  others.update(update_kwargs or {})
+  known = _update_arg_names(others) | set(update_kwargs or {})
+  unknown = sorted(k for k in others if k not in known)
+  if unknown:
+    raise _dropped_keywords(state, unknown)
   return fields, others
 
 
@@ -96,8 +190,14 @@ def _train_state_class():
 
     ``state.apply_gradients(grads=g, value_fn=loss_of_params, value=loss)``:
     keywords naming a field of the state (``batch_stats`` of a subclass,
-    say) are ``replace``-d into it, as in flax's own class; all the others
-    (``value_fn``, ``value``, ``grad``, ...) go to ``tx.update``.
+    say) are ``replace``-d into it, as in flax's own class; those the
+    optimizer's ``update`` reads (``value_fn``, ``value``, ``grad``,
+    ``probe_now``) go to ``tx.update``; any other raises a ``TypeError``
+    (give the state a field for it, or pass it in ``update_kwargs``).
+    This class has no ``batch_stats``: with BatchNorm, subclass it::
+
+      class State(sadam_optax.flax_utils.TrainState):
+        batch_stats: Any
 
     Example::
 
@@ -115,16 +215,20 @@ def _train_state_class():
       Args:
         grads: gradients with the structure of ``params``.
         update_kwargs: an optional dict of further keywords for
-          ``tx.update`` (for names that are also fields of the state).
-        **kwargs: fields of the state are ``replace``-d; the others are
-          passed to ``tx.update``.
+          ``tx.update``, passed as they are (for names that are also
+          fields of the state, or that another transformation reads).
+        **kwargs: fields of the state are ``replace``-d; ``value_fn``,
+          ``value``, ``grad``, ``probe_now`` (and the keywords ``value_fn``
+          takes) are passed to ``tx.update``.
 
       Returns:
         The updated state.
+
+      Raises:
+        TypeError: a keyword that is neither a field of the state nor one
+          that ``tx.update`` reads: it would be dropped silently.
       """
-      fields, extra = split_state_kwargs(self, kwargs)
-      extra.update(update_kwargs or {})
-      return apply_gradients(self, grads=grads, **extra).replace(**fields)
+      return apply_gradients(self, grads=grads, update_kwargs=update_kwargs, **kwargs)
 
   return TrainState
 
@@ -200,6 +304,37 @@ def fold_keys(tree: Any, data: jax.Array) -> Any:
 
 
 # --------------------------------------------------------------------------
+# Losses with auxiliary outputs (has_aux).
+# --------------------------------------------------------------------------
+
+
+def _loss_and_aux(out: Any, has_aux: bool, helper: str) -> tuple[Any, Any]:
+  """``(loss, aux)`` of ``loss_fn``'s output (``aux`` None without has_aux).
+
+  Checks the output's structure when tracing: a pair is refused without
+  ``has_aux=True`` (JAX would only say that the gradient needs a scalar) and
+  required with it.
+  """
+  pair = isinstance(out, (tuple, list))
+  if has_aux:
+    if not (pair and len(out) == 2):
+      what = f'a {type(out).__name__} of {len(out)}' if pair else f'a {type(out).__name__}'
+      raise ValueError(
+        f'{helper}(..., has_aux=True): loss_fn must return a pair (loss, aux), as with '
+        f'jax.value_and_grad(has_aux=True); it returned {what}.'
+      )
+    return out[0], out[1]
+  if pair:
+    raise ValueError(
+      f'{helper}: loss_fn returned a {type(out).__name__} of {len(out)}, not a scalar loss. '
+      'If it returns (loss, aux), e.g. (loss, logits) as in the Flax tutorials, pass '
+      f'has_aux=True: {helper}(..., has_aux=True) differentiates the loss alone, returns '
+      '(loss, aux) in place of the loss and gives S-Adam a value_fn of the loss alone.'
+    )
+  return out, None
+
+
+# --------------------------------------------------------------------------
 # flax.nnx
 # --------------------------------------------------------------------------
 
@@ -229,6 +364,7 @@ def nnx_value_fn(
   *args: Any,
   wrt: Any = None,
   fresh_dropout: bool = False,
+  has_aux: bool = False,
   **kwargs: Any,
 ) -> Callable[[Any], Any]:
   """A pure ``value_fn`` for ``nnx.Optimizer.update`` from a model and a loss.
@@ -260,13 +396,18 @@ def nnx_value_fn(
   Args:
     model: the ``nnx.Module`` being trained (RNG streams inside the model,
       e.g. ``nnx.Dropout(rate, rngs=rngs)``).
-    loss_fn: ``loss_fn(model, *args, **kwargs) -> scalar``.
+    loss_fn: ``loss_fn(model, *args, **kwargs) -> scalar``, or ``-> (loss,
+      aux)`` with ``has_aux=True``.
     *args: passed to ``loss_fn`` after the model (the batch).
     wrt: the variable filter of the optimizer (default ``nnx.Param``); it
       must be the optimizer's ``wrt``, else ``value_fn`` raises a
       ``ValueError`` that says so.
     fresh_dropout: a new dropout mask at each probed point (the authors'
       scripts) instead of the gradient's mask.
+    has_aux: ``loss_fn`` returns a pair ``(loss, aux)`` (``(loss, logits)``,
+      say), as with ``nnx.value_and_grad(loss_fn, has_aux=True)``;
+      ``value_fn`` returns the loss alone. Without it, a ``loss_fn`` that
+      returns a tuple makes ``value_fn`` raise a ``ValueError``.
     **kwargs: passed to ``loss_fn``.
 
   Returns:
@@ -285,7 +426,8 @@ def nnx_value_fn(
     if jax.tree.structure(new_params) != structure:
       raise _wrt_mismatch(wrt, params, new_params)
     state = fold_keys(rest, fingerprint(new_params)) if fresh_dropout else rest
-    return loss_fn(nnx.merge(graphdef, new_params, state), *args, **kwargs)
+    out = loss_fn(nnx.merge(graphdef, new_params, state), *args, **kwargs)
+    return _loss_and_aux(out, has_aux, 'nnx_value_fn')[0]
 
   return value_fn
 
@@ -296,6 +438,7 @@ def nnx_value_and_grad(
   *args: Any,
   wrt: Any = None,
   fresh_dropout: bool = False,
+  has_aux: bool = False,
   **kwargs: Any,
 ) -> tuple[Any, Any, Callable[[Any], Any]]:
   """``(loss, grads, value_fn)`` for ``nnx.Optimizer.update``, consistently.
@@ -316,27 +459,44 @@ def nnx_value_and_grad(
       optimizer.update(model, grads, value_fn=value_fn, value=loss)
       return loss
 
+  With ``loss_fn(model, x, y) -> (loss, logits)``, as in the Flax
+  tutorials::
+
+    (loss, logits), grads, value_fn = nnx_value_and_grad(
+        loss_fn, model, x, y, wrt=optimizer.wrt, has_aux=True)
+
   Args:
-    loss_fn: ``loss_fn(model, *args, **kwargs) -> scalar``.
+    loss_fn: ``loss_fn(model, *args, **kwargs) -> scalar``, or ``-> (loss,
+      aux)`` with ``has_aux=True``.
     model: the ``nnx.Module`` being trained.
     *args: passed to ``loss_fn`` after the model.
     wrt: the optimizer's variable filter (default ``nnx.Param``).
     fresh_dropout: see :func:`nnx_value_fn`.
+    has_aux: ``loss_fn`` returns a pair ``(loss, aux)``, as with
+      ``nnx.value_and_grad(loss_fn, has_aux=True)``: the gradient is the
+      loss's, ``(loss, aux)`` is returned in place of the loss and
+      ``value_fn`` returns the loss alone. Without it, a ``loss_fn`` that
+      returns a tuple raises a ``ValueError`` that suggests it.
     **kwargs: passed to ``loss_fn``.
 
   Returns:
     ``(loss, grads, value_fn)``: the loss at the current parameters, its
     gradient (an ``nnx.State`` like ``nnx.grad``'s) and the pure
-    ``value_fn``.
+    ``value_fn``; ``((loss, aux), grads, value_fn)`` with ``has_aux=True``.
   """
   from flax import nnx  # pylint: disable=g-import-not-at-top
 
   wrt = nnx.Param if wrt is None else wrt
-  value_fn = nnx_value_fn(model, loss_fn, *args, wrt=wrt, fresh_dropout=fresh_dropout, **kwargs)
-  loss, grads = nnx.value_and_grad(
-    lambda m: loss_fn(m, *args, **kwargs), argnums=nnx.DiffState(0, wrt)
-  )(model)
-  return loss, grads, value_fn
+  value_fn = nnx_value_fn(
+    model, loss_fn, *args, wrt=wrt, fresh_dropout=fresh_dropout, has_aux=has_aux, **kwargs
+  )
+
+  def loss_of(m):
+    loss, aux = _loss_and_aux(loss_fn(m, *args, **kwargs), has_aux, 'nnx_value_and_grad')
+    return (loss, aux) if has_aux else loss
+
+  value, grads = nnx.value_and_grad(loss_of, argnums=nnx.DiffState(0, wrt), has_aux=has_aux)(model)
+  return value, grads, value_fn
 
 
 # --------------------------------------------------------------------------
@@ -363,6 +523,7 @@ def linen_value_fn(
   variables: Optional[Mapping[str, Any]] = None,
   rngs: Optional[Mapping[str, Any]] = None,
   fresh_dropout: bool = False,
+  has_aux: bool = False,
   **apply_kwargs: Any,
 ) -> Callable[[Any], Any]:
   """A pure ``value_fn`` for a linen model from its ``apply_fn``.
@@ -389,13 +550,17 @@ def linen_value_fn(
 
   Args:
     apply_fn: the model's ``apply`` (``state.apply_fn``).
-    loss_fn: ``loss_fn(outputs) -> scalar`` (close over the labels).
+    loss_fn: ``loss_fn(outputs) -> scalar`` (close over the labels), or
+      ``-> (loss, aux)`` with ``has_aux=True``.
     *args: passed to ``apply_fn`` after the variables (the inputs).
     variables: the non-parameter collections, e.g. ``{'batch_stats': bs}``
       (default none). They are applied as mutable unless ``apply_kwargs``
       gives ``mutable=``.
     rngs: the PRNG keys of the forward pass, e.g. ``{'dropout': key}``.
     fresh_dropout: a new dropout mask at each probed point.
+    has_aux: ``loss_fn`` returns a pair ``(loss, aux)``; ``value_fn``
+      returns the loss alone. Without it, a ``loss_fn`` that returns a tuple
+      makes ``value_fn`` raise a ``ValueError``.
     **apply_kwargs: passed to ``apply_fn`` (``train=True``, ...).
 
   Returns:
@@ -409,7 +574,7 @@ def linen_value_fn(
       h = fingerprint(params)
       keys = {k: jax.random.fold_in(v, h) for k, v in rngs.items()}
     out, _ = _linen_apply(apply_fn, params, args, variables, keys, apply_kwargs)
-    return loss_fn(out)
+    return _loss_and_aux(loss_fn(out), has_aux, 'linen_value_fn')[0]
 
   return value_fn
 
@@ -422,6 +587,7 @@ def linen_value_and_grad(
   variables: Optional[Mapping[str, Any]] = None,
   rngs: Optional[Mapping[str, Any]] = None,
   fresh_dropout: bool = False,
+  has_aux: bool = False,
   **apply_kwargs: Any,
 ) -> tuple[Any, Any, Callable[[Any], Any], dict]:
   """``(loss, grads, value_fn, new_variables)`` of a linen model, consistently.
@@ -430,7 +596,12 @@ def linen_value_and_grad(
   ``variables`` (mutable, so BatchNorm updates its running averages), and
   the :func:`linen_value_fn` that reads the loss with the same masks.
 
-  Example (in a jitted train step)::
+  Example (in a jitted train step; ``state`` is a :class:`TrainState`
+  subclass with a ``batch_stats`` field, which ``**new_vars`` replaces: the
+  class itself has none and would raise a ``TypeError``)::
+
+    class State(sadam_optax.flax_utils.TrainState):
+      batch_stats: Any
 
     loss, grads, value_fn, new_vars = (
         sadam_optax.flax_utils.linen_value_and_grad(
@@ -440,20 +611,30 @@ def linen_value_and_grad(
     state = state.apply_gradients(grads=grads, value_fn=value_fn,
                                   value=loss, **new_vars)
 
+  With ``loss_fn(logits) -> (loss, aux)``, pass ``has_aux=True``: the first
+  result is then ``(loss, aux)``.
+
   Args:
     apply_fn: the model's ``apply``.
-    loss_fn: ``loss_fn(outputs) -> scalar``.
+    loss_fn: ``loss_fn(outputs) -> scalar``, or ``-> (loss, aux)`` with
+      ``has_aux=True``.
     params: the parameters (``variables['params']``).
     *args: passed to ``apply_fn`` after the variables.
     variables: the non-parameter collections (see :func:`linen_value_fn`).
     rngs: the PRNG keys of the forward pass.
     fresh_dropout: see :func:`linen_value_fn`.
+    has_aux: ``loss_fn`` returns a pair ``(loss, aux)``, as with
+      ``jax.value_and_grad(has_aux=True)``: the gradient is the loss's,
+      ``(loss, aux)`` is returned in place of the loss and ``value_fn``
+      returns the loss alone. Without it, a ``loss_fn`` that returns a tuple
+      raises a ``ValueError`` that suggests it.
     **apply_kwargs: passed to ``apply_fn``.
 
   Returns:
     ``(loss, grads, value_fn, new_variables)``: the loss and gradient at
     ``params``, the pure ``value_fn`` and the collections as the forward
-    pass left them (``{'batch_stats': ...}``, ``{}`` if none).
+    pass left them (``{'batch_stats': ...}``, ``{}`` if none);
+    ``((loss, aux), grads, value_fn, new_variables)`` with ``has_aux=True``.
   """
   variables = dict(variables or {})
   value_fn = linen_value_fn(
@@ -463,12 +644,14 @@ def linen_value_and_grad(
     variables=variables,
     rngs=rngs,
     fresh_dropout=fresh_dropout,
+    has_aux=has_aux,
     **apply_kwargs,
   )
 
   def with_updates(p):
     out, updates = _linen_apply(apply_fn, p, args, variables, rngs, apply_kwargs)
-    return loss_fn(out), dict(updates)
+    loss, aux = _loss_and_aux(loss_fn(out), has_aux, 'linen_value_and_grad')
+    return loss, (aux, dict(updates))
 
-  (loss, new_variables), grads = jax.value_and_grad(with_updates, has_aux=True)(params)
-  return loss, grads, value_fn, new_variables
+  (loss, (aux, new_variables)), grads = jax.value_and_grad(with_updates, has_aux=True)(params)
+  return ((loss, aux) if has_aux else loss), grads, value_fn, new_variables

@@ -43,7 +43,7 @@ References:
 """
 
 import functools
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -840,19 +840,10 @@ def check_value_fn(
   """
   try:
     jaxpr, out = jax.make_jaxpr(value_fn, return_shape=True)(params)
-  except (TypeError, ValueError, IndexError, KeyError) as e:
-    leaves = jax.tree.leaves(params)
-    flat = len(leaves) == 1 and jnp.ndim(leaves[0]) == 1
-    advice = (
-      'If it sits inside optax.flatten, which hands it one flat vector in '
-      'place of your parameter tree, move it outside (S-Adam gains '
-      'nothing from flattening).'
-      if flat
-      else 'Check that value_fn takes the params passed to update().'
-    )
+  except Exception as e:  # pylint: disable=broad-except; re-raised with what to change.
     raise ValueError(
       'S-Adam could not evaluate value_fn at the params it received '
-      f'(shapes {_shapes(params)}): {type(e).__name__}: {e} {advice}'
+      f'(shapes {_shapes(params)}): {type(e).__name__}: {e} {_trace_advice(e, params)}'
     ) from e
   if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
     fix = (
@@ -882,18 +873,68 @@ def check_value_fn(
     )
 
 
-def _reads_inputs(jaxpr: Any) -> bool:
-  """Whether the output of ``jaxpr`` is computed from any of its inputs.
+def _trace_advice(error: Exception, params: Any) -> str:
+  """What to change when tracing ``value_fn`` at ``params`` failed with ``error``."""
+  if type(error).__module__.startswith('flax') or isinstance(
+    error, jax.errors.UnexpectedTracerError
+  ):
+    # nnx raises when a traced function mutates a module it closes over
+    # (BatchNorm statistics, dropout RNG counts): S-Adam traces value_fn
+    # again at other points, so it must be pure.
+    return (
+      'value_fn must be a pure function of the params it is handed; it seems to '
+      'close over a model whose state it mutates (BatchNorm statistics, dropout '
+      'RNG counts). Build it with sadam_optax.flax_utils.nnx_value_fn(model, '
+      'loss_fn) (nnx) or linen_value_fn (linen).'
+    )
+  leaves = jax.tree.leaves(params)
+  if len(leaves) == 1 and jnp.ndim(leaves[0]) == 1:
+    return (
+      'If it sits inside optax.flatten, which hands it one flat vector in '
+      'place of your parameter tree, move it outside (S-Adam gains '
+      'nothing from flattening).'
+    )
+  return 'Check that value_fn takes the params passed to update().'
 
-  Walks the equations backwards from the outputs; an equation with a
-  sub-jaxpr (a nested ``jit``, a ``custom_jvp``) counts as reading all its
-  inputs, so the answer errs towards True.
+
+# Calls whose sub-jaxpr maps the equation's inputs to its outputs one to one
+# (unlike scan or while, whose carries loop back).
+_CALLS = {'jit': 'jaxpr', 'pjit': 'jaxpr', 'closed_call': 'call_jaxpr', 'remat2': 'jaxpr'}
+_CALLS.update(custom_jvp_call='call_jaxpr', custom_vjp_call='call_jaxpr')
+
+
+def _inputs_read(jaxpr: Any, outputs: Sequence[int]) -> set:
+  """Indices of the inputs of ``jaxpr`` that its ``outputs`` are computed from.
+
+  Walks the equations backwards from those outputs, into nested calls (a
+  ``jit`` that closes over other parameters must not pass for one that
+  reads its argument); any other equation with a sub-jaxpr (``cond``,
+  ``scan``) counts as reading all its inputs, so the answer errs towards
+  reading.
   """
-  needed = {v for v in jaxpr.outvars if not isinstance(v, _Literal)}
+  outvars = [jaxpr.outvars[i] for i in outputs]
+  needed = {v for v in outvars if not isinstance(v, _Literal)}
   for eqn in reversed(jaxpr.eqns):
-    if any(v in needed for v in eqn.outvars):
-      needed.update(v for v in eqn.invars if not isinstance(v, _Literal))
-  return any(v in needed for v in jaxpr.invars)
+    wanted = [i for i, v in enumerate(eqn.outvars) if v in needed]
+    if not wanted:
+      continue
+    sub = eqn.params.get(_CALLS.get(eqn.primitive.name, ''))
+    sub = getattr(sub, 'jaxpr', sub)  # A ClosedJaxpr or a Jaxpr.
+    if (
+      sub is not None
+      and len(sub.invars) == len(eqn.invars)
+      and len(sub.outvars) == len(eqn.outvars)
+    ):
+      reads = [eqn.invars[i] for i in _inputs_read(sub, wanted)]
+    else:
+      reads = eqn.invars
+    needed.update(v for v in reads if not isinstance(v, _Literal))
+  return {i for i, v in enumerate(jaxpr.invars) if v in needed}
+
+
+def _reads_inputs(jaxpr: Any) -> bool:
+  """Whether the output of ``jaxpr`` is computed from any of its inputs."""
+  return bool(_inputs_read(jaxpr, range(len(jaxpr.outvars))))
 
 
 def static_int(name: str, value: Any, *, minimum: int, arrays: bool = False) -> int:

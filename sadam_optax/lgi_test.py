@@ -298,3 +298,26 @@ def test_a_loss_that_ignores_the_params_it_is_handed_is_refused():
   # Reading only part of the params, or through a nested jit, is fine.
   lgi.check_value_fn(lambda p: jnp.sum(p['a'] ** 2), {'a': w0, 'b': w0})
   lgi.check_value_fn(jax.jit(lambda p: jnp.sum(p**2)), w0)
+
+
+def test_a_closure_behind_a_nested_call_is_refused():
+  # The call reads its argument only to pass it on: the loss inside comes
+  # from the closed-over parameters, so it is as flat as a plain closure.
+  w0 = jnp.array([1.0, -2.0])
+  loss = lambda q, r: jnp.sum(r**2)
+  for call in (jax.jit(loss), jax.checkpoint(loss)):
+    with pytest.raises(ValueError, match='does not depend on the params'):
+      lgi.check_value_fn(lambda p, call=call: call(p, w0), w0)
+  # A call that reads its argument through a branch or a loop still passes.
+  lgi.check_value_fn(jax.jit(lambda p: jax.lax.cond(p[0] > 0, jnp.sum, jnp.prod, p)), w0)
+  body = lambda c, _: (c * 2.0, None)
+  lgi.check_value_fn(lambda p: jnp.sum(jax.lax.scan(body, p, None, length=3)[0]), w0)
+  lgi.check_value_fn(lambda p: jax.jit(loss)(w0, p) + jax.jit(loss)(p, w0), w0)
+
+
+@pytest.mark.parametrize(
+  'value_fn', [lambda p: jnp.sum(p.w), lambda p: jnp.sum(p['v'])], ids=['attribute', 'key']
+)
+def test_a_loss_that_fails_on_the_params_names_value_fn(value_fn):
+  with pytest.raises(ValueError, match='could not evaluate value_fn'):
+    lgi.check_value_fn(value_fn, {'w': jnp.zeros(3)})

@@ -107,8 +107,19 @@ def value_fn_kwargs(value_fn: Callable[..., Any], extra_args: dict[str, Any]) ->
   line searches never hand ``value`` or ``grad`` to the loss: a loss with a
   keyword of that name keeps its own default.
   """
+  _check_callable(value_fn)
   names = inspect.signature(value_fn).parameters
   return {k: v for k, v in extra_args.items() if k in names and k not in OWN_ARGS}
+
+
+def _check_callable(value_fn: Any) -> None:
+  if not callable(value_fn):
+    kind = 'jax.Array' if isinstance(value_fn, jax.Array) else type(value_fn).__name__
+    raise TypeError(
+      f'value_fn= must be a function of the params returning the scalar loss, got a {kind} '
+      f'({repr(value_fn)[:60]}): pass value_fn=loss_of_params (e.g. lambda p: loss(p, batch)), '
+      'and the loss value itself as value=loss.'
+    )
 
 
 def _missing_value_fn(estimator: str) -> ValueError:
@@ -252,6 +263,8 @@ def measure(
   """
   e = probe.estimator
   _check_params(params)
+  if value_fn is not None:
+    _check_callable(value_fn)
   # Python scalars as parameters (optax takes them, eagerly): leaves need a dtype.
   params = jax.tree.map(jnp.asarray, params)
   if e in lgi.NEEDS_GRAD:

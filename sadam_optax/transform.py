@@ -136,8 +136,9 @@ class DampingScale(optax.GradientTransformationExtraArgs):
   """
 
 
-def _concrete(value: Any) -> Optional[np.ndarray]:
-  """``value`` as a NumPy array where it is known now, else None."""
+def known_value(value: Any) -> Optional[np.ndarray]:
+  """``value`` as a NumPy array where it is known now (a number, a NumPy or
+  a concrete JAX array), else None (a tracer, or not a number)."""
   if isinstance(value, jax.core.Tracer):
     return None
   try:
@@ -155,16 +156,18 @@ def check_lam(lam: ScalarOrSchedule) -> None:
   """
   if isinstance(lam, (str, bytes)):
     raise TypeError(f'lam={lam!r}: the brake strength must be a number or a schedule, not text.')
-  value = _concrete(lam(0) if callable(lam) else lam)
+  value = known_value(lam(0) if callable(lam) else lam)
   if value is not None and value.shape != ():
     raise ValueError(
       f'lam={lam!r}: the brake strength must be a scalar (one brake for the whole step), '
       f'got shape {value.shape}.'
     )
-  # An infinite lam would give exp(-inf * 0) = NaN on every smooth step.
-  if value is not None and not np.all(np.isfinite(value) & (value >= 0)):
+  # An infinite lam would give exp(-inf * 0) = NaN on every smooth step; the
+  # brake reads lam in float32, where 1e39 is already infinite.
+  if value is not None and not np.all((value >= 0) & (value <= np.finfo(np.float32).max)):
     raise ValueError(
-      f'lam={lam!r}: the brake strength must be a finite number >= 0 (0 turns the brake off).'
+      f'lam={lam!r}: the brake strength must be a finite float32 number >= 0 (0 turns the '
+      'brake off).'
     )
 
 
@@ -251,7 +254,7 @@ def check_decay(name: str, value: Any) -> None:
     if value == 'auto':  # Only the aliases know Adam's b2.
       hint = "; for the aliases' 'auto' pass sadam_optax.auto_damping_recovery(b1, b2)"
     raise ValueError(f'{name}={value!r}: the decay must be a number in [0, 1){hint}.')
-  concrete = _concrete(value)
+  concrete = known_value(value)
   if concrete is not None and not (concrete.shape == () and 0 <= concrete < 1):
     raise ValueError(
       f'{name}={value!r}: the decay of the averaged damping must lie in [0, 1) '
@@ -281,7 +284,7 @@ def auto_damping_recovery(b1: Any, b2: Any, damping_decay: Any = DEFAULT_DAMPING
     (0.9 or ``damping_decay``).
   """
   check_decay('damping_decay', damping_decay)
-  decay, momentum, memory = (_concrete(x) for x in (damping_decay, b1, b2))
+  decay, momentum, memory = (known_value(x) for x in (damping_decay, b1, b2))
   if decay is not None and decay != 0:
     return None
   if decay is not None and momentum is not None and memory is not None:
@@ -310,7 +313,7 @@ def resolve_release(release: Release, rule: str) -> Optional[float]:
     return RELEASE_BY_RULE[rule]
   if release is None or isinstance(release, jax.core.Tracer):
     return release
-  value = None if isinstance(release, str) else _concrete(release)
+  value = None if isinstance(release, str) else known_value(release)
   if value is None or value.shape != () or not 0 < value <= 1:
     raise ValueError(
       f'release={release!r}: the share of the held-back step returned per step must lie in '
@@ -404,7 +407,12 @@ def brake_and_release(
 
 
 def _brake_is_off(brake: Brake) -> bool:
-  """lam is statically 0: no probe, the step untouched."""
+  """lam is statically 0 (a Python or NumPy number): no probe, the step untouched.
+
+  A JAX array is not read here: ``optax.inject_hyperparams`` builds the
+  transformation with concrete arrays at ``init`` and traced ones in a jitted
+  ``update``, and both must give the state the same structure.
+  """
   return isinstance(brake.lam, (int, float, np.number)) and brake.lam == 0
 
 
@@ -558,7 +566,8 @@ def damping_scale(
 
   Args:
     lam: brake strength >= 0 (a float or a schedule of the step count). 0
-      turns the brake off exactly, and skips the probe.
+      (a Python or NumPy number) turns the brake off exactly, and skips the
+      probe.
     probe: how rho is measured (:func:`lgi_probe`; default ``lgi_probe()``).
     step_size: how the updates it receives map to the step in parameter
       space: None if they are the step (after ``scale_by_learning_rate``);
@@ -727,7 +736,9 @@ def singularity_aware(
     step_size: how ``inner``'s output maps to the step in parameter space.
       None: ``inner`` already returns the step (``optax.sgd(lr)``). A float
       or schedule: the step is ``-step_size * output`` (for
-      ``optax.scale_by_adam()``, pass the learning rate or its schedule).
+      ``optax.scale_by_adam()``, pass the learning rate or its schedule:
+      with None the probe reads Adam's direction, which points uphill, as
+      the step and brakes every step by ``exp(-lam)``).
     seed: seed of the probes' PRNG key (None: the probe's own, 0 by
       default); same seed, same trajectory.
 

@@ -111,6 +111,12 @@ def block_sum(terms: Callable[..., jax.Array], *leaves: jax.Array) -> jax.Array:
   return functools.reduce(jnp.add, blocks)
 
 
+def _add_pairs(p: tuple[jax.Array, jax.Array], r: tuple[jax.Array, jax.Array]):
+  # Module level: lax.reduce caches its computation on the function object, and
+  # a fresh lambda per call compiled a new reduction on every eager step.
+  return p[0] + r[0], p[1] + r[1]
+
+
 def dot_and_sq_norm(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
   """``(Re <a, b>, <b, b>)`` over all leaves, one reduction per leaf.
 
@@ -132,7 +138,7 @@ def dot_and_sq_norm(a: Any, b: Any) -> tuple[jax.Array, jax.Array]:
         block_sum(lambda v: abs_sq(v).astype(acc), y),
       ),
       (zero, zero),
-      lambda p, r: (p[0] + r[0], p[1] + r[1]),
+      _add_pairs,
       tuple(range(y.ndim)),
     )
     dot, sq = dot + d, sq + q

@@ -53,3 +53,15 @@ def test_root_is_sqrt_with_derivative_zero_at_zero():
   np.testing.assert_array_equal(tree_math.root(x), jnp.sqrt(x))
   np.testing.assert_array_equal(tree_math.root(x), tree_math.safe_sqrt(x))
   np.testing.assert_allclose(jax.vmap(jax.grad(tree_math.root))(x), [0.0, 1.0, 0.25])
+
+
+def test_dot_and_sq_norm_compiles_once_eagerly(compiles):
+  # lax.reduce caches its computation on the function object: a fresh lambda
+  # per call compiled a new reduction on every eager call.
+  a = {'w': jnp.ones((3, 4)), 'b': jnp.arange(4.0)}
+  b = {'w': jnp.full((3, 4), 2.0), 'b': jnp.ones(4)}
+  first = tree_math.dot_and_sq_norm(a, b)
+  compiles.clear()
+  again = tree_math.dot_and_sq_norm(a, b)
+  assert not compiles
+  assert tuple(map(float, again)) == tuple(map(float, first)) == (30.0, 52.0)

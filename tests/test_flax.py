@@ -166,6 +166,23 @@ def test_nnx_dropout_and_batchnorm_train(jit):
   assert 0 < float(optax.tree.get(optimizer.opt_state, 'damping')) <= 1
 
 
+@pytest.mark.parametrize('jit', [False, True], ids=['eager', 'nnx_jit'])
+def test_nnx_closure_over_a_train_mode_model_names_nnx_value_fn(jit):
+  # The slip the guide warns of: value_fn closes over the model. With
+  # BatchNorm and Dropout, tracing it mutates the model from another trace
+  # level, which nnx refuses with an error that says nothing of S-Adam.
+  x, y = regression_batch()
+  model = NnxTrainMode(nnx.Rngs(0, dropout=1))
+  optimizer = nnx.Optimizer(model, sadam_optax.sadamw(1e-2), wrt=nnx.Param)
+
+  def step(model, optimizer):
+    loss, grads = nnx.value_and_grad(mse)(model, x, y)
+    optimizer.update(model, grads, value_fn=lambda p: mse(model, x, y), value=loss)
+
+  with pytest.raises(ValueError, match='nnx_value_fn'):
+    (nnx.jit(step) if jit else step)(model, optimizer)
+
+
 def test_nnx_value_fn_uses_the_gradients_mask_and_batch_statistics():
   x, y = regression_batch()
   model = NnxTrainMode(nnx.Rngs(0, dropout=1))
@@ -314,3 +331,270 @@ def test_train_state_forwards_value_and_grad_and_replaces_fields():
   assert rho(new.opt_state) != pytest.approx(rho(plain), rel=1e-2)
   jax.tree.map(np.testing.assert_array_equal, new.batch_stats, marker)
   assert int(new.step) == 1
+
+
+# --------------------------------------------------------------------------
+# apply_gradients never drops a keyword silently.
+# --------------------------------------------------------------------------
+
+
+def linen_train_mode_setup():
+  x, y = regression_batch()
+  model = LinenTrainMode()
+  variables = model.init(jax.random.key(0), x, train=False)
+  loss_of = lambda out: jnp.mean((out - y) ** 2)
+  return model, variables, x, loss_of
+
+
+class LinenState(flax_utils.TrainState):
+  batch_stats: dict
+
+
+def test_train_state_without_the_field_refuses_batch_stats():
+  """Formerly dropped silently: batch_stats went to tx.update, which ignored it."""
+  model, variables, x, loss_of = linen_train_mode_setup()
+  tx = sadam_optax.sadamw(1e-2)
+  state = flax_utils.TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx)
+  stats = {'batch_stats': variables['batch_stats']}
+  loss, grads, value_fn, new_vars = flax_utils.linen_value_and_grad(
+    model.apply,
+    loss_of,
+    state.params,
+    x,
+    variables=stats,
+    rngs={'dropout': jax.random.key(1)},
+    train=True,
+  )
+  kwargs = dict(grads=grads, value_fn=value_fn, value=loss, **new_vars)
+  match = r"'batch_stats'.*class State\(sadam_optax\.flax_utils\.TrainState\).*update_kwargs"
+  with pytest.raises(TypeError, match=match):
+    state.apply_gradients(**kwargs)
+  with pytest.raises(TypeError, match=match):
+    jax.jit(lambda s: s.apply_gradients(**kwargs))(state)
+  # The module-level helper, on flax's own TrainState, and the splitter.
+  plain = flax.training.train_state.TrainState.create(
+    apply_fn=model.apply, params=variables['params'], tx=tx
+  )
+  with pytest.raises(TypeError, match=match):
+    flax_utils.apply_gradients(plain, **kwargs)
+  with pytest.raises(TypeError, match="'batch_stats'"):
+    flax_utils.split_state_kwargs(state, new_vars)
+  # Routed explicitly, it reaches tx.update (which ignores it), as asked.
+  explicit = state.apply_gradients(
+    grads=grads, value_fn=value_fn, value=loss, update_kwargs=new_vars
+  )
+  expected = flax_utils.apply_gradients(state, grads=grads, value_fn=value_fn, value=loss)
+  jax.tree.map(np.testing.assert_array_equal, explicit.params, expected.params)
+  # apply_gradients computes step, params and opt_state: a keyword cannot set them.
+  with pytest.raises(TypeError, match="'params'.*update_kwargs"):
+    state.apply_gradients(grads=grads, value_fn=value_fn, params=state.params)
+
+
+def test_train_state_forwards_the_keywords_update_reads():
+  """value_fn, value, grad, probe_now and the keywords value_fn takes."""
+  model, variables, x, loss_of = linen_train_mode_setup()
+  tx = sadam_optax.sadamw(0.1, estimator='secant')
+  state = flax_utils.TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx)
+  stats = {'batch_stats': variables['batch_stats']}
+
+  def value_fn(p, shift=0.0):
+    out = model.apply({'params': p, **stats}, x, train=False)
+    return jnp.mean(jnp.abs(out)) + shift * jnp.sum(p['Dense_1']['bias'])
+
+  loss, grads = jax.value_and_grad(value_fn)(state.params)
+  kwargs = dict(value_fn=value_fn, value=loss, grad=grads, probe_now=True, shift=3.0)
+  new = state.apply_gradients(grads=grads, **kwargs)
+  _, expected = tx.update(grads, state.opt_state, state.params, **kwargs)
+  _, unshifted = tx.update(grads, state.opt_state, state.params, **{**kwargs, 'shift': 0.0})
+  rho = lambda s: float(optax.tree.get(s, 'rho'))
+  assert rho(new.opt_state) == rho(expected) != rho(unshifted)
+  # A keyword the value_fn does not take is refused.
+  with pytest.raises(TypeError, match="'scale'"):
+    state.apply_gradients(grads=grads, value_fn=value_fn, scale=2.0)
+
+
+def test_module_apply_gradients_replaces_fields_of_flax_train_state():
+  """Formerly forwarded to tx.update and lost: fields are replace-d."""
+  model, variables, x, loss_of = linen_train_mode_setup()
+
+  class State(flax.training.train_state.TrainState):
+    batch_stats: dict
+
+  state = State.create(
+    apply_fn=model.apply,
+    params=variables['params'],
+    tx=sadam_optax.sadamw(1e-2),
+    batch_stats=variables['batch_stats'],
+  )
+  loss, grads, value_fn, new_vars = flax_utils.linen_value_and_grad(
+    model.apply,
+    loss_of,
+    state.params,
+    x,
+    variables={'batch_stats': state.batch_stats},
+    rngs={'dropout': jax.random.key(1)},
+    train=True,
+  )
+  new = flax_utils.apply_gradients(state, grads=grads, value_fn=value_fn, value=loss, **new_vars)
+  jax.tree.map(np.testing.assert_array_equal, new.batch_stats, new_vars['batch_stats'])
+  assert int(new.step) == 1
+
+
+def test_linen_value_and_grad_docstring_example_keeps_batch_stats():
+  # The docstring's train step (train_linen's, with the default estimator): the
+  # running statistics move on every step.
+  _, variables, _, _ = linen_train_mode_setup()
+  _, states = train_linen(False, steps=3, estimator='uphill')
+  means = [variables['batch_stats']['BatchNorm_0']['mean']]
+  means += [state.batch_stats['BatchNorm_0']['mean'] for state in states]
+  assert all(not np.array_equal(a, b) for a, b in zip(means, means[1:]))
+
+
+# --------------------------------------------------------------------------
+# has_aux: loss_fn -> (loss, aux), as in the Flax tutorials.
+# --------------------------------------------------------------------------
+
+
+def mse_and_predictions(model, x, y):
+  pred = model(x)
+  return jnp.mean((pred - y) ** 2), pred
+
+
+def train_nnx(has_aux, steps=4):
+  x, y = regression_batch()
+  model = NnxTrainMode(nnx.Rngs(0, dropout=1))
+  optimizer = nnx.Optimizer(model, sadam_optax.sadamw(1e-2, estimator='secant'), wrt=nnx.Param)
+  loss_fn = mse_and_predictions if has_aux else mse
+
+  @nnx.jit
+  def step(model, optimizer):
+    out, grads, value_fn = flax_utils.nnx_value_and_grad(
+      loss_fn, model, x, y, wrt=optimizer.wrt, has_aux=has_aux
+    )
+    loss = out[0] if has_aux else out
+    optimizer.update(model, grads, value_fn=value_fn, value=loss)
+    return out, optax.tree.get(optimizer.opt_state, 'damping')
+
+  outs = [step(model, optimizer) for _ in range(steps)]
+  return outs, model
+
+
+def test_nnx_value_and_grad_has_aux_trains_like_the_loss_alone():
+  x, y = regression_batch()
+  with_aux, model_aux = train_nnx(True)
+  plain, model_plain = train_nnx(False)
+  for ((loss, pred), damping), (plain_loss, plain_damping) in zip(with_aux, plain):
+    assert pred.shape == (32, 1) and loss.shape == ()
+    assert float(loss) == float(plain_loss) and float(damping) == float(plain_damping)
+  assert [float(o[0][0]) for o in with_aux] == [float(o[0]) for o in plain]
+  jax.tree.map(np.testing.assert_array_equal, nnx_params(model_aux), nnx_params(model_plain))
+  # The value_fn returns the loss alone, the gradient pass's own.
+  model = NnxTrainMode(nnx.Rngs(0, dropout=1))
+  params = nnx_params(model)
+  (loss, pred), grads, value_fn = flax_utils.nnx_value_and_grad(
+    mse_and_predictions, model, x, y, has_aux=True
+  )
+  assert value_fn(params).shape == () and float(value_fn(params)) == float(loss)
+  np.testing.assert_allclose(float(jnp.mean((pred - y) ** 2)), float(loss), rtol=1e-6)
+  value_fn = flax_utils.nnx_value_fn(model, mse_and_predictions, x, y, has_aux=True)
+  assert value_fn(nnx_params(model)).shape == ()
+
+
+def test_nnx_tuple_loss_without_has_aux_says_so():
+  x, y = regression_batch()
+  model = NnxTrainMode(nnx.Rngs(0, dropout=1))
+  with pytest.raises(ValueError, match=r'nnx_value_and_grad.*tuple.*has_aux=True'):
+    flax_utils.nnx_value_and_grad(mse_and_predictions, model, x, y)
+  value_fn = flax_utils.nnx_value_fn(model, mse_and_predictions, x, y)
+  with pytest.raises(ValueError, match=r'nnx_value_fn.*has_aux=True'):
+    value_fn(nnx_params(model))
+  with pytest.raises(ValueError, match=r'has_aux=True.*pair'):
+    flax_utils.nnx_value_and_grad(mse, model, x, y, has_aux=True)
+
+
+def train_linen(has_aux, steps=4, estimator='secant'):
+  model, variables, x, loss_of = linen_train_mode_setup()
+  loss_fn = (lambda out: (loss_of(out), out)) if has_aux else loss_of
+  state = LinenState.create(
+    apply_fn=model.apply,
+    params=variables['params'],
+    tx=sadam_optax.sadamw(1e-2, estimator=estimator),
+    batch_stats=variables['batch_stats'],
+  )
+
+  @jax.jit
+  def step(state, key):
+    out, grads, value_fn, new_vars = flax_utils.linen_value_and_grad(
+      state.apply_fn,
+      loss_fn,
+      state.params,
+      x,
+      variables={'batch_stats': state.batch_stats},
+      rngs={'dropout': key},
+      has_aux=has_aux,
+      train=True,
+    )
+    loss = out[0] if has_aux else out
+    state = state.apply_gradients(grads=grads, value_fn=value_fn, value=loss, **new_vars)
+    return state, out
+
+  outs, states = [], []
+  for i in range(steps):
+    state, out = step(state, jax.random.key(i))
+    outs.append(out)
+    states.append(state)
+  return outs, states
+
+
+def test_linen_value_and_grad_has_aux_trains_like_the_loss_alone():
+  (with_aux, states_aux), (plain, states_plain) = train_linen(True), train_linen(False)
+  state_aux, state_plain = states_aux[-1], states_plain[-1]
+  assert all(pred.shape == (32, 1) and loss.shape == () for loss, pred in with_aux)
+  assert [float(loss) for loss, _ in with_aux] == [float(loss) for loss in plain]
+  jax.tree.map(np.testing.assert_array_equal, state_aux.params, state_plain.params)
+  jax.tree.map(np.testing.assert_array_equal, state_aux.batch_stats, state_plain.batch_stats)
+  assert float(optax.tree.get(state_aux.opt_state, 'damping')) == float(
+    optax.tree.get(state_plain.opt_state, 'damping')
+  )
+  # value_fn returns the loss alone; the aux is the model's output.
+  model, variables, x, loss_of = linen_train_mode_setup()
+  stats = {'batch_stats': variables['batch_stats']}
+  key = jax.random.key(3)
+  (loss, out), _, value_fn, _ = flax_utils.linen_value_and_grad(
+    model.apply,
+    lambda o: (loss_of(o), o),
+    variables['params'],
+    x,
+    variables=stats,
+    rngs={'dropout': key},
+    has_aux=True,
+    train=True,
+  )
+  assert float(value_fn(variables['params'])) == float(loss) == float(loss_of(out))
+  alone = flax_utils.linen_value_fn(
+    model.apply,
+    lambda o: (loss_of(o), o),
+    x,
+    variables=stats,
+    rngs={'dropout': key},
+    has_aux=True,
+    train=True,
+  )
+  assert float(alone(variables['params'])) == float(loss)
+
+
+def test_linen_tuple_loss_without_has_aux_says_so():
+  model, variables, x, loss_of = linen_train_mode_setup()
+  pair = lambda out: (loss_of(out), out)
+  stats = {'batch_stats': variables['batch_stats']}
+  with pytest.raises(ValueError, match=r'linen_value_and_grad.*tuple.*has_aux=True'):
+    flax_utils.linen_value_and_grad(
+      model.apply, pair, variables['params'], x, variables=stats, train=False
+    )
+  value_fn = flax_utils.linen_value_fn(model.apply, pair, x, variables=stats, train=False)
+  with pytest.raises(ValueError, match=r'linen_value_fn.*has_aux=True'):
+    value_fn(variables['params'])
+  with pytest.raises(ValueError, match=r'has_aux=True.*pair'):
+    flax_utils.linen_value_and_grad(
+      model.apply, loss_of, variables['params'], x, variables=stats, has_aux=True, train=False
+    )
