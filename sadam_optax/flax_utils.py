@@ -203,7 +203,7 @@ def _train_state_class():
 
       state = sadam_optax.flax_utils.TrainState.create(
           apply_fn=model.apply, params=params, tx=sadam_optax.sadamw(1e-3))
-      loss_of = lambda p: loss_fn(state.apply_fn(p, x), y)
+      loss_of = lambda p: loss_fn(state.apply_fn({'params': p}, x), y)
       loss, grads = jax.value_and_grad(loss_of)(state.params)
       state = state.apply_gradients(grads=grads, value_fn=loss_of,
                                     value=loss)
