@@ -201,9 +201,9 @@ def relu_regression_objective(data, w, xp=jnp):
   return xp.mean((z - data['y']) ** 2) + data['l1'] * xp.sum(xp.abs(w))
 
 
-def make_relu_regression(rng: np.random.Generator, index: int) -> Instance:
-  """Targets ``y <= 0``, so ``w* = 0``, ``f* = mean(y^2)``."""
-  n, d = ((40, 10), (100, 30))[index % 2]
+def make_relu_regression(rng: np.random.Generator, index: int, *, scale: int = 1) -> Instance:
+  """Targets ``y <= 0``, so ``w* = 0``, ``f* = mean(y^2)``; ``scale`` multiplies n and d."""
+  n, d = (scale * np.array(((40, 10), (100, 30))[index % 2])).tolist()
   cond = _log_uniform(rng, 1.0, 100.0)
   l1 = _log_uniform(rng, 1e-3, 1e-1)
   x = _conditioned(rng, n, d, cond)
@@ -281,9 +281,9 @@ def lasso_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
   return _l1_kkt(x.T @ (x @ w - y) / len(y), l1, w)
 
 
-def make_lasso(rng: np.random.Generator, index: int) -> Instance:
-  """Sparse ground truth, ``l1`` a log-uniform share of ``l1_max``."""
-  n, d = ((50, 20), (100, 50))[index % 2]
+def make_lasso(rng: np.random.Generator, index: int, *, scale: int = 1) -> Instance:
+  """Sparse ground truth, ``l1`` a log-uniform share of ``l1_max``; ``scale`` multiplies n and d."""
+  n, d = (scale * np.array(((50, 20), (100, 50))[index % 2])).tolist()
   cond = _log_uniform(rng, 1.0, 100.0)
   x = _conditioned(rng, n, d, cond)
   truth = _sparse_truth(rng, d, 2.0)
@@ -358,9 +358,9 @@ def huber_solve(data: dict[str, np.ndarray]) -> np.ndarray:
   return w
 
 
-def make_huber(rng: np.random.Generator, index: int) -> Instance:
-  """Heavy-tailed noise, ``delta`` log-uniform in ``[1e-3, 1e-1]``."""
-  n, d = ((60, 10), (120, 30))[index % 2]
+def make_huber(rng: np.random.Generator, index: int, *, scale: int = 1) -> Instance:
+  """Heavy-tailed noise, ``delta`` log-uniform in ``[1e-3, 1e-1]``; ``scale`` multiplies n and d."""
+  n, d = (scale * np.array(((60, 10), (120, 30))[index % 2])).tolist()
   cond = _log_uniform(rng, 1.0, 30.0)
   delta = _log_uniform(rng, 1e-3, 1e-1)
   x = _conditioned(rng, n, d, cond)
@@ -491,10 +491,11 @@ def abs_sum_objective(data, w, xp=jnp):
   return xp.sum(data['a'] * xp.abs(w - data['c'])) + 0.5 * data['mu'] * xp.sum(w**2)
 
 
-def make_abs_sum(rng: np.random.Generator, index: int) -> Instance:
-  """Instance 0: the paper's Figure 1; others random, d in {2, 10, 50}."""
-  d = (2, 10, 50)[index % 3]
-  if index == 0:
+def make_abs_sum(rng: np.random.Generator, index: int, *, scale: int = 1) -> Instance:
+  """Instance 0: the paper's Figure 1 (at ``scale`` 1); others random, d in {2, 10, 50}
+  times ``scale``."""
+  d = scale * (2, 10, 50)[index % 3]
+  if index == 0 and scale == 1:
     a, c, mu, cond = np.ones(2), np.ones(2), 1.0, 1.0
   else:
     cond = _log_uniform(rng, 1.0, 100.0)
@@ -1855,17 +1856,30 @@ FAMILIES = {
 }
 
 
-def make_instances(family: str, num: int, *, seed: int = SEED) -> list[Instance]:
+# Families whose sizes ``scale`` multiplies (the held-out sizes of ``--scale``).
+SCALABLE = ('relu_regression', 'lasso', 'huber', 'abs_sum')
+
+
+def make_instances(family: str, num: int, *, seed: int = SEED, scale: int = 1) -> list[Instance]:
   """The first ``num`` instances of a family (fixed by ``seed``).
 
   Args:
     family: a name of :data:`FAMILIES`.
     num: number of instances.
     seed: seed of the family's generator.
+    scale: multiplies the sizes (n and d) of the families in :data:`SCALABLE`;
+      1 gives the suite's instances.
 
   Returns:
     A list of :class:`Instance`; instance ``i`` does not depend on ``num``.
+
+  Raises:
+    ValueError: ``scale`` other than 1 for a family not in :data:`SCALABLE`.
   """
   fam = FAMILIES[family]
   index = list(FAMILIES).index(family)
-  return [fam.make(np.random.default_rng([seed, index, i]), i) for i in range(num)]
+  if scale == 1:
+    return [fam.make(np.random.default_rng([seed, index, i]), i) for i in range(num)]
+  if family not in SCALABLE:
+    raise ValueError(f'scale={scale}: only {", ".join(SCALABLE)} take a scale, not {family}.')
+  return [fam.make(np.random.default_rng([seed, index, i]), i, scale=scale) for i in range(num)]

@@ -101,7 +101,14 @@ import optax
 
 import sadam_optax
 from experiments import common
-from experiments.nonsmooth_families import FAMILIES, SEED, Family, Instance, make_instances
+from experiments.nonsmooth_families import (
+  FAMILIES,
+  SCALABLE,
+  SEED,
+  Family,
+  Instance,
+  make_instances,
+)
 
 Factory = Callable[..., optax.GradientTransformation]
 
@@ -547,6 +554,7 @@ def run_suite(
   baseline: str = BASELINE,
   controls: Sequence[str] = (DEFAULT,),
   betas: tuple[float, float] = (B1, B2),
+  scale: int = 1,
   progress: bool = True,
 ) -> dict[str, Any]:
   """Runs every method on every instance of every family at every lr.
@@ -566,6 +574,8 @@ def run_suite(
       ``adam@eff-lr(<name>)``; names absent from ``methods`` are skipped.
     betas: Adam's ``(b1, b2)`` for every method (each factory must take
       ``b1=`` and ``b2=`` unless they are optax's defaults).
+    scale: multiplies the instances' sizes (n and d; families of
+      :data:`experiments.nonsmooth_families.SCALABLE` only).
     progress: print one line per (family, method).
 
   Returns:
@@ -593,6 +603,7 @@ def run_suite(
       baseline=baseline,
       controls=list(controls),
       betas=list(betas),
+      scale=scale,
       window=WINDOW,
       tol=TOL,
       floor=FLOOR,
@@ -613,7 +624,7 @@ def run_suite(
   order = [baseline] + [m for m in methods if m != baseline]
   for family in families:
     t0 = time.time()
-    insts = make_instances(family, instances, seed=seed)
+    insts = make_instances(family, instances, seed=seed, scale=scale)
     out['instances'][family] = [inst.info for inst in insts]
     grid = np.tile(np.asarray(lrs), (len(insts), 1))
     runs: dict[str, dict[str, np.ndarray]] = {}
@@ -784,6 +795,12 @@ def markdown(payload: dict[str, Any]) -> str:
     'instance for every method.',
     '',
   ]
+  if cfg.get('scale', 1) != 1:
+    lines += [
+      f'Sizes: n and d of every instance {cfg["scale"]}x those listed below (`--scale`; '
+      "abs_sum's instance 0 is not Figure 1 then).",
+      '',
+    ]
   if cfg.get('baseline', BASELINE) != BASELINE:
     lines += [
       f'Baseline: `{cfg["baseline"]}`; every "Adam" below means it, and the lrs are the '
@@ -1136,6 +1153,12 @@ def parser() -> argparse.ArgumentParser:
     help="methods followed by Adam at their effective lr (default: 'sadam'; the flag alone: none)",
   )
   p.add_argument(
+    '--scale',
+    type=int,
+    default=1,
+    help='multiplies n and d of every instance (held-out sizes; only ' + ', '.join(SCALABLE) + ')',
+  )
+  p.add_argument(
     '--out', default=str(common.RESULTS_DIR / 'nonsmooth_suite'), help='results path without suffix'
   )
   p.add_argument(
@@ -1181,6 +1204,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     baseline=args.baseline,
     controls=args.controls,
     betas=tuple(args.betas),
+    scale=args.scale,
   )
   payload['wall_s'] = round(time.time() - t0, 1)
   path = write(payload, args.out)

@@ -222,3 +222,18 @@ def test_instances_are_fixed_and_varied():
     np.testing.assert_array_equal(x.data['x'], y.data['x'])
   assert len({inst.start.shape for inst in b}) == 2
   assert len({round(inst.info['l1'], 12) for inst in b}) == 5
+
+
+@pytest.mark.parametrize('family', nf.SCALABLE)
+def test_scale_multiplies_sizes_and_leaves_the_suite_instances_alone(family):
+  plain, big = nf.make_instances(family, 3, scale=1), nf.make_instances(family, 3, scale=4)
+  for small, large in zip(plain, big):
+    if not small.info.get('figure1'):  # abs_sum's instance 0 is Figure 1 only at scale 1.
+      assert large.start.size == 4 * small.start.size
+  for a, b in zip(plain, nf.make_instances(family, 3)):
+    np.testing.assert_array_equal(a.start, b.start)
+
+
+def test_scale_is_refused_where_the_family_has_no_sizes_to_scale():
+  with pytest.raises(ValueError, match='only relu_regression'):
+    nf.make_instances('svm', 1, scale=2)

@@ -123,6 +123,15 @@ def test_smoke_end_to_end(tmp_path):
   assert payload['diagnostics'] == {}  # relu_regression was not run.
 
 
+def test_scale_multiplies_the_sizes_and_is_recorded(tmp_path):
+  payload = ns.main(
+    ['--smoke', '--families', 'huber', '--scale', '3', '--out', str(tmp_path / 'suite')]
+  )
+  assert payload['config']['scale'] == 3
+  assert payload['instances']['huber'][0]['d'] == 30  # 3 x 10.
+  assert '3x those listed' in (tmp_path / 'suite.md').read_text()
+
+
 def test_scheduled_methods_against_a_scheduled_baseline(tmp_path):
   import optax  # pylint: disable=g-import-not-at-top
 
