@@ -1,6 +1,6 @@
 """Families of non-smooth problems with a known minimiser, for the suite.
 
-The instances of :mod:`experiments.nonsmooth_suite`: twenty-six families of
+The instances of :mod:`experiments.nonsmooth_suite`: twenty-nine families of
 random convex (and four non-convex) problems whose minimiser, or optimal value, is
 known to high precision: in closed form, planted, or solved once in float64 by
 a method of its own (coordinate descent, a dual QP, a linear program, FISTA,
@@ -102,12 +102,30 @@ instances of a family):
     smooth at the optimum (a control: a brake should cost nothing); ``w*`` by
     Weiszfeld's iterations and Newton steps, gradient ``< 1e-15``.
 
+27. ``tv2d_denoise``: anisotropic 2-D total-variation denoising of a noisy
+    piecewise-constant ``k x k`` image (``k`` in {6, 10, 14}), ``0.5 ||x - y||^2 +
+    lam (sum|horizontal differences| + sum|vertical differences|)``; ``w*`` from
+    the dual box QP (FISTA with restarts), then the exact values of its fused
+    regions and a dual balanced on each, duality gap ``< 1e-28`` (so ``||w - w*||
+    <= sqrt(2 gap)``).
+28. ``elastic_net``: ``0.5/n ||X w - y||^2 + l1 ||w||_1 + l2/2 ||w||^2`` with a
+    correlated design (Toeplitz, ``rho`` 0.5-0.95), ``d`` above ``n`` on a
+    third of the instances; ``w*`` by coordinate descent, polished on its
+    support, KKT residual ``< 1e-14``.
+29. ``enclosing_ball``: the smallest enclosing ball, ``max_i ||w - a_i||_2``, of
+    anisotropic point clouds: a kink where 2 to ``d + 1`` distances tie, linear
+    growth in the active points' affine hull (quadratic across it); ``w*`` from
+    the dual QP on the simplex (FISTA with restarts), then an exact solve on the
+    farthest points: a convex combination of them (residual ``< 1e-14``) at equal
+    distance (spread ``< 1e-13``).
+
 Families 12-15 were added after the default was chosen, as held-out
 families (their results: ``nonsmooth_suite_heldout_families``); so were
 families 16-20, a session later (``nonsmooth_suite_sharp_families``,
 ``nonsmooth_suite_lasso_crossing``). Families 21-26 were added on 2026-12-02
 as held-out families, after the default was chosen (their results:
-``nonsmooth_suite_heldout_families_3``).
+``nonsmooth_suite_heldout_families_3``); so were families 27-29, a session
+later (``nonsmooth_suite_heldout_families_4``).
 
 References:
   Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized Geometric
@@ -133,7 +151,10 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
+import scipy.linalg
 import scipy.optimize
+import scipy.sparse
+import scipy.sparse.csgraph
 import scipy.special
 
 SEED = 0  # Seed of the instances (--seed).
@@ -1648,6 +1669,333 @@ def make_geometric_median(rng: np.random.Generator, index: int) -> Instance:
   )
 
 
+# 27-29. Held out (added on 2026-12-02, a session after 21-26, after the default was chosen).
+
+
+def tv2d_denoise_objective(data, w, xp=jnp):
+  """``0.5 ||x - y||^2 + lam (sum|x_{i,j+1} - x_{i,j}| + sum|x_{i+1,j} - x_{i,j}|)``,
+  ``x`` = ``w`` as an image of ``y``'s shape."""
+  x = w.reshape(data['y'].shape)
+  tv = xp.sum(xp.abs(xp.diff(x, axis=1))) + xp.sum(xp.abs(xp.diff(x, axis=0)))
+  return 0.5 * xp.sum((x - data['y']) ** 2) + data['lam'] * tv
+
+
+def _tv2d_edges(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """The pixel pairs ``(a, b)`` (flat indices) of the image's edges, horizontal then
+  vertical: ``(D x)_e = x[b_e] - x[a_e]``."""
+  idx = np.arange(shape[0] * shape[1]).reshape(shape)
+  a = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
+  b = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
+  return a, b
+
+
+def _tv2d_adjoint(u: np.ndarray, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+  """``D^T u``."""
+  return np.bincount(b, u, n) - np.bincount(a, u, n)
+
+
+def tv2d_denoise_gap(y: np.ndarray, lam: float, x: np.ndarray, u: np.ndarray) -> float:
+  """Duality gap of the image ``x`` and the dual ``u`` clipped to ``[-1, 1]`` (one per
+  edge), without cancellation: ``P(x) - D(u) = 0.5 ||x - (y - lam D^T u)||^2 +
+  lam sum_e (|D x|_e - u_e (D x)_e)``, each term ``>= 0``; ``D(u) = 0.5 ||y||^2 -
+  0.5 ||y - lam D^T u||^2`` is a lower bound on the optimum, and ``P`` is 1-strongly
+  convex, so ``||x - x*|| <= sqrt(2 gap)``."""
+  a, b = _tv2d_edges(y.shape)
+  x, yf, u = x.ravel(), y.ravel(), np.clip(u, -1.0, 1.0)
+  dx = x[b] - x[a]
+  r = x - yf + lam * _tv2d_adjoint(u, a, b, x.size)
+  return float(0.5 * r @ r + lam * np.sum(np.abs(dx) - u * dx))
+
+
+def tv2d_denoise_solve(
+  y: np.ndarray, lam: float, *, iters: int = 100000
+) -> tuple[np.ndarray, np.ndarray]:
+  """The minimiser (flat) and a dual certificate ``u`` (``|u| <= 1``, one per edge).
+
+  The dual box QP ``min 0.5 ||y - lam D^T u||^2``, ``|u| <= 1``, by FISTA with
+  restarts in float64 (``x = y - lam D^T u``), then an exact polish: the regions
+  (connected pixels joined by edges with ``|D x| <= tol``) take the values
+  ``mean(y_R) - lam (D_J^T s)_R / |R|`` of the jump signs ``s`` at their borders,
+  and the dual on the edges inside the regions is the nearest to FISTA's that
+  balances them (least squares); kept for the smallest duality gap over ``tol``.
+  """
+  n = y.size
+  yf = y.ravel()
+  a, b = _tv2d_edges(y.shape)
+  step = 1.0 / (8.0 * lam)  # ||D||^2 <= 8; the dual's gradient is -lam D x.
+  u = np.zeros(len(a))
+  z, t = u.copy(), 1.0
+  for _ in range(iters):
+    xz = yf - lam * _tv2d_adjoint(z, a, b, n)
+    new = np.clip(z + step * (xz[b] - xz[a]), -1.0, 1.0)
+    t_next = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
+    if np.dot(z - new, new - u) > 0:
+      z, t_next = new, 1.0
+    else:
+      z = new + (t - 1) / t_next * (new - u)
+    done = np.max(np.abs(new - u)) < 1e-13
+    u, t = new, t_next
+    if done:
+      break
+  x = yf - lam * _tv2d_adjoint(u, a, b, n)
+  best, best_gap = (x, u), tv2d_denoise_gap(y, lam, x, u)
+  for tol in (1e-12, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4):
+    dx = x[b] - x[a]
+    fused = np.abs(dx) <= tol
+    graph = scipy.sparse.coo_matrix((np.ones(fused.sum()), (a[fused], b[fused])), shape=(n, n))
+    k, labels = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    signs = np.where(fused, 0.0, np.sign(dx))
+    push = _tv2d_adjoint(signs, a, b, n)
+    values = (np.bincount(labels, yf, k) - lam * np.bincount(labels, push, k)) / np.bincount(
+      labels, minlength=k
+    )
+    polished = values[labels]
+    if np.any(np.sign(polished[b] - polished[a])[~fused] != signs[~fused]):
+      continue
+    inner = np.zeros((n, int(fused.sum())))
+    inner[b[fused], np.arange(fused.sum())] = 1.0
+    inner[a[fused], np.arange(fused.sum())] = -1.0
+    balance = (yf - polished) / lam - push - inner @ u[fused]
+    dual = signs.copy()
+    dual[fused] = u[fused] + np.linalg.lstsq(inner, balance, rcond=None)[0]
+    dual = np.clip(dual, -1.0, 1.0)
+    gap = tv2d_denoise_gap(y, lam, polished, dual)
+    if gap < best_gap:
+      best, best_gap = (polished, dual), gap
+  return best
+
+
+def make_tv2d_denoise(rng: np.random.Generator, index: int) -> Instance:
+  """A ``k x k`` image (``k`` in {6, 10, 14}) of 2-4 random rectangles of ``N(0, 1)`` levels
+  over a background, noise ``sigma`` log-uniform in ``[0.1, 0.5]`` (the curvature is
+  1 everywhere: ``sigma`` sets the contrast instead), ``lam`` log-uniform in
+  ``[0.03, 0.5]``; ``w*`` from the dual, certified by the duality gap."""
+  k = (6, 10, 14)[index % 3]
+  image = np.full((k, k), rng.standard_normal())
+  for _ in range(int(rng.integers(2, 5))):
+    r0, c0 = rng.integers(0, k - 2, 2)
+    r1, c1 = r0 + rng.integers(2, k - r0 + 1), c0 + rng.integers(2, k - c0 + 1)
+    image[r0:r1, c0:c1] = rng.standard_normal()
+  sigma = _log_uniform(rng, 0.1, 0.5)
+  lam = _log_uniform(rng, 0.03, 0.5)
+  y = image + sigma * rng.standard_normal((k, k))
+  w_star, u = tv2d_denoise_solve(y, lam)
+  data = dict(y=y, lam=np.float64(lam))
+  a, b = _tv2d_edges(y.shape)
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(tv2d_denoise_objective(data, w_star, np)),
+    dict(
+      size=k,
+      d=k * k,
+      sigma=sigma,
+      lam=lam,
+      levels=len(np.unique(w_star)),
+      fused=int(np.sum(w_star[b] == w_star[a])),
+      edges=len(a),
+      gap=tv2d_denoise_gap(y, lam, w_star, u),
+    ),
+  )
+
+
+def elastic_net_objective(data, w, xp=jnp):
+  """``0.5/n ||X w - y||^2 + l1 ||w||_1 + l2/2 ||w||^2``."""
+  r = data['x'] @ w - data['y']
+  return 0.5 * xp.mean(r**2) + data['l1'] * xp.sum(xp.abs(w)) + 0.5 * data['l2'] * xp.sum(w**2)
+
+
+def elastic_net_kkt(x: np.ndarray, y: np.ndarray, l1: float, l2: float, w: np.ndarray) -> float:
+  """Largest violation of ``0 in X^T (X w - y) / n + l2 w + l1 d|w|_1``; the loss is
+  ``l2``-strongly convex, so ``||w - w*|| <= sqrt(d) kkt / l2``."""
+  return _l1_kkt(x.T @ (x @ w - y) / len(y) + l2 * w, l1, w)
+
+
+def elastic_net_solve(
+  x: np.ndarray, y: np.ndarray, l1: float, l2: float, *, sweeps: int = 100000, tol: float = 1e-15
+) -> np.ndarray:
+  """The minimiser in float64: cyclic coordinate descent, then an exact solve of the
+  stationarity equations on its support (signs fixed; kept if its KKT residual is
+  no larger)."""
+  n, d = x.shape
+  col = np.sum(x**2, axis=0) / n
+  w = np.zeros(d)
+  r = y.copy()
+  for _ in range(sweeps):
+    biggest = 0.0
+    for j in range(d):
+      old = w[j]
+      rho = x[:, j] @ r / n + col[j] * old
+      new = np.sign(rho) * max(abs(rho) - l1, 0.0) / (col[j] + l2)
+      if new != old:
+        r -= x[:, j] * (new - old)
+        w[j] = new
+        biggest = max(biggest, abs(new - old))
+    if biggest < tol:
+      break
+  support = w != 0
+  if support.any():
+    xs = x[:, support]
+    polished = w.copy()
+    polished[support] = np.linalg.solve(
+      xs.T @ xs / n + l2 * np.eye(int(support.sum())), xs.T @ y / n - l1 * np.sign(w[support])
+    )
+    if np.all(np.sign(polished[support]) == np.sign(w[support])) and elastic_net_kkt(
+      x, y, l1, l2, polished
+    ) <= elastic_net_kkt(x, y, l1, l2, w):
+      w = polished
+  return w
+
+
+def make_elastic_net(rng: np.random.Generator, index: int) -> Instance:
+  """Rows ``N(0, Sigma)``, ``Sigma_ij = rho^|i - j|`` (Toeplitz, ``rho`` uniform in
+  ``[0.5, 0.95]``), a sparse truth, ``(n, d)`` in {(60, 20), (100, 50), (50, 80)};
+  ``l1`` a log-uniform share ``[0.02, 0.3]`` of ``l1_max``, ``l2`` log-uniform in
+  ``[1e-3, 1e-1]``; ``w*`` by coordinate descent (redrawn until its support is
+  neither empty nor full)."""
+  n, d = ((60, 20), (100, 50), (50, 80))[index % 3]
+  rho = float(rng.uniform(0.5, 0.95))
+  root = np.linalg.cholesky(scipy.linalg.toeplitz(rho ** np.arange(d)))
+  while True:
+    x = rng.standard_normal((n, d)) @ root.T
+    truth = _sparse_truth(rng, d, 2.0)
+    y = x @ truth + 0.1 * rng.standard_normal(n)
+    share = _log_uniform(rng, 0.02, 0.3)
+    l1 = share * np.max(np.abs(x.T @ y)) / n
+    l2 = _log_uniform(rng, 1e-3, 1e-1)
+    w_star = elastic_net_solve(x, y, l1, l2)
+    if 0 < np.sum(w_star != 0) < d:
+      break
+  hess = np.linalg.eigvalsh(x.T @ x / n + l2 * np.eye(d))
+  data = dict(x=x, y=y, l1=np.float64(l1), l2=np.float64(l2))
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(elastic_net_objective(data, w_star, np)),
+    dict(
+      n=n,
+      d=d,
+      rho=rho,
+      cond=float(hess[-1] / hess[0]),
+      l1=l1,
+      l1_share=share,
+      l2=l2,
+      nonzeros=int(np.sum(w_star != 0)),
+      kkt=elastic_net_kkt(x, y, l1, l2, w_star),
+    ),
+  )
+
+
+def enclosing_ball_objective(data, w, xp=jnp):
+  """``max_i ||w - a_i||_2`` (the smallest enclosing ball's radius at centre ``w``)."""
+  return xp.sqrt(xp.max(xp.sum((w[None, :] - data['a']) ** 2, axis=1)))
+
+
+def enclosing_ball_certificate(
+  a: np.ndarray, x: np.ndarray, weights: np.ndarray
+) -> dict[str, float]:
+  """How far ``x`` is from the certified centre: ``x`` is the minimiser iff it is a
+  convex combination of the farthest points (``0 in conv{(x - a_i) / R: i active}``).
+
+  Returns ``spread``, ``R`` less the least distance of a point with positive weight
+  (0: every weighted point is at the max); ``residual``, the largest of ``||x - sum_i
+  weights_i a_i||``, ``|sum weights - 1|`` and ``-min weights``; and ``gap``, ``R^2``
+  less the dual ``sum_i weights_i ||a_i||^2 - ||sum_i weights_i a_i||^2``, taken as
+  ``sum_i weights_i (R^2 - ||x - a_i||^2)`` at ``x`` = the combination (with
+  ``R^2(w) - R*^2 >= ||w - x*||^2``, an upper bound on ``||x - x*||^2``).
+  """
+  sq = np.sum((a - x) ** 2, axis=1)
+  dist = np.sqrt(sq)
+  on = weights > 0
+  return dict(
+    spread=float(dist.max() - dist[on].min()),
+    residual=float(max(np.linalg.norm(x - weights @ a), abs(weights.sum() - 1.0), -weights.min())),
+    gap=float(np.sum(weights * (sq.max() - sq))),
+  )
+
+
+def enclosing_ball_solve(a: np.ndarray, *, iters: int = 200000) -> tuple[np.ndarray, np.ndarray]:
+  """The centre and its weights on the points: the dual QP ``min ||A^T l||^2 -
+  sum_i l_i ||a_i||^2`` over the simplex (points centred; FISTA with restarts in
+  float64; centre ``A^T l``), then an exact solve on the farthest points (within
+  ``tol`` of the max): the weights that put ``A^T l`` at equal distance from all of
+  them, kept if non-negative and the gap shrinks."""
+  m = len(a)
+  mean = a.mean(axis=0)
+  p = a - mean
+  gram = p @ p.T
+  norms = np.diag(gram).copy()
+  step = 0.5 / max(np.linalg.eigvalsh(gram)[-1], 1e-300)
+  weights = np.full(m, 1.0 / m)
+  z, t = weights.copy(), 1.0
+  for _ in range(iters):
+    new = _project_simplex(z - step * (2.0 * gram @ z - norms))
+    t_next = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
+    if np.dot(z - new, new - weights) > 0:
+      z, t_next = new, 1.0
+    else:
+      z = new + (t - 1) / t_next * (new - weights)
+    done = np.max(np.abs(new - weights)) < 1e-15
+    weights, t = new, t_next
+    if done:
+      break
+  best = weights
+  best_gap = enclosing_ball_certificate(p, weights @ p, weights)['gap']
+  sq = np.sum((p - weights @ p) ** 2, axis=1)
+  for tol in (1e-12, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3):
+    # On an active set S: 2 (p_S p_S^T l_S)_i - ||p_i||^2 = c for i in S, sum l_S = 1.
+    active = np.nonzero(sq >= sq.max() * (1.0 - tol))[0]
+    k = len(active)
+    system = np.zeros((k + 1, k + 1))
+    system[:k, :k] = 2.0 * gram[np.ix_(active, active)]
+    system[:k, k] = -1.0
+    system[k, :k] = 1.0
+    sol = np.linalg.lstsq(system, np.concatenate([norms[active], [1.0]]), rcond=None)[0]
+    if np.any(sol[:k] < 0):
+      continue
+    polished = np.zeros(m)
+    polished[active] = sol[:k] / np.sum(sol[:k])
+    gap = enclosing_ball_certificate(p, polished @ p, polished)['gap']
+    if gap < best_gap:
+      best, best_gap = polished, gap
+  return best @ p + mean, best
+
+
+def make_enclosing_ball(rng: np.random.Generator, index: int) -> Instance:
+  """``m`` points ``N(c, diag(s)^2)`` in ``d`` dimensions, ``(d, m)`` in {(2, 10), (5, 40),
+  (10, 20), (20, 60)}, the axis spreads ``s`` log-even over a ratio ``cond``
+  log-uniform in ``[1, 30]`` times a scale log-uniform in ``[0.5, 3]`` (no penalty
+  weight: the pieces' count and anisotropy vary instead); ``w*`` from the dual QP,
+  certified as a convex combination of the farthest points."""
+  d, m = ((2, 10), (5, 40), (10, 20), (20, 60))[index % 4]
+  cond = _log_uniform(rng, 1.0, 30.0)
+  scale = _log_uniform(rng, 0.5, 3.0)
+  spread = scale * rng.permutation(np.logspace(0.0, -np.log10(cond), d))
+  a = rng.standard_normal(d) + spread * rng.standard_normal((m, d))
+  w_star, weights = enclosing_ball_solve(a)
+  cert = enclosing_ball_certificate(a, w_star, weights)
+  on = weights > 0
+  data = dict(a=a)
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(enclosing_ball_objective(data, w_star, np)),
+    dict(
+      d=d,
+      m=m,
+      cond=cond,
+      scale=scale,
+      active=int(on.sum()),
+      # Directions in which the loss grows linearly: the active points' affine hull.
+      sharp_dims=int(np.linalg.matrix_rank(a[on] - a[on][0], tol=1e-9)),
+      **cert,
+    ),
+  )
+
+
 FAMILIES = {
   f.name: f
   for f in (
@@ -1851,6 +2199,30 @@ FAMILIES = {
       'distance',
       'mean_i |w - a_i|_2 (Weber point; smooth at w*, a control), 10% outliers; (d, m) in '
       '{2, 10} x {10, 40}, spreads 0.3-3; w* by Weiszfeld and Newton',
+    ),
+    Family(
+      'tv2d_denoise',
+      tv2d_denoise_objective,
+      make_tv2d_denoise,
+      'distance',
+      '0.5|x-y|^2 + lam TV_aniso(x), y a k x k piecewise-constant image + noise; k in '
+      '{6, 10, 14}, noise 0.1-0.5, lam 0.03-0.5; w* by the dual box QP, gap certified',
+    ),
+    Family(
+      'elastic_net',
+      elastic_net_objective,
+      make_elastic_net,
+      'distance',
+      '0.5/n |Xw-y|^2 + l1|w|_1 + l2/2|w|^2, Toeplitz design rho 0.5-0.95; (n, d) in '
+      '{(60, 20), (100, 50), (50, 80)}, l1 = 0.02-0.3 x l1_max, l2 1e-3-1e-1; w* by CD',
+    ),
+    Family(
+      'enclosing_ball',
+      enclosing_ball_objective,
+      make_enclosing_ball,
+      'distance',
+      'max_i |w - a_i|_2 (smallest enclosing ball); (d, m) in {(2, 10), (5, 40), (10, 20), '
+      '(20, 60)}, axis spreads cond 1-30; w* by the dual QP on the simplex, certified',
     ),
   )
 }

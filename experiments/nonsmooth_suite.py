@@ -1,14 +1,14 @@
 """Non-smooth benchmark suite: does a braked Adam end closer than Adam?
 
-Twenty-six families of random convex (and four non-convex) problems whose
+Twenty-nine families of random convex (and four non-convex) problems whose
 minimiser, or optimal value, is known to high precision. Every method starts
 every instance from the same point and runs a constant learning rate; the end
 state is compared with plain Adam's, instance by instance.
 
-Families: :data:`experiments.nonsmooth_families.FAMILIES` (twenty-six, numbered
+Families: :data:`experiments.nonsmooth_families.FAMILIES` (twenty-nine, numbered
 there; every instance knows its minimiser ``w*`` or its optimal value ``f*``).
 
-Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6, 10, 11, 16, 20, 21, 23, 25, 26)
+Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6, 10, 11, 16, 20, 21, 23, 25-29)
 or ``f(w_t) - f*`` (families 7-9, 12-15, 17-19, 22, 24). The *band* is ``m_t`` over the last
 10% of the steps (its mean, ``band``, and its max, ``band_max``); also the
 first step at which
@@ -780,7 +780,7 @@ def _losses(cell: dict[str, Any]) -> str:
 def markdown(payload: dict[str, Any]) -> str:
   """The readable report: headline, verdicts, every cell."""
   cfg = payload['config']
-  excess = ', '.join(f for f in cfg['families'] if FAMILIES[f].metric == 'excess') or 'none'
+  excess = ', '.join(f for f in cfg['families'] if FAMILIES[f].metric == 'excess')
   b1, b2 = cfg.get('betas', (B1, B2))  # Results written before --betas ran at optax's.
   lines = [
     '# Non-smooth benchmark suite: methods against Adam, instance by instance',
@@ -808,8 +808,9 @@ def markdown(payload: dict[str, Any]) -> str:
       '',
     ]
   lines += [
-    f'Band: the distance to the minimiser ({excess}: the excess loss) '
-    f'averaged over the last {cfg["window"]:.0%} of the steps, floored at '
+    'Band: the distance to the minimiser'
+    + (f' ({excess}: the excess loss) ' if excess else ' ')
+    + f'averaged over the last {cfg["window"]:.0%} of the steps, floored at '
     f"{cfg['floor']:g} x its initial value. Win: band <= Adam's on the "
     "same instance. Ratio: band / Adam's band (median over instances). "
     'Adam converges (column "Adam conv."): on >= '
@@ -904,8 +905,8 @@ def markdown(payload: dict[str, Any]) -> str:
   if rows:
     lines += [
       '',
-      'Every family (mean damping on steps away / toward; share '
-      f'of steps away; {excess}: steps that raise / lower the loss):',
+      'Every family (mean damping on steps away / toward; share of steps away'
+      + (f'; {excess}: steps that raise / lower the loss):' if excess else '):'),
       '',
       '| method | family | lr | away | toward | share away |',
       '|---|---|---|---|---|---|',

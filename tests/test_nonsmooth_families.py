@@ -237,3 +237,54 @@ def test_scale_multiplies_sizes_and_leaves_the_suite_instances_alone(family):
 def test_scale_is_refused_where_the_family_has_no_sizes_to_scale():
   with pytest.raises(ValueError, match='only relu_regression'):
     nf.make_instances('svm', 1, scale=2)
+
+
+def test_tv2d_denoise_is_certified_by_its_duality_gap():
+  fused = 0
+  for inst in _instances('tv2d_denoise'):
+    y, lam, w = inst.data['y'], float(inst.data['lam']), inst.minimiser
+    x, u = nf.tv2d_denoise_solve(y, lam)
+    np.testing.assert_array_equal(x, w)
+    assert np.all(np.abs(u) <= 1.0)
+    gap = nf.tv2d_denoise_gap(y, lam, w, u)
+    assert gap == inst.info['gap'] and 0 <= gap < 1e-10
+    # The same gap from the objective and the dual's value, D^T u built independently:
+    # P(w) - (0.5 |y|^2 - 0.5 |y - lam D^T u|^2), with rounding of the values' size.
+    h, k = y.shape
+    horizontal, vertical = u[: h * (k - 1)].reshape(h, k - 1), u[h * (k - 1) :].reshape(h - 1, k)
+    adjoint = np.zeros((h, k))
+    adjoint[:, 1:] += horizontal
+    adjoint[:, :-1] -= horizontal
+    adjoint[1:, :] += vertical
+    adjoint[:-1, :] -= vertical
+    dual = 0.5 * np.sum(y**2) - 0.5 * np.sum((y - lam * adjoint) ** 2)
+    assert abs(nf.tv2d_denoise_objective(inst.data, w, np) - dual) < 1e-10
+    # The kinks are active: neighbours fused at the minimiser.
+    image = w.reshape(y.shape)
+    fused += int(np.sum(np.diff(image, axis=0) == 0) + np.sum(np.diff(image, axis=1) == 0))
+  assert fused > 0
+
+
+def test_elastic_net_kkt_with_a_nontrivial_support():
+  for inst in _instances('elastic_net'):
+    d, w = inst.data, inst.minimiser
+    assert nf.elastic_net_kkt(d['x'], d['y'], float(d['l1']), float(d['l2']), w) < 1e-12
+    assert 0 < np.sum(w != 0) < len(w)
+    # The design's correlation is Toeplitz: neighbouring columns correlate at rho.
+    assert 0.5 <= inst.info['rho'] <= 0.95
+
+
+def test_enclosing_ball_centre_is_a_convex_combination_of_the_farthest_points():
+  for inst in _instances('enclosing_ball'):
+    a, w = inst.data['a'], inst.minimiser
+    x, weights = nf.enclosing_ball_solve(a)
+    np.testing.assert_array_equal(x, w)
+    assert np.all(weights >= 0) and abs(weights.sum() - 1) < 1e-12
+    assert np.linalg.norm(w - weights @ a) < 1e-10
+    dist = np.linalg.norm(a - w, axis=1)
+    on = weights > 0
+    # Every weighted point is at the max distance: 0 in conv{(w - a_i) / R: i active}.
+    assert np.max(dist) - np.min(dist[on]) < 1e-10
+    assert on.sum() >= 2 and inst.optimum == pytest.approx(dist.max(), rel=1e-15)
+    cert = nf.enclosing_ball_certificate(a, w, weights)
+    assert max(cert['spread'], cert['residual']) < 1e-10 and 0 <= cert['gap'] < 1e-10
