@@ -246,10 +246,17 @@ def lasso_objective(data, w, xp=jnp):
 
 
 def lasso_solve(
-  x: np.ndarray, y: np.ndarray, l1: float, *, sweeps: int = 100000, tol: float = 1e-15
+  x: np.ndarray,
+  y: np.ndarray,
+  l1: float,
+  l2: float = 0.0,
+  *,
+  sweeps: int = 100000,
+  tol: float = 1e-15,
 ) -> np.ndarray:
-  """The LASSO minimiser in float64: coordinate descent, then an exact solve
-  of the stationarity equations on its support (signs fixed)."""
+  """The LASSO minimiser in float64 (with ``l2 > 0`` the elastic net's): cyclic
+  coordinate descent, then an exact solve of the stationarity equations on its
+  support (signs fixed; kept if its KKT residual is no larger)."""
   n, d = x.shape
   col = np.sum(x**2, axis=0) / n
   w = np.zeros(d)
@@ -259,7 +266,7 @@ def lasso_solve(
     for j in range(d):
       old = w[j]
       rho = x[:, j] @ r / n + col[j] * old
-      new = np.sign(rho) * max(abs(rho) - l1, 0.0) / col[j]
+      new = np.sign(rho) * max(abs(rho) - l1, 0.0) / (col[j] + l2)
       if new != old:
         r -= x[:, j] * (new - old)
         w[j] = new
@@ -269,11 +276,14 @@ def lasso_solve(
   support = w != 0
   if support.any():
     xs = x[:, support]
+    gram = xs.T @ xs / n
+    if l2:
+      gram = gram + l2 * np.eye(int(support.sum()))
     polished = w.copy()
-    polished[support] = np.linalg.solve(xs.T @ xs / n, xs.T @ y / n - l1 * np.sign(w[support]))
-    if np.all(np.sign(polished[support]) == np.sign(w[support])) and lasso_kkt(
-      x, y, l1, polished
-    ) <= lasso_kkt(x, y, l1, w):
+    polished[support] = np.linalg.solve(gram, xs.T @ y / n - l1 * np.sign(w[support]))
+    if np.all(np.sign(polished[support]) == np.sign(w[support])) and elastic_net_kkt(
+      x, y, l1, l2, polished
+    ) <= elastic_net_kkt(x, y, l1, l2, w):
       w = polished
   return w
 
@@ -299,7 +309,7 @@ def _sparse_truth(rng: np.random.Generator, d: int, scale: float) -> np.ndarray:
 
 def lasso_kkt(x: np.ndarray, y: np.ndarray, l1: float, w: np.ndarray) -> float:
   """Largest violation of the LASSO's subgradient optimality condition."""
-  return _l1_kkt(x.T @ (x @ w - y) / len(y), l1, w)
+  return elastic_net_kkt(x, y, l1, 0.0, w)
 
 
 def make_lasso(rng: np.random.Generator, index: int, *, scale: int = 1) -> Instance:
@@ -1809,43 +1819,8 @@ def elastic_net_objective(data, w, xp=jnp):
 def elastic_net_kkt(x: np.ndarray, y: np.ndarray, l1: float, l2: float, w: np.ndarray) -> float:
   """Largest violation of ``0 in X^T (X w - y) / n + l2 w + l1 d|w|_1``; the loss is
   ``l2``-strongly convex, so ``||w - w*|| <= sqrt(d) kkt / l2``."""
-  return _l1_kkt(x.T @ (x @ w - y) / len(y) + l2 * w, l1, w)
-
-
-def elastic_net_solve(
-  x: np.ndarray, y: np.ndarray, l1: float, l2: float, *, sweeps: int = 100000, tol: float = 1e-15
-) -> np.ndarray:
-  """The minimiser in float64: cyclic coordinate descent, then an exact solve of the
-  stationarity equations on its support (signs fixed; kept if its KKT residual is
-  no larger)."""
-  n, d = x.shape
-  col = np.sum(x**2, axis=0) / n
-  w = np.zeros(d)
-  r = y.copy()
-  for _ in range(sweeps):
-    biggest = 0.0
-    for j in range(d):
-      old = w[j]
-      rho = x[:, j] @ r / n + col[j] * old
-      new = np.sign(rho) * max(abs(rho) - l1, 0.0) / (col[j] + l2)
-      if new != old:
-        r -= x[:, j] * (new - old)
-        w[j] = new
-        biggest = max(biggest, abs(new - old))
-    if biggest < tol:
-      break
-  support = w != 0
-  if support.any():
-    xs = x[:, support]
-    polished = w.copy()
-    polished[support] = np.linalg.solve(
-      xs.T @ xs / n + l2 * np.eye(int(support.sum())), xs.T @ y / n - l1 * np.sign(w[support])
-    )
-    if np.all(np.sign(polished[support]) == np.sign(w[support])) and elastic_net_kkt(
-      x, y, l1, l2, polished
-    ) <= elastic_net_kkt(x, y, l1, l2, w):
-      w = polished
-  return w
+  grad = x.T @ (x @ w - y) / len(y)
+  return _l1_kkt(grad + l2 * w if l2 else grad, l1, w)
 
 
 def make_elastic_net(rng: np.random.Generator, index: int) -> Instance:
@@ -1864,7 +1839,7 @@ def make_elastic_net(rng: np.random.Generator, index: int) -> Instance:
     share = _log_uniform(rng, 0.02, 0.3)
     l1 = share * np.max(np.abs(x.T @ y)) / n
     l2 = _log_uniform(rng, 1e-3, 1e-1)
-    w_star = elastic_net_solve(x, y, l1, l2)
+    w_star = lasso_solve(x, y, l1, l2)
     if 0 < np.sum(w_star != 0) < d:
       break
   hess = np.linalg.eigvalsh(x.T @ x / n + l2 * np.eye(d))

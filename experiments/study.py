@@ -159,6 +159,12 @@ SAME_WHERE_READINGS_RESOLVE = {'0.6.0': '0.5.0'}
 # Library versions that changed no number a run computes (0.6.1: input checks, the Flax helpers'
 # keywords, an eager recompilation): their runs keep the keys of the version before.
 SAME_NUMBERS = {'0.6.1': '0.6.0'}
+# Library versions that changed only steps on which a coordinate's step rounds away entirely (0.6.2:
+# the secant's start slope drops it) and how 'literal' maps its probes: the first epoch of each
+# S-Adam arm of the CPU study ends in the same state, byte for byte, under 0.6.1 and 0.6.2
+# (`--fingerprint sadamw sadamw-0.3 sadamw-0.2 sadamw-envelope paper_sadamw`), so their runs keep
+# the keys of the version before.
+SAME_WHERE_STEPS_MOVE = {'0.6.2': '0.6.1'}
 # Per-epoch curves, in this order in the checkpoint's ``curves`` array.
 CURVES = ('train_loss', 'val_acc', 'val_loss', 'test_acc', 'test_loss', 'mean_damping', 'seconds')
 TINY_SIZE = 8  # Side of the synthetic images of ``--tiny``.
@@ -279,7 +285,8 @@ def code_version(optimizer: str) -> dict[str, Any]:
       defaults.pop('damping_recovery')
     # Since 0.6; keyed by the library version (the former defaults' arms pin 0, as they ran).
     defaults.pop('unresolved_fade', None)
-    current = SAME_NUMBERS.get(sadam_optax.__version__, sadam_optax.__version__)
+    current = SAME_WHERE_STEPS_MOVE.get(sadam_optax.__version__, sadam_optax.__version__)
+    current = SAME_NUMBERS.get(current, current)
     current = SAME_WHERE_READINGS_RESOLVE.get(current, current)
     current = SAME_AT_LONG_B2.get(current, current)
     library = LIBRARY_OF.get(optimizer, current)
@@ -594,6 +601,40 @@ def control_lr(parent_result: dict[str, Any]) -> float:
 def queue(study_fn: Callable[..., list[Run]], study: Study, **options: Any) -> list[Run]:
   """The study's runs in queue order, controls resolved where possible."""
   return study_fn(finished=study.finished, **options)
+
+
+def fingerprint(runs: Sequence[Run], optimizers: Sequence[str]) -> dict[str, str]:
+  """The training state after one epoch of each optimizer's first run, hashed.
+
+  How a library version that should compute the same numbers is checked on the
+  study's own protocol without rerunning it: equal digests under two versions
+  (one epoch, every byte of the parameters, moments and S-Adam's state).
+
+  Args:
+    runs: the study's queue (:func:`queue`).
+    optimizers: names of :data:`OPTIMIZERS`; each one's first queued run is
+      trained for one epoch.
+
+  Returns:
+    ``{optimizer: the first 16 hex digits of the state's sha256}``.
+  """
+  digests = {}
+  for optimizer in optimizers:
+    config = next(
+      (r.config for r in runs if r.config is not None and r.config.optimizer == optimizer), None
+    )
+    if config is None:
+      raise ValueError(f'No run of {optimizer!r} is queued in this study.')
+    config = dataclasses.replace(config, epochs=1)
+    init, epoch, _, _ = trainer(config)
+    lrs = jnp.asarray([config.lr], jnp.float32)
+    seeds = jnp.asarray([config.seed], jnp.uint32)
+    carry, _ = epoch(lrs, seeds, init(lrs, seeds), jnp.asarray(0))
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(carry):
+      digest.update(np.asarray(leaf).tobytes())
+    digests[optimizer] = digest.hexdigest()[:16]
+  return digests
 
 
 def run_study(
@@ -1039,6 +1080,13 @@ def parser() -> argparse.ArgumentParser:
     '--tiny', action='store_true', help='synthetic data, tiny model, 2 epochs (seconds; CPU)'
   )
   p.add_argument('--epochs', type=int, help="override the study's epochs")
+  p.add_argument(
+    '--fingerprint',
+    nargs='+',
+    metavar='OPTIMIZER',
+    help="print the hashed state after one epoch of each optimizer's first run and exit "
+    '(to compare library versions on this protocol)',
+  )
   p.add_argument('--results-root', default=str(RESULTS_ROOT))
   p.add_argument('--ckpt-root', default=str(CKPT_ROOT))
   return p
@@ -1055,6 +1103,10 @@ def main(argv: Sequence[str] | None = None) -> None:
   )
   if args.status:
     print(status_table(queue(study_fn, study, **options), study))
+    return
+  if args.fingerprint:
+    digests = fingerprint(queue(study_fn, study, **options), args.fingerprint)
+    print(json.dumps(dict(sadam_optax=sadam_optax.__version__, **digests)))
     return
   command = ' '.join(
     [f'SADAM_STEP_LOOP={loop}' for loop in [os.environ.get('SADAM_STEP_LOOP')] if loop]

@@ -18,27 +18,35 @@ from sadam_optax import transform
 ScalarOrSchedule = transform.ScalarOrSchedule
 
 
-def _known(value: Any) -> Any:
+def _known(name: str, value: Any) -> Any:
   """A number or concrete array as NumPy, else None (a schedule, a tracer)."""
+  if isinstance(value, (str, bytes)):
+    # NumPy would parse '1e-3'; JAX fails on it later, far from the option.
+    raise TypeError(f'{name}={value!r}: a number (or a schedule), not text.')
   return None if callable(value) else transform.known_value(value)
 
 
 def _check_unit_interval(name: str, value: Any) -> None:
-  known = _known(value)
+  known = _known(name, value)
   if known is not None and not (known.shape == () and 0 <= known < 1):
     raise ValueError(f'{name}={value}: it must lie in [0, 1).')
 
 
 def _check_nonnegative(name: str, value: Any) -> None:
   # A NaN or infinite eps turns every step into NaN (optax does not check it).
-  known = _known(value)
+  known = _known(name, value)
   if known is not None and not (known.shape == () and np.isfinite(known) and known >= 0):
     raise ValueError(f'{name}={value}: it must be a finite number >= 0.')
 
 
 def _check_learning_rate(learning_rate: ScalarOrSchedule) -> None:
   """Refuses a NaN, infinite or negative learning rate (a schedule at its first step)."""
-  known = _known(learning_rate(0) if callable(learning_rate) else learning_rate)
+  known = _known('learning_rate', learning_rate(0) if callable(learning_rate) else learning_rate)
+  if known is not None and known.size != 1:
+    raise ValueError(
+      f'learning_rate of shape {known.shape}: it must be a scalar (or a schedule of one); '
+      'S-Adam reads the loss along one step.'
+    )
   if known is not None and not (np.all(np.isfinite(known)) and np.all(known >= 0)):
     raise ValueError(
       f'learning_rate={learning_rate!r}: it must be a finite number >= 0. The probe '

@@ -336,3 +336,53 @@ def test_auto_damping_recovery_needs_b2_outside_the_aliases():
       make(damping_recovery='soon')
   with pytest.raises(ValueError, match=r'auto_damping_recovery\(b1, b2\)'):
     sadam_optax.damping_scale(damping_recovery='auto')
+
+
+def test_a_state_cast_as_a_whole_keeps_training():
+  # optax.tree.cast casts the probe's key data too (uint32 -> float32).
+  opt = sadam_optax.sadam(1e-2)
+  w = jnp.array([1.0, -2.0])
+  state = optax.tree.cast(opt.init(w), jnp.float32)
+  loss = lambda p: jnp.sum(jnp.abs(p))
+  step = jax.jit(lambda w, s: opt.update(jax.grad(loss)(w), s, w, value_fn=loss))
+  for _ in range(3):
+    updates, state = step(w, state)
+    w = optax.apply_updates(w, updates)
+  assert optax.tree.get(state, 'probe_key').dtype == jnp.float32
+  assert np.all(np.isfinite(w)) and float(loss(w)) < 3.0
+
+
+@pytest.mark.parametrize('alias', [sadam_optax.sadam, sadam_optax.sadamw])
+def test_a_learning_rate_array_must_be_one_number(alias):
+  with pytest.raises(ValueError, match=r'shape \(3,\).*scalar'):
+    alias(jnp.full((3,), 1e-2))
+  w = jnp.array([1.0, -2.0, 0.5])
+  loss = lambda p: jnp.sum(jnp.abs(p))
+  opt = alias(jnp.full((1,), 1e-2))  # One number, as optax broadcasts it.
+  updates, _ = opt.update(jax.grad(loss)(w), opt.init(w), w, value_fn=loss)
+  assert updates.shape == w.shape
+
+
+def test_a_chain_step_size_array_must_be_one_number():
+  opt = optax.chain(
+    optax.scale_by_adam(), sadam_optax.damping_scale(2.0, step_size=jnp.full((3,), 1e-2))
+  )
+  w = jnp.array([1.0, -2.0, 0.5])
+  loss = lambda p: jnp.sum(jnp.abs(p))
+  with pytest.raises(ValueError, match=r'must be a scalar, got shape \(3,\)'):
+    opt.update(jax.grad(loss)(w), opt.init(w), w, value_fn=loss, grad=jax.grad(loss)(w))
+
+
+@pytest.mark.parametrize('option', ['learning_rate', 'b1', 'b2', 'eps', 'weight_decay'])
+def test_an_option_given_as_text_is_refused_by_name(option):
+  with pytest.raises(TypeError, match=f'{option}=.*not text'):
+    sadam_optax.sadamw(**{option: '0.1'})
+
+
+@pytest.mark.parametrize('value', ['1.0', True, jnp.int32(1) > 0, object()])
+def test_a_value_that_is_not_a_number_is_refused(value):
+  w = jnp.ones(2)
+  opt = sadam_optax.sadam(1e-2)
+  loss = lambda p: jnp.sum(p**2)
+  with pytest.raises(ValueError, match='value= must be the loss'):
+    opt.update(jax.grad(loss)(w), opt.init(w), w, value_fn=loss, value=value)

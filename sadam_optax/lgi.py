@@ -242,7 +242,11 @@ def _map_probes(fn: Callable[[Any], jax.Array], xs: Any, chunk_size: Optional[in
   num = jax.tree.leaves(xs)[0].shape[0]
   if chunk_size is not None and chunk_size >= num:
     return jax.vmap(fn)(xs)
-  return jax.lax.map(fn, xs, batch_size=chunk_size or 1)
+  if chunk_size is None or chunk_size == 1:
+    # batch_size=1 would vmap each probe (a batched convolution, and a
+    # host callback inside the loss would need a vmap rule).
+    return jax.lax.map(fn, xs)
+  return jax.lax.map(fn, xs, batch_size=chunk_size)
 
 
 def varying_axes(x: Any) -> frozenset:
@@ -464,7 +468,16 @@ def secant_reading(
     or jnp.finfo(p.dtype).nmant >= jnp.finfo(jnp.float32).nmant
     for p in jax.tree.leaves(params)
   ):
-    dot, sq_norm = tree_math.dot_and_sq_norm(grad, step)
+    # A coordinate whose step is below half its ulp (a large weight at a small
+    # lr) does not move: its share of <grad, step> would read as a descent
+    # that never came, the secant as an overshoot. It is dropped; the others
+    # keep their nominal step (their rounding is a fraction of an ulp). Tested
+    # on the step taken backwards, which XLA fuses into this reduction, where
+    # reading the end point again costs a pass; the two agree except for a
+    # weight at a power of two, the one point where the ulps either side differ.
+    back = tree_math.axpy(params, jnp.float32(-1.0), tree_math.scale_step(step, step_scale))
+    seen = jax.tree.map(lambda b, p, u: jnp.where(b != p, u, jnp.zeros_like(u)), back, params, step)
+    dot, sq_norm = tree_math.dot_and_sq_norm(grad, seen)
     if step_scale is not None:
       dot, sq_norm = tree_math.scale_dot_and_sq_norm(dot, sq_norm, step_scale)
   else:
@@ -780,6 +793,8 @@ def read_rho(
     :func:`secant_reading`).
   """
   resolved = jnp.bool_(True)
+  if not jax.tree.leaves(params):  # Nothing to move, nothing to read.
+    return jnp.float32(0.0), jnp.zeros((2,), jnp.float32), resolved
   if estimator in SECANT_READINGS:
     samples, resolved = secant_reading(
       value_fn, params, step, grad, value, axis_name=axis_name, step_scale=step_scale
@@ -852,6 +867,13 @@ def check_value_fn(
       else 'reduce it (e.g. jnp.mean over the batch).'
     )
     raise ValueError(f'value_fn must return the loss as a scalar, got {_shapes(out)}: {fix}')
+  if not jnp.issubdtype(out.dtype, jnp.floating):
+    # An integer or boolean loss has no slope and rounds every rise to a
+    # step of 1 (the brake would read noise); jax.grad refuses them too.
+    raise ValueError(
+      f'value_fn must return a real floating-point loss, got {out.dtype}: return it as '
+      'float32 (loss.astype(jnp.float32)).'
+    )
   if jaxpr.jaxpr.invars and not _reads_inputs(jaxpr.jaxpr):
     # A closure over the model (nnx) or over the params of another step: the
     # probe would read a flat loss along every step and brake by a constant.
@@ -887,14 +909,18 @@ def _trace_advice(error: Exception, params: Any) -> str:
       'RNG counts). Build it with sadam_optax.flax_utils.nnx_value_fn(model, '
       'loss_fn) (nnx) or linen_value_fn (linen).'
     )
+  advice = (
+    'Check that value_fn takes the params passed to update() as its only argument (bind '
+    'the batch: value_fn=lambda p: loss_fn(p, batch)) and is traceable by JAX.'
+  )
   leaves = jax.tree.leaves(params)
   if len(leaves) == 1 and jnp.ndim(leaves[0]) == 1:
-    return (
-      'If it sits inside optax.flatten, which hands it one flat vector in '
+    advice += (
+      ' If it sits inside optax.flatten, which hands it one flat vector in '
       'place of your parameter tree, move it outside (S-Adam gains '
       'nothing from flattening).'
     )
-  return 'Check that value_fn takes the params passed to update().'
+  return advice
 
 
 # Calls whose sub-jaxpr maps the equation's inputs to its outputs one to one

@@ -321,3 +321,59 @@ def test_a_closure_behind_a_nested_call_is_refused():
 def test_a_loss_that_fails_on_the_params_names_value_fn(value_fn):
   with pytest.raises(ValueError, match='could not evaluate value_fn'):
     lgi.check_value_fn(value_fn, {'w': jnp.zeros(3)})
+
+
+def test_a_float32_weight_whose_step_rounds_away_reads_no_overshoot():
+  # A pure descent step: w = 1e5 + 8 has a step below half its ulp (0.0078),
+  # so it does not move; before 0.6.2 its share of <grad, step> read as a
+  # descent that never came and the secant as an overshoot (rho 0.31).
+  params = {'big': jnp.float32(1e5 + 8), 'small': jnp.array([1.0, -2.0], jnp.float32)}
+
+  def loss(p):
+    return (p['big'] - 1e5) ** 2 + jnp.sum(p['small'] ** 2)
+
+  grad = jax.grad(loss)(params)
+  step = jax.tree.map(lambda g: -1e-3 * jnp.sign(g), grad)
+  assert float(params['big'] + step['big']) == float(params['big'])
+  samples, resolved = lgi.secant_reading(loss, params, step, grad)
+  assert bool(resolved)
+  assert float(lgi.uphill_share(samples)) == 0.0
+
+
+def test_a_loss_that_is_not_a_real_float_is_refused_with_the_fix():
+  w = jnp.ones(3)
+  for bad in (
+    lambda p: jnp.round(100 * jnp.sum(p**2)).astype(jnp.int32),
+    lambda p: jnp.sum(p) > 1,
+    lambda p: jnp.sum(p).astype(jnp.complex64),
+  ):
+    with pytest.raises(ValueError, match=r'real floating-point loss.*astype\(jnp.float32\)'):
+      lgi.check_value_fn(bad, w)
+
+
+def test_a_value_fn_that_fails_to_trace_gets_advice_on_binding_the_batch():
+  def loss_fn(p, batch):
+    return jnp.sum((p - batch) ** 2)
+
+  with pytest.raises(ValueError, match=r'loss_fn\(p, batch\)'):
+    lgi.check_value_fn(loss_fn, {'w': jnp.ones(3), 'b': jnp.ones(())})
+
+
+def test_probes_one_at_a_time_are_not_vmapped():
+  # A host callback without a vmap rule works inside the loss of 'literal'.
+  def loss(w):
+    host_sum = jax.pure_callback(
+      lambda x: np.asarray(np.sum(np.abs(x)), np.float32), jax.ShapeDtypeStruct((), jnp.float32), w
+    )
+    return host_sum + 0.0 * jnp.sum(w)
+
+  rho = lgi.estimate_lgi(
+    loss, jnp.array([0.1, -0.2]), jnp.array([-0.2, 0.1]), KEY, estimator='literal'
+  )
+  assert np.isfinite(float(rho))
+
+
+@pytest.mark.parametrize('estimator', [e for e in lgi.ESTIMATORS if e != 'trajectory'])
+def test_an_empty_parameter_tree_reads_rho_0(estimator):
+  rho = lgi.estimate_lgi(lambda p: jnp.float32(1.0), {}, {}, KEY, estimator=estimator)
+  assert float(rho) == 0.0

@@ -171,7 +171,20 @@ def _check_value(value: Any) -> None:
       'pass the loss alone (with jax.value_and_grad(f, has_aux=True), '
       '(loss, aux), grads = ... and value=loss).'
     )
-  if value is not None and jnp.shape(value) != ():
+  if value is None:
+    return
+  try:
+    dtype = None if isinstance(value, (str, bytes, bool)) else jnp.result_type(value)
+  except TypeError:
+    dtype = None
+  if dtype is None or not (
+    jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+  ):
+    raise ValueError(
+      f'value= must be the loss at params as a real number, got {value!r:.60}: pass the '
+      'float loss that value_fn returns at params.'
+    )
+  if jnp.shape(value) != ():
     raise ValueError(
       f'value= must be the loss at params as a scalar, got shape '
       f'{jnp.shape(value)}: reduce it (e.g. jnp.mean over the batch).'
@@ -287,8 +300,10 @@ def measure(
       raise _missing_value_fn(e)
     loss = _loss_of(value_fn, extra_args)
     lgi.check_value_fn(loss, params, estimator=e)
-    key, sub = jax.random.split(jax.random.wrap_key_data(state.probe_key))
-    key = jax.random.key_data(key)
+    # A state cast as a whole (optax.tree.cast) holds the key data as floats:
+    # read them back as integers, return them in the dtype they came in.
+    key, sub = jax.random.split(jax.random.wrap_key_data(state.probe_key.astype(jnp.uint32)))
+    key = jax.random.key_data(key).astype(state.probe_key.dtype)
 
     def run(_):
       rho, samples, resolved = lgi.read_rho(

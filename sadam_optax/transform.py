@@ -418,7 +418,19 @@ def _brake_is_off(brake: Brake) -> bool:
 
 def _step_scale(step_size: Optional[ScalarOrSchedule], count: jax.Array) -> Optional[jax.Array]:
   """The factor from the updates to the step (None: they are the step)."""
-  return None if step_size is None else -_at(step_size, count)
+  if step_size is None:
+    return None
+  size = jnp.asarray(_at(step_size, count))
+  if size.size != 1:
+    # optax broadcasts an array learning rate over each leaf; the probe
+    # reads one step, so one number scales it.
+    raise ValueError(
+      f'The learning rate (step_size) must be a scalar, got shape {size.shape}: S-Adam reads '
+      'the loss along one step. For per-parameter rates, scale in the chain: '
+      'optax.chain(optax.scale_by_adam(), <your scaling>, damping_scale(2.0, step_size=1.0), '
+      'optax.scale(-1.0)).'
+    )
+  return -size.reshape(())
 
 
 def brake_update(

@@ -121,11 +121,13 @@ def test_the_former_default_keeps_the_keys_it_ran_under(monkeypatch):
 def test_the_0_4_default_keeps_its_keys_under_0_5_and_0_6(monkeypatch):
   # 0.5 changed the default only where b2 < 0.999; the study runs optax's 0.999. 0.6 changed only
   # what a reading lost in the loss's rounding does, and minibatch QAT resolves every one; 0.6.1
-  # changed no number. The 0.4 default's first CIFAR-10 run, as committed (key e5b7f25a5d607c26).
+  # changed no number, 0.6.2 only steps whose step rounds away on a coordinate (the study's first
+  # epoch ends byte for byte the same). The 0.4 default's first CIFAR-10 run, as committed (key
+  # e5b7f25a5d607c26).
   base = dict(study_lib._base(loop='python'), optimizer='sadamw', lr=1e-3, seed=0)
   config = study_lib.RunConfig(**base)
   monkeypatch.setattr(optax, '__version__', '0.2.8')
-  for version in ('0.4.0', '0.5.0', '0.6.0', '0.6.1'):
+  for version in ('0.4.0', '0.5.0', '0.6.0', '0.6.1', '0.6.2'):
     monkeypatch.setattr(sadam_optax, '__version__', version)
     assert study_lib.run_key(config) == 'e5b7f25a5d607c26'
 
@@ -226,3 +228,13 @@ def test_selection_compares_grid_points_on_the_seeds_they_share():
   # No seed in common: each cell's own mean.
   cells['adamw lr 0.003'] = cell('adamw', {2: 0.66})
   assert 'adamw lr 0.003' in study_lib.select_on_validation(cells)
+
+
+def test_the_fingerprint_tells_optimizers_apart_and_repeats(tmp_path):
+  study = study_lib.Study('cifar10_qatnet_cpu_tiny', tmp_path / 'results', tmp_path / 'ckpt')
+  runs = study_lib.queue(study_lib.cifar10_qatnet_cpu, study, tiny=True)
+  first = study_lib.fingerprint(runs, ['sadamw', 'adamw'])
+  assert first == study_lib.fingerprint(runs, ['sadamw', 'adamw'])
+  assert first['sadamw'] != first['adamw'] and len(first['sadamw']) == 16
+  with pytest.raises(ValueError, match='No run of'):
+    study_lib.fingerprint(runs, ['sgd'])
