@@ -123,14 +123,18 @@ def _loss_of_x(p, x=None):
   return jnp.sum(jnp.abs(x @ p['w'] + p['b'] - 1.0)) + 0.1 * jnp.sum(p['w'] ** 2)
 
 
-@pytest.mark.parametrize('forward_x', [False, True])
-def test_an_eager_update_compiles_nothing_after_warm_up(compiles, forward_x):
+@pytest.mark.parametrize(
+  'forward_x, estimator', [(False, 'uphill'), (True, 'uphill'), (True, 'step'), (True, 'literal')]
+)
+def test_an_eager_update_compiles_nothing_after_warm_up(compiles, forward_x, estimator):
   # The probe's lax.reduce caches on its function's identity: a fresh lambda
-  # per update recompiled it on every eager step (60 ms against AdamW's 3).
+  # per update recompiled it on every eager step (60 ms against AdamW's 3);
+  # 'step' and 'literal' mapped their probes with lax.map, which compiled its
+  # body anew on every eager step (0.6 s a step for 'literal' in 0.6.2).
   x = jnp.array([[1.0, 2.0, -1.0], [3.0, -1.0, 0.2]])
   loss = functools.partial(_loss_of_x, x=x)
   extra = {'value_fn': _loss_of_x, 'x': x} if forward_x else {'value_fn': loss}
-  opt = sadam_optax.sadamw(1e-2)
+  opt = sadam_optax.sadamw(1e-2, estimator=estimator)
   p = {'w': jnp.full((3, 4), 0.1), 'b': jnp.zeros(4)}
   state = opt.init(p)
   for i in range(5):
