@@ -229,10 +229,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[dict[str, Any]]:
     library=args.running_library or 'working tree',
     command=args.recorded_command or 'python -m benchmarks.compile_time ' + shlex.join(argv),
   )
-  stem = f'compile_time_{step_time.hardware_tag(hw)}' + (f'-{args.tag}' if args.tag else '')
-  text = markdown(result)
-  step_time.write(result, args.out_dir, stem, text)
-  print(text)
+  step_time.write_named(result, args.out_dir, 'compile_time', args.tag, markdown(result))
   return result
 
 

@@ -559,6 +559,15 @@ def write(
   (out_dir / f'{stem}.md').write_text(markdown(result) if text is None else text)
 
 
+def write_named(
+  result: dict[str, Any], out_dir: pathlib.Path, name: str, tag: str, text: str
+) -> None:
+  """Writes and prints ``<name>_<hardware>[-<tag>].json`` and ``.md`` (``text``)."""
+  stem = f'{name}_{hardware_tag(result["hardware"])}' + (f'-{tag}' if tag else '')
+  write(result, out_dir, stem, text)
+  print(text)
+
+
 # --------------------------------------------------------------------------
 # CLI.
 # --------------------------------------------------------------------------

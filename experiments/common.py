@@ -450,10 +450,13 @@ def hardware() -> str:
   """A one-line description of the machine JAX runs on."""
   device = jax.devices()[0]
   kind = getattr(device, 'device_kind', device.platform)
+  # XLA's flags can change float rounding (the optimization level does), so they are named.
+  flags = os.environ.get('XLA_FLAGS', '').strip()
   return (
     f'{jax.default_backend()} ({kind}), {os.cpu_count()} logical CPUs '
     f'visible, {platform.machine()}, jax {jax.__version__}, '
     f'optax {optax.__version__}, step loop {step_loop()}'
+    + (f', XLA_FLAGS={flags}' if flags else '')
   )
 
 

@@ -5,10 +5,10 @@ minimiser, or optimal value, is known to high precision. Every method starts
 every instance from the same point and runs a constant learning rate; the end
 state is compared with plain Adam's, instance by instance.
 
-Families: :data:`experiments.nonsmooth_families.FAMILIES` (twenty-nine, numbered
+Families: :data:`experiments.nonsmooth_families.FAMILIES` (thirty, numbered
 there; every instance knows its minimiser ``w*`` or its optimal value ``f*``).
 
-Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6, 10, 11, 16, 20, 21, 23, 25-29)
+Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6, 10, 11, 16, 20, 21, 23, 25-30)
 or ``f(w_t) - f*`` (families 7-9, 12-15, 17-19, 22, 24). The *band* is ``m_t`` over the last
 10% of the steps (its mean, ``band``, and its max, ``band_max``); also the
 first step at which
@@ -1030,7 +1030,22 @@ def failing_cells(results: dict[str, Any], method: str) -> tuple[list[dict[str, 
   return failing, len(counted)
 
 
-def recount(paths: Sequence[str | Path], *, methods: Sequence[str], plateau: float) -> str:
+def _load(path: str | Path, families: Sequence[str] | None) -> dict[str, Any]:
+  """A saved run, cut down to ``families`` (all of them when None)."""
+  stored = json.loads(Path(path).read_text())
+  if families is not None:
+    stored['runs'] = {f: r for f, r in stored['runs'].items() if f in families}
+    stored['cells'] = [c for c in stored['cells'] if c['family'] in families]
+  return stored
+
+
+def recount(
+  paths: Sequence[str | Path],
+  *,
+  methods: Sequence[str],
+  plateau: float,
+  families: Sequence[str] | None = None,
+) -> str:
   """Saved runs re-counted with another plateau criterion, as a Markdown table.
 
   Counting is a pure function of the stored per-instance bands
@@ -1041,6 +1056,8 @@ def recount(paths: Sequence[str | Path], *, methods: Sequence[str], plateau: flo
     paths: JSON files written by :func:`write`.
     methods: the methods to count (each against the files' baseline).
     plateau: the criterion to compare with :data:`PLATEAU`.
+    families: count only these (all when None), so that runs with a family
+      added can be compared with runs without it.
 
   Returns:
     One row per file and a total: failing / counted cells per method under
@@ -1053,7 +1070,7 @@ def recount(paths: Sequence[str | Path], *, methods: Sequence[str], plateau: flo
   lines = [f'| file | {head} |', '|---' * (1 + len(methods) * len(rules)) + '|']
   totals = np.zeros((len(methods), len(rules), 2), int)
   for path in paths:
-    stored = json.loads(Path(path).read_text())
+    stored = _load(path, families)
     counts = [summarize(dict(stored), plateau=rule) for rule in rules]
     row = []
     for i, method in enumerate(methods):
@@ -1064,16 +1081,18 @@ def recount(paths: Sequence[str | Path], *, methods: Sequence[str], plateau: flo
     lines.append(f'| {Path(path).stem} | ' + ' | '.join(row) + ' |')
   total = [f'{f} / {c}' for per in totals for f, c in per]
   lines.append('| total | ' + ' | '.join(total) + ' |')
-  return '\n'.join(lines) + '\n\n' + _everywhere(paths, methods)
+  return '\n'.join(lines) + '\n\n' + _everywhere(paths, methods, families)
 
 
-def _everywhere(paths: Sequence[str | Path], methods: Sequence[str]) -> str:
+def _everywhere(
+  paths: Sequence[str | Path], methods: Sequence[str], families: Sequence[str] | None
+) -> str:
   """Per file and method, over every cell: wider than the baseline at the median, and losses."""
   head = ' | '.join(f'{m}: cells wider at the median, instances lost' for m in methods)
   lines = [f'| file (every cell) | {head} |', '|---' * (1 + len(methods)) + '|']
   totals = np.zeros((len(methods), 4), int)
   for path in paths:
-    stored = json.loads(Path(path).read_text())
+    stored = _load(path, families)
     row = []
     for i, method in enumerate(methods):
       mine = [c for c in stored['cells'] if c['method'] == method]
@@ -1128,7 +1147,14 @@ def parser() -> argparse.ArgumentParser:
     metavar='NAME',
     help=f'from METHODS: {", ".join(METHODS)}',
   )
-  p.add_argument('--families', nargs='+', default=list(FAMILIES), choices=list(FAMILIES))
+  p.add_argument(
+    '--families',
+    nargs='+',
+    default=list(FAMILIES),
+    choices=list(FAMILIES),
+    metavar='FAMILY',
+    help='the families to run (with --recount: to count); default all',
+  )
   p.add_argument('--lrs', type=float, nargs='+', default=list(LRS))
   p.add_argument('--steps', type=int, default=STEPS)
   p.add_argument('--instances', type=int, default=INSTANCES)
@@ -1188,7 +1214,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     methods = [m for m in args.methods if m != args.baseline]
     if len(methods) == len(METHODS) - 1:  # Not chosen: the default.
       methods = [DEFAULT]
-    print(recount(args.recount, methods=methods, plateau=args.plateau))
+    print(recount(args.recount, methods=methods, plateau=args.plateau, families=args.families))
     return {}
   if args.smoke:
     args.methods = [m for m in args.methods if m in (BASELINE, DEFAULT)] or [BASELINE, DEFAULT]

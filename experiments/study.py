@@ -157,14 +157,22 @@ SAME_AT_LONG_B2 = {'0.5.0': '0.4.0'}
 # unresolved_fade=0), so their runs keep the keys of the version before.
 SAME_WHERE_READINGS_RESOLVE = {'0.6.0': '0.5.0'}
 # Library versions that changed no number a run computes (0.6.1: input checks, the Flax helpers'
-# keywords, an eager recompilation): their runs keep the keys of the version before.
-SAME_NUMBERS = {'0.6.1': '0.6.0'}
+# keywords, an eager recompilation; 0.6.3: how 'step' and 'literal' map their probes when called
+# eagerly, and the study jits its step): their runs keep the keys of the version before.
+SAME_NUMBERS = {'0.6.1': '0.6.0', '0.6.3': '0.6.2'}
 # Library versions that changed only steps on which a coordinate's step rounds away entirely (0.6.2:
 # the secant's start slope drops it) and how 'literal' maps its probes: the first epoch of each
 # S-Adam arm of the CPU study ends in the same state, byte for byte, under 0.6.1 and 0.6.2
 # (`--fingerprint sadamw sadamw-0.3 sadamw-0.2 sadamw-envelope paper_sadamw`), so their runs keep
 # the keys of the version before.
 SAME_WHERE_STEPS_MOVE = {'0.6.2': '0.6.1'}
+# Each version above keeps the keys of the one it names, and that one of its own, and so on.
+SAME_AS_BEFORE = {
+  **SAME_AT_LONG_B2,
+  **SAME_WHERE_READINGS_RESOLVE,
+  **SAME_NUMBERS,
+  **SAME_WHERE_STEPS_MOVE,
+}
 # Per-epoch curves, in this order in the checkpoint's ``curves`` array.
 CURVES = ('train_loss', 'val_acc', 'val_loss', 'test_acc', 'test_loss', 'mean_damping', 'seconds')
 TINY_SIZE = 8  # Side of the synthetic images of ``--tiny``.
@@ -285,10 +293,9 @@ def code_version(optimizer: str) -> dict[str, Any]:
       defaults.pop('damping_recovery')
     # Since 0.6; keyed by the library version (the former defaults' arms pin 0, as they ran).
     defaults.pop('unresolved_fade', None)
-    current = SAME_WHERE_STEPS_MOVE.get(sadam_optax.__version__, sadam_optax.__version__)
-    current = SAME_NUMBERS.get(current, current)
-    current = SAME_WHERE_READINGS_RESOLVE.get(current, current)
-    current = SAME_AT_LONG_B2.get(current, current)
+    current = sadam_optax.__version__
+    while current in SAME_AS_BEFORE:
+      current = SAME_AS_BEFORE[current]
     library = LIBRARY_OF.get(optimizer, current)
     if optimizer in WITHOUT_RELEASE:
       library = SAME_WITHOUT_RELEASE.get(library, library)

@@ -446,3 +446,15 @@ def test_donated_store_is_updated_in_place(waits):
   assert (
     _passes(sadam_optax.sadamw(1e-3, release=1.0, release_waits=waits), opcodes=('copy',))[0] == 1
   )
+
+
+def test_eager_step_smoke_compiles_nothing_after_warm_up(tmp_path):
+  from benchmarks import eager_step  # pylint: disable=g-import-not-at-top
+
+  result = eager_step.main(
+    ['--estimators', 'uphill', 'literal', '--steps', '2', '--reps', '1', '--out-dir', str(tmp_path)]
+  )
+  rows = {(r['library'], r['setting']): r for r in result['rows']}
+  assert set(rows) == {('optax', 'adamw'), ('working tree', 'uphill'), ('working tree', 'literal')}
+  assert all(r['compiles_per_step'] == 0 for r in rows.values())
+  assert list(tmp_path.glob('eager_step_*.md'))

@@ -288,3 +288,14 @@ def test_enclosing_ball_centre_is_a_convex_combination_of_the_farthest_points():
     assert on.sum() >= 2 and inst.optimum == pytest.approx(dist.max(), rel=1e-15)
     cert = nf.enclosing_ball_certificate(a, w, weights)
     assert max(cert['spread'], cert['residual']) < 1e-10 and 0 <= cert['gap'] < 1e-10
+
+
+def test_partial_l1_kinks_are_active_and_the_rest_is_least_squares():
+  for inst in _instances('partial_l1'):
+    d, w = inst.data, inst.minimiser
+    kinked = d['l1'] > 0
+    assert 1 <= kinked.sum() <= 3 and np.all(w[kinked] == 0) and np.all(w[~kinked] != 0)
+    assert nf.partial_l1_kkt(d['x'], d['y'], d['l1'], w) < 1e-13
+    g = d['x'].T @ (d['x'] @ w - d['y']) / len(d['y'])
+    # Strictly inside the subdifferential: a kink, not a smooth minimum that happens to be 0.
+    assert np.all(np.abs(g[kinked]) < d['l1'][kinked] / 1.4)

@@ -85,6 +85,24 @@ def test_recount_of_saved_results_matches_their_verdicts(capsys):
   assert out.count('| total |') == 2
 
 
+def test_recount_restricted_to_families_counts_only_theirs(capsys):
+  path = Path(ns.__file__).parent / 'results' / 'nonsmooth_suite_averaged_seed4.json'
+  stored = json.loads(path.read_text())
+  family = next(iter(stored['runs']))
+  mine = [c for c in ns.failing_cells(stored, 'sadam')[0] if c['family'] == family]
+  counted = sum(
+    c['method'] == 'sadam' and c['adam_converged'] and c['family'] == family
+    for c in stored['cells']
+  )
+  argv = ['--recount', str(path), '--methods', 'sadam', '--families', family]
+  ns.main(argv)
+  out = capsys.readouterr().out
+  assert f'| {path.stem} | {len(mine)} / {counted} |' in out
+  cells = [c for c in stored['cells'] if c['method'] == 'sadam' and c['family'] == family]
+  runs = len(cells) * stored['config']['instances']
+  assert f'{len(cells)}, {sum(c["losses"] for c in cells)} / {runs} |' in out
+
+
 def test_verdict():
   cell = lambda conv, win, ratio: dict(converged=conv, win_rate=win, median_ratio=ratio)
   assert ns.verdict([cell(False, 0.0, 9.0)]) == 'n/a'
