@@ -234,6 +234,34 @@ def test_singularity_aware_refuses_a_function_in_place_of_an_optimizer():
     sadam_optax.singularity_aware(lambda: optax.adam(1e-3))
 
 
+@pytest.mark.parametrize(
+  'make, other, owner',
+  [
+    (lambda: sadam_optax.sadamw(1e-2), lambda: optax.adamw(1e-2), 'singularity_aware'),
+    (
+      lambda: optax.chain(optax.scale_by_adam(), sadam_optax.damping_scale(2.0, step_size=1e-2)),
+      lambda: optax.chain(optax.scale_by_adam(), optax.scale(-1e-2)),
+      'damping_scale',
+    ),
+    (
+      lambda: optax.chain(optax.adam(1e-2), sadam_optax.lgi_probe()),
+      lambda: optax.chain(optax.adam(1e-2), optax.adam(1e-2)),
+      'lgi_probe',
+    ),
+  ],
+)
+def test_a_state_from_another_optimizer_is_refused_with_the_fix(make, other, owner):
+  params = {'w': jnp.ones(3)}
+  loss = lambda p: jnp.sum(jnp.abs(p['w']))
+  grads = jax.grad(loss)(params)
+  with pytest.raises(TypeError, match=f'{owner} was handed a state of type .*opt.init'):
+    make().update(grads, other().init(params), params, value_fn=loss, grad=grads)
+  # Its own state, rebuilt from leaves (a restored checkpoint), is accepted.
+  state = make().init(params)
+  restored = jax.tree.unflatten(jax.tree.structure(state), jax.tree.leaves(state))
+  make().update(grads, restored, params, value_fn=loss, grad=grads)
+
+
 def test_lazy_submodules_are_attributes():
   assert sadam_optax.flax_utils.nnx_value_fn
   assert sadam_optax.problems

@@ -164,6 +164,27 @@ def _check_params(params: Any) -> None:
     )
 
 
+def check_state(state: Any, expected: type, owner: str) -> None:
+  """Refuses a state that ``owner``'s ``init`` did not make, saying how to get one.
+
+  Args:
+    state: the state handed to ``update``.
+    expected: the state's ``NamedTuple`` class.
+    owner: the transformation's name, for the message.
+
+  Raises:
+    TypeError: ``state`` is not an ``expected`` (another optimizer's state, a
+      checkpoint restored without a target, None).
+  """
+  if not isinstance(state, expected):
+    raise TypeError(
+      f'{owner} was handed a state of type {type(state).__name__}, not the {expected.__name__} '
+      "that its init makes: start from this optimizer's own state (opt_state = opt.init(params)); "
+      "restore a checkpoint into opt.init(params) as its target; another optimizer's state "
+      'cannot be reused.'
+    )
+
+
 def _check_value(value: Any) -> None:
   if isinstance(value, (tuple, list, dict)):
     raise ValueError(
@@ -275,6 +296,7 @@ def measure(
     was lost in the loss's rounding keeps it faded by ``unresolved_fade``.
   """
   e = probe.estimator
+  check_state(state, LGIProbeState, 'lgi_probe')
   _check_params(params)
   if value_fn is not None:
     _check_callable(value_fn)

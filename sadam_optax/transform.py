@@ -460,6 +460,7 @@ def brake_update(
   Returns:
     ``(braked updates, new state)``.
   """
+  probe_transform.check_state(state, DampingScaleState, 'damping_scale')
   brake, probe = scale.brake, scale.probe
   if _brake_is_off(brake):
     # Statically off: no probe, no loss needed, the graph of optax.adam.
@@ -800,6 +801,7 @@ def singularity_aware(
     return SingularityAwareState(inner_state=inner.init(params), brake_state=scale.init(params))
 
   def update_fn(updates, state, params=None, *, value_fn=None, **extra_args):
+    probe_transform.check_state(state, SingularityAwareState, 'singularity_aware')
     forwarded = dict(extra_args)
     if value_fn is not None:
       forwarded['value_fn'] = value_fn
