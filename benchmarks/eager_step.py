@@ -18,7 +18,6 @@ Writes ``benchmarks/results/eager_step_<hardware>[-<tag>].json`` and ``.md``.
 """
 
 import argparse
-import functools
 import pathlib
 import shlex
 import statistics
@@ -28,7 +27,6 @@ import time
 from typing import Any, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import optax
 
 import sadam_optax
@@ -39,29 +37,11 @@ RESULTS = pathlib.Path(__file__).resolve().parent / 'results'
 ESTIMATORS = ('uphill', 'secant', 'trajectory', 'step', 'literal', 'random-jvp')
 
 
-def _loss(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-  h = jax.nn.relu(x @ params['w0'] + params['b0'])
-  logits = h @ params['w1'] + params['b1']
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
-def problem(key: jax.Array, *, batch: int = 32, width: int = 64) -> tuple[Any, Any]:
-  """A one-hidden-layer ReLU classifier (32 inputs, 10 classes) and a batch."""
-  k0, k1, k2, k3 = jax.random.split(key, 4)
-  params = {
-    'w0': jax.random.normal(k0, (32, width)) / 32**0.5,
-    'b0': jnp.zeros(width),
-    'w1': jax.random.normal(k1, (width, 10)) / width**0.5,
-    'b1': jnp.zeros(10),
-  }
-  x = jax.random.normal(k2, (batch, 32))
-  y = jax.random.randint(k3, (batch,), 0, 10)
-  return params, (x, y)
-
-
-def measure(opt: Any, params: Any, batch: Any, *, steps: int, warmup: int) -> dict[str, float]:
+def measure(
+  opt: Any, task: step_time.Task, params: Any, *, steps: int, warmup: int
+) -> dict[str, float]:
   """Compilations after ``warmup`` eager steps and the median seconds of the next ``steps``."""
-  loss = functools.partial(_loss, x=batch[0], y=batch[1])
+  loss = lambda p: task.loss(p, {}, *task.batch)[0]
   value_and_grad = jax.jit(jax.value_and_grad(loss))
   state = opt.init(params)
   compiles, times = [], []
@@ -88,19 +68,25 @@ def measure(opt: Any, params: Any, batch: Any, *, steps: int, warmup: int) -> di
 
 
 def run(
-  libraries: dict[str, Any], *, estimators: Sequence[str], steps: int, warmup: int, reps: int
+  libraries: dict[str, Any],
+  task: step_time.Task,
+  *,
+  estimators: Sequence[str],
+  steps: int,
+  warmup: int,
+  reps: int,
 ) -> list[dict[str, Any]]:
   """Rows per (library, estimator): compilations per step, median ms, x AdamW of the same rep."""
-  params, batch = problem(jax.random.key(0))
+  params, _ = task.init(jax.random.key(0))
   adamw = optax.with_extra_args_support(optax.adamw(1e-3, weight_decay=1e-4))
   cells: dict[tuple[str, str], list[dict[str, float]]] = {}
   for _ in range(reps):
-    base = measure(adamw, params, batch, steps=steps, warmup=warmup)
+    base = measure(adamw, task, params, steps=steps, warmup=warmup)
     cells.setdefault(('optax', 'adamw'), []).append(dict(base, ratio=1.0))
     for name, lib in libraries.items():
       for est in estimators:
         opt = lib.sadamw(1e-3, weight_decay=1e-4, estimator=est)
-        m = measure(opt, params, batch, steps=steps, warmup=warmup)
+        m = measure(opt, task, params, steps=steps, warmup=warmup)
         cells.setdefault((name, est), []).append(dict(m, ratio=m['seconds'] / base['seconds']))
   return [
     dict(
@@ -121,7 +107,7 @@ def markdown(result: dict[str, Any]) -> str:
     step_time.hardware_line(result['hardware']),
     f'Command: `{result["command"]}`.',
     '',
-    f'ReLU MLP 32-64-10, batch 32; per step: the jitted gradient, then `opt.update` and '
+    f'ReLU {result["model"]}; per step: the jitted gradient, then `opt.update` and '
     f'`optax.apply_updates` eagerly, the library defaults of each reading. After '
     f'{result["warmup"]} warm-up steps, {result["steps"]} steps timed, {result["reps"]} '
     'repetitions: XLA compilations per step (the most in any repetition), the median step, '
@@ -157,13 +143,20 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
       libraries['working tree'] = ab_library.import_library(None)
     else:  # The library as imported: a re-import would leave two copies of its classes about.
       libraries['working tree'] = sadam_optax
+    task = step_time.mlp_task(batch=32, in_dim=32, hidden=(64,))
     rows = run(
-      libraries, estimators=args.estimators, steps=args.steps, warmup=args.warmup, reps=args.reps
+      libraries,
+      task,
+      estimators=args.estimators,
+      steps=args.steps,
+      warmup=args.warmup,
+      reps=args.reps,
     )
   hw = step_time.hardware()
   result = dict(
     hardware=hw,
     command='python -m benchmarks.eager_step ' + shlex.join(argv),
+    model=task.description,
     steps=args.steps,
     warmup=args.warmup,
     reps=args.reps,

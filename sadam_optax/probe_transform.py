@@ -296,7 +296,6 @@ def measure(
     was lost in the loss's rounding keeps it faded by ``unresolved_fade``.
   """
   e = probe.estimator
-  check_state(state, LGIProbeState, 'lgi_probe')
   _check_params(params)
   if value_fn is not None:
     _check_callable(value_fn)
@@ -463,6 +462,7 @@ def lgi_probe(
     return init_probe_state(probe, params)
 
   def update_fn(updates, state, params=None, *, value_fn=None, grad=None, **extra_args):
+    check_state(state, LGIProbeState, 'lgi_probe')
     return updates, measure(
       probe, state, updates, params, grad=grad, value_fn=value_fn, extra_args=extra_args
     )
