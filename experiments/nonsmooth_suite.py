@@ -40,7 +40,10 @@ comes whatever ``b2``; since 0.5 ``sadam`` is ``sadam-envelope`` below b2 0.999)
 ``sadam-0.5`` (a reading lost in the loss's rounding reads as smooth; since 0.6
 it keeps the last, ``unresolved_fade=0.99``; the version-named methods and
 ``sadam-no-release`` all read such a step as smooth, as those versions did;
-``sadam-fade-F`` for other fades),
+``sadam-fade-F`` for other fades), ``sadam-0.6`` (the store keeps all the
+brake holds whatever ``b1``; since 0.7 it drops the uphill share where
+``b1 >= 0.99``, and the version-named methods keep all of it, as those
+versions did), ``sadam-drop-uphill`` (the store drops it whatever ``b1``),
 ``sadam-averaged`` (the damping
 averaged over probes, ``damping_decay=0.7``), ``sadam-envelope`` (harder
 readings at once, softer ones over about ten probes, ``damping_recovery=0.9``),
@@ -225,6 +228,7 @@ def sadam_no_wait(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientT
     damping_decay=0.0,
     damping_recovery=None,
     unresolved_fade=0.0,
+    store_uphill=True,
   )
 
 
@@ -240,12 +244,24 @@ def sadam_envelope(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.Gradient
 
 def sadam_0_4(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """The 0.4 default: each reading as it comes whatever ``b2`` (0.5: the envelope below 0.999)."""
-  return sadam_optax.sadam(lr, b1, b2, damping_recovery=None, unresolved_fade=0.0)
+  return sadam_optax.sadam(
+    lr, b1, b2, damping_recovery=None, unresolved_fade=0.0, store_uphill=True
+  )
 
 
 def sadam_0_5(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """The 0.5 default: a reading lost in the loss's rounding reads as smooth (0.6 keeps the last)."""
-  return sadam_optax.sadam(lr, b1, b2, unresolved_fade=0.0)
+  return sadam_optax.sadam(lr, b1, b2, unresolved_fade=0.0, store_uphill=True)
+
+
+def sadam_0_6(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
+  """The 0.6 default: the store keeps the uphill share of what the brake holds whatever ``b1``."""
+  return sadam_optax.sadam(lr, b1, b2, store_uphill=True)
+
+
+def sadam_drop_uphill(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
+  """The default whose store drops the uphill share of what the brake holds whatever ``b1``."""
+  return sadam_optax.sadam(lr, b1, b2, store_uphill=False)
 
 
 def sadam_every4(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
@@ -275,6 +291,8 @@ METHODS: dict[str, Factory] = {
   'sadam-envelope': sadam_envelope,
   'sadam-0.4': sadam_0_4,
   'sadam-0.5': sadam_0_5,
+  'sadam-0.6': sadam_0_6,
+  'sadam-drop-uphill': sadam_drop_uphill,
   'sadam-every4': sadam_every4,
   'sadam-compound-release': sadam_compound_release,
 }

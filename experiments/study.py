@@ -166,12 +166,17 @@ SAME_NUMBERS = {'0.6.1': '0.6.0', '0.6.3': '0.6.2'}
 # (`--fingerprint sadamw sadamw-0.3 sadamw-0.2 sadamw-envelope paper_sadamw`), so their runs keep
 # the keys of the version before.
 SAME_WHERE_STEPS_MOVE = {'0.6.2': '0.6.1'}
+# Library versions that changed only what runs with Adam's b1 >= 0.99 do (0.7: the store drops the
+# uphill share of what the brake holds; every study runs optax's b1 0.9, where the update is the
+# same program): their runs keep the keys of the version before.
+SAME_AT_LIGHT_MOMENTUM = {'0.7.0': '0.6.3'}
 # Each version above keeps the keys of the one it names, and that one of its own, and so on.
 SAME_AS_BEFORE = {
   **SAME_AT_LONG_B2,
   **SAME_WHERE_READINGS_RESOLVE,
   **SAME_NUMBERS,
   **SAME_WHERE_STEPS_MOVE,
+  **SAME_AT_LIGHT_MOMENTUM,
 }
 # Per-epoch curves, in this order in the checkpoint's ``curves`` array.
 CURVES = ('train_loss', 'val_acc', 'val_loss', 'test_acc', 'test_loss', 'mean_damping', 'seconds')
@@ -293,6 +298,9 @@ def code_version(optimizer: str) -> dict[str, Any]:
       defaults.pop('damping_recovery')
     # Since 0.6; keyed by the library version (the former defaults' arms pin 0, as they ran).
     defaults.pop('unresolved_fade', None)
+    # Since 0.7; 'auto' is True (the store as before) at the study's b1 0.9.
+    if defaults.get('store_uphill') in ("'auto'", 'True'):
+      defaults.pop('store_uphill')
     current = sadam_optax.__version__
     while current in SAME_AS_BEFORE:
       current = SAME_AS_BEFORE[current]

@@ -46,6 +46,7 @@ def trace(
   methods: Sequence[str],
   steps: int = ns.STEPS,
   windows: int = 20,
+  betas: tuple[float, float] = (ns.B1, ns.B2),
 ) -> dict[str, Any]:
   """Per-window figures of one instance under each method.
 
@@ -57,6 +58,7 @@ def trace(
     methods: names of :data:`ns.METHODS` (those with Adam's moments).
     steps: steps of the run.
     windows: number of equal windows the run is cut into.
+    betas: Adam's moments for every method (held-out settings).
 
   Returns:
     ``instance`` (its info) and ``methods``: for each, ``farthest`` and
@@ -76,7 +78,7 @@ def trace(
   loss = lambda w: fam.objective(data, w, jnp)
   out = {}
   for name in methods:
-    opt = ns.build(ns.METHODS[name], lr, steps=steps)
+    opt = ns.build(ns.METHODS[name], lr, steps=steps, betas=betas)
 
     def body(carry, _, opt=opt):
       w, state, value = carry
@@ -111,7 +113,9 @@ def trace(
     )
   info = {k: v for k, v in inst.info.items() if np.isscalar(v)}
   return dict(
-    config=dict(family=family, seed=seed, index=index, lr=lr, steps=steps, windows=windows),
+    config=dict(
+      family=family, seed=seed, index=index, lr=lr, steps=steps, windows=windows, betas=list(betas)
+    ),
     instance=info,
     methods=out,
   )
@@ -121,7 +125,12 @@ def markdown(payload: dict[str, Any]) -> str:
   cfg = payload['config']
   lines = [
     f'# {cfg["family"]}, seed {cfg["seed"]}, instance {cfg["index"]}, lr {cfg["lr"]:g}, '
-    f'{cfg["steps"]} steps',
+    f'{cfg["steps"]} steps'
+    + (
+      ''
+      if tuple(cfg.get('betas', (ns.B1, ns.B2))) == (ns.B1, ns.B2)
+      else ', betas {} / {}'.format(*cfg['betas'])
+    ),
     '',
     f'Command: `{payload["command"]}`  ',
     f'Hardware: {payload["hardware"]}; {payload["date"]}; core {payload["core"]}.',
@@ -161,6 +170,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   p.add_argument('--lr', type=float, default=3e-2)
   p.add_argument('--steps', type=int, default=ns.STEPS)
   p.add_argument('--windows', type=int, default=20)
+  p.add_argument(
+    '--betas',
+    nargs=2,
+    type=float,
+    default=[ns.B1, ns.B2],
+    metavar=('B1', 'B2'),
+    help="Adam's moments for every method (held-out settings)",
+  )
   p.add_argument('--methods', nargs='+', default=['adam', 'sadam'], choices=list(ns.METHODS))
   p.add_argument('--out', help='results path without suffix (default: print only)')
   args = p.parse_args(argv)
@@ -177,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       methods=args.methods,
       steps=args.steps,
       windows=args.windows,
+      betas=tuple(args.betas),
     ),
   )
   text = markdown(payload)

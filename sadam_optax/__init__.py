@@ -18,6 +18,7 @@ from sadam_optax.probe_transform import lgi_probe
 from sadam_optax.probe_transform import LGIProbeState
 from sadam_optax.probing import every_k
 from sadam_optax.transform import auto_damping_recovery
+from sadam_optax.transform import auto_store_uphill
 from sadam_optax.transform import Brake
 from sadam_optax.transform import damping_scale
 from sadam_optax.transform import DampingScale
@@ -25,7 +26,7 @@ from sadam_optax.transform import DampingScaleState
 from sadam_optax.transform import singularity_aware
 from sadam_optax.transform import SingularityAwareState
 
-__version__ = '0.6.3'
+__version__ = '0.7.0'
 
 # Submodules that import more than jax and optax load on first use, so that
 # `sadam_optax.flax_utils.nnx_value_fn` works after `import sadam_optax`.
@@ -48,6 +49,7 @@ __all__ = (
   'LGIProbeState',
   'SingularityAwareState',
   'auto_damping_recovery',
+  'auto_store_uphill',
   'damping_scale',
   'estimate_lgi',
   'every_k',

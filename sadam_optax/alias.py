@@ -74,6 +74,7 @@ def sadam(
   release_waits: bool = True,
   damping_decay: float = transform.DEFAULT_DAMPING_DECAY,
   damping_recovery: transform.Recovery = 'auto',
+  store_uphill: transform.StoreUphill = 'auto',
   unresolved_fade: float = probe_transform.UNRESOLVED_FADE,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
@@ -191,6 +192,16 @@ def sadam(
       envelope narrows the band where following each reading widens it;
       with optax's ``b2`` it gained nothing; see
       :func:`sadam_optax.damping_scale`.
+    store_uphill: with a release, whether the store keeps the share of what
+      the brake holds back that lay uphill along the step (``rho``), or only
+      the downhill share ``1 - rho``. ``'auto'`` (default, since 0.7): False
+      where Adam's momentum is heavy (``b1 >= 0.99``), True otherwise
+      (:func:`sadam_optax.auto_store_uphill`): with ``b1`` 0.99 the momentum
+      carries the iterate past a minimiser for about a hundred steps, and
+      the held part of those steps, handed back later, pushed it away again
+      (1.9-2.9x Adam's band on two families of the non-smooth suite); with
+      ``b1`` 0.9 dropping it slows travel. See
+      :func:`sadam_optax.damping_scale`.
     unresolved_fade: what a reading lost in the loss's rounding keeps of the
       last rho, in [0, 1] (since 0.6; default 0.99, 0 for 0.5's brake): near a
       float32 minimiser the loss changes along most steps by less than its
@@ -232,6 +243,7 @@ def sadam(
     release_waits=release_waits,
     damping_decay=damping_decay,
     damping_recovery=damping_recovery,
+    store_uphill=store_uphill,
     unresolved_fade=unresolved_fade,
     chunk_size=chunk_size,
     axis_name=axis_name,
@@ -262,6 +274,7 @@ def sadamw(
   release_waits: bool = True,
   damping_decay: float = transform.DEFAULT_DAMPING_DECAY,
   damping_recovery: transform.Recovery = 'auto',
+  store_uphill: transform.StoreUphill = 'auto',
   unresolved_fade: float = probe_transform.UNRESOLVED_FADE,
   chunk_size: Optional[int] = None,
   axis_name: Optional[str] = None,
@@ -300,6 +313,7 @@ def sadamw(
     release_waits: see :func:`sadam`.
     damping_decay: see :func:`sadam`.
     damping_recovery: see :func:`sadam`.
+    store_uphill: see :func:`sadam`.
     unresolved_fade: see :func:`sadam`.
     chunk_size: see :func:`sadam`.
     axis_name: see :func:`sadam`.
@@ -341,6 +355,7 @@ def sadamw(
     release_waits=release_waits,
     damping_decay=damping_decay,
     damping_recovery=transform.resolve_damping_recovery(damping_recovery, b1, b2, damping_decay),
+    store_uphill=transform.resolve_store_uphill(store_uphill, b1),
   )
   return _braked_adamw(
     learning_rate,

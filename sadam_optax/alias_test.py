@@ -366,6 +366,46 @@ def test_auto_damping_recovery_needs_b2_outside_the_aliases():
     sadam_optax.damping_scale(damping_recovery='auto')
 
 
+@pytest.mark.parametrize('alias', [sadam_optax.sadam, sadam_optax.sadamw])
+def test_auto_store_uphill_drops_the_uphill_share_only_with_heavy_momentum(alias):
+  for b1, b2, same in (
+    (0.9, 0.999, True),
+    (0.98, 0.95, True),
+    (0.99, 0.999, False),
+    (0.995, 0.95, False),
+  ):
+    w = {
+      kind: _trajectory(alias(3e-2, b1=b1, b2=b2, **kw))
+      for kind, kw in (
+        ('auto', {}),
+        (True, dict(store_uphill=True)),
+        (False, dict(store_uphill=False)),
+      )
+    }
+    np.testing.assert_array_equal(w['auto'], w[same])
+    assert not np.array_equal(w['auto'], w[not same]), f'b1={b1}: the run tells them apart'
+
+
+def test_auto_store_uphill_follows_a_traced_b1_and_is_refused_outside_the_aliases():
+  def injected(b1, **kw):  # b1 reaches sadam traced, as a float32 array.
+    return _trajectory(optax.inject_hyperparams(sadam_optax.sadam)(3e-2, b1=b1, **kw))
+
+  for b1 in (0.9, 0.99):
+    np.testing.assert_allclose(
+      injected(b1), injected(b1, store_uphill=b1 < 0.99), rtol=0, atol=1e-6
+    )
+  assert sadam_optax.auto_store_uphill(0.9) is True
+  assert sadam_optax.auto_store_uphill(0.99) is False
+  assert not bool(jax.jit(sadam_optax.auto_store_uphill)(jnp.float32(0.99)))
+  assert bool(jax.jit(sadam_optax.auto_store_uphill)(jnp.float32(0.98)))
+  with pytest.raises(ValueError, match=r'auto_store_uphill\(b1\)'):
+    sadam_optax.damping_scale(store_uphill='auto')
+  with pytest.raises(ValueError, match='True or False'):
+    sadam_optax.sadam(1e-3, store_uphill='no')
+  with pytest.raises(TypeError, match='True or False'):
+    sadam_optax.damping_scale(store_uphill=0.5)
+
+
 def test_a_state_cast_as_a_whole_keeps_training():
   # optax.tree.cast casts the probe's key data too (uint32 -> float32).
   opt = sadam_optax.sadam(1e-2)

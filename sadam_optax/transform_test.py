@@ -549,6 +549,44 @@ def test_release_waits_where_returning_the_store_goes_uphill():
   np.testing.assert_allclose(total + store, updates.sum(0), rtol=1e-5, atol=1e-4)
 
 
+def test_store_takes_only_the_downhill_share_when_told():
+  brake_and_release = sadam_optax.transform.brake_and_release
+  u = jnp.asarray([1.0, -2.0, 0.5], jnp.float32)
+  held = jnp.asarray([0.2, 0.0, -0.4], jnp.float32)
+  d = jnp.float32(0.25)
+  step_all, kept_all = brake_and_release(u, held, d, 0.1)
+  # The step is the same; the store takes intake x (1 - d) of it.
+  for intake in (0.0, 0.4, 1.0):
+    step, kept = brake_and_release(u, held, d, 0.1, intake=jnp.float32(intake))
+    np.testing.assert_allclose(step, step_all, rtol=1e-6)
+    np.testing.assert_allclose(kept, 0.9 * held + intake * 0.75 * u, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(kept_all, 0.9 * held + 0.75 * u, rtol=1e-6)
+  # The store's intake is 1 - rho (rho the uphill share), whatever the reading's range.
+  intake = sadam_optax.transform._intake
+  assert intake(True, jnp.float32(0.3)) is None
+  for rho, share in ((0.0, 1.0), (0.3, 0.7), (1.0, 0.0), (4.0, 0.0)):
+    assert float(intake(False, jnp.float32(rho))) == pytest.approx(share)
+  assert float(intake(jnp.bool_(True), jnp.float32(0.3))) == 1.0
+
+
+def test_without_the_uphill_share_a_step_uphill_all_the_way_leaves_the_store_empty():
+  # Momentum carrying the iterate away from the minimiser of |w|: the step
+  # goes uphill from its start (rho 1), the brake holds most of it back, and
+  # the store keeps none of it, so nothing comes back later to push it away.
+  loss = lambda w: jnp.sum(jnp.abs(w))
+  w = jnp.asarray([0.5], jnp.float32)
+  adam_direction = jnp.asarray([-1.0], jnp.float32)  # Scaled by -lr: the step is +lr.
+  grad = jax.grad(loss)(w)
+  for store_uphill, stored in ((True, True), (False, False)):
+    scale = sadam_optax.damping_scale(2.0, step_size=0.1, store_uphill=store_uphill)
+    braked, state = scale.update(
+      adam_direction, scale.init(w), w, value_fn=loss, value=loss(w), grad=grad
+    )
+    assert float(state.probe_state.rho) == pytest.approx(1.0)
+    np.testing.assert_allclose(braked, np.exp(-2.0) * adam_direction, rtol=1e-6)
+    assert (float(jnp.abs(state.held[0])) > 0.5) is stored
+
+
 def test_release_none_discards_and_keeps_no_store():
   opt = sadam_optax.sadam(1e-2, release=None)
   w = jnp.zeros(3)

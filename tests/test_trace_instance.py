@@ -39,3 +39,15 @@ def test_the_default_unsettles_a_smooth_coordinate_that_adam_leaves_settled():
   assert sadam['rise'] > 1e3 and max(sadam['error_returned'][2:]) > 1e-4
   # Adam's one unsettled coordinate is the kink's, chattering at a steady band.
   assert adam['rise'] < 10 and adam['returned'] == adam['farthest']
+
+
+def test_betas_reach_every_method_and_are_recorded():
+  run = lambda betas: trace_instance.trace(  # noqa: E731
+    'lasso', seed=0, index=0, lr=1e-2, methods=['adam'], steps=60, windows=3, betas=betas
+  )
+  heavy, default = run((0.99, 0.999)), run((0.9, 0.999))
+  assert heavy['config']['betas'] == [0.99, 0.999]
+  assert heavy['methods']['adam']['distance'] != default['methods']['adam']['distance']
+  assert 'betas 0.99 / 0.999' in trace_instance.markdown(
+    dict(heavy, command='c', hardware='h', date='d', core='k')
+  )
