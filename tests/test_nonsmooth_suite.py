@@ -214,6 +214,20 @@ def test_betas_reach_every_method_and_a_method_without_them_fails():
   ns.build(lambda lr: optax.sgd(lr), 0.1, steps=10)  # optax's betas: nothing to pass.
 
 
+def _bands(methods, family, lr, index, **options):
+  """Each method's band on instance ``index`` of ``family`` at one constant lr."""
+  out = ns.run_suite(
+    {m: ns.METHODS[m] for m in methods},
+    families=[family],
+    lrs=[lr],
+    instances=index + 1,
+    controls=(),
+    progress=False,
+    **options,
+  )
+  return {m: out['runs'][family][m]['band'][0][index] for m in methods}
+
+
 @pytest.mark.parametrize(
   'family, lr, betas, index',
   [
@@ -227,16 +241,7 @@ def test_betas_reach_every_method_and_a_method_without_them_fails():
   ],
 )
 def test_the_wait_keeps_the_band_below_adams_with_held_out_moments(family, lr, betas, index):
-  out = ns.run_suite(
-    {m: ns.METHODS[m] for m in ('adam', 'sadam', 'sadam-0.3')},
-    families=[family],
-    lrs=[lr],
-    instances=index + 1,
-    betas=betas,
-    controls=(),
-    progress=False,
-  )
-  band = {m: out['runs'][family][m]['band'][0][index] for m in ('adam', 'sadam', 'sadam-0.3')}
+  band = _bands(('adam', 'sadam', 'sadam-0.3'), family, lr, index, betas=betas)
   assert band['sadam'] < 0.5 * band['adam']
   assert band['sadam-0.3'] > band['adam']
 
@@ -245,17 +250,7 @@ def test_heavy_momentum_keeps_the_band_below_adams_without_the_uphill_share():
   # 2-D TV denoising instance 2 of seed 0, b1 0.99, lr 3e-2: Adam's momentum carries the iterate
   # past the minimiser for about a hundred steps; 0.6 held those steps back and handed them back
   # later (2.8x Adam's band); dropping the uphill share of what the brake holds (0.7): 0.2x.
-  methods = ('adam', 'sadam', 'sadam-0.6')
-  out = ns.run_suite(
-    {m: ns.METHODS[m] for m in methods},
-    families=['tv2d_denoise'],
-    lrs=[3e-2],
-    instances=3,
-    betas=(0.99, 0.999),
-    controls=(),
-    progress=False,
-  )
-  band = {m: out['runs']['tv2d_denoise'][m]['band'][0][2] for m in methods}
+  band = _bands(('adam', 'sadam', 'sadam-0.6'), 'tv2d_denoise', 3e-2, 2, betas=(0.99, 0.999))
   assert band['sadam'] < 0.5 * band['adam']
   assert band['sadam-0.6'] > 2 * band['adam']
 
@@ -265,18 +260,7 @@ def test_a_reading_lost_in_rounding_keeps_the_band_below_adams_near_a_float32_mi
   # in the run the loss changes along most steps by less than its float32 rounding. 0.5 read
   # those steps as smooth and braked only the few it could measure: 6.9x wider than Adam.
   # Keeping the last reading (0.6): 0.23x.
-  methods = ('adam', 'sadam', 'sadam-0.5')
-  out = ns.run_suite(
-    {m: ns.METHODS[m] for m in methods},
-    families=['huber'],
-    lrs=[1e-3],
-    steps=10_000,
-    instances=12,
-    seed=11,
-    controls=(),
-    progress=False,
-  )
-  band = {m: out['runs']['huber'][m]['band'][0][11] for m in methods}
+  band = _bands(('adam', 'sadam', 'sadam-0.5'), 'huber', 1e-3, 11, steps=10_000, seed=11)
   assert band['sadam'] < 0.5 * band['adam']
   assert band['sadam-0.5'] > 2 * band['adam']
 
