@@ -416,7 +416,8 @@ def markdown(payload: dict[str, Any]) -> str:
     f'{c["model"]} with weights and activations '
     f'fake-quantized (per-tensor absmax, identity STE), batch '
     f'{c["batch_size"]}, {c["epochs"]} epochs ({c["steps"]} steps), weight '
-    f'decay 1e-2, Adam b2 {c.get("b2", 0.999)}, seeds {c["seeds"]}. {_protocol(c)} '
+    f'decay 1e-2, Adam b1 {c.get("b1", 0.9)} / b2 {c.get("b2", 0.999)}, '
+    f'seeds {c["seeds"]}. {_protocol(c)} '
     '"one bit fewer" evaluates the same trained '
     'float weights with the network quantized to bits-1 (1 bit: sign x mean|w| weights). '
     '"osc. freq": mean over all weights (biases included, they never '
@@ -455,6 +456,7 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument('--grid', type=float, nargs='+')
   p.add_argument('--limit-train', type=int)
   p.add_argument('--limit-test', type=int)
+  p.add_argument('--b1', type=float, help="Adam's first-moment decay for every method (0.9)")
   p.add_argument('--b2', type=float, help="Adam's second-moment decay for every method (0.999)")
   p.add_argument('--out', help='results file stem (default beyond_paper)')
   p.add_argument('--out-dir', default=str(common.RESULTS_DIR))
@@ -522,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
   for bits in config.bits:
     label = f'{bits}-bit'
-    with optimizers.defaults(b2=config.b2):
+    with optimizers.defaults(b1=config.b1, b2=config.b2):
       results = study(
         split,
         bits,

@@ -19,6 +19,8 @@ every 4th step), ``'sadam-0.4'`` (each reading as it comes whatever ``b2``,
 the 0.4 default), ``'sadam-0.5'`` (the 0.5 default: a reading lost in the
 loss's rounding reads as smooth; since 0.6 it keeps the last); the
 version-named ones read such a step as smooth, as those versions did;
+``'sadam-0.6'`` (the store keeps all the brake holds whatever ``b1``; since
+0.7 it drops the uphill share where ``b1 >= 0.99``);
 ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1 soft-thresholding),
 ``'sam'`` (SAM around momentum SGD; two gradients per step, ``update`` needs
 ``grad_fn``).
@@ -64,6 +66,7 @@ SADAM_ESTIMATORS = {
   'sadam-every4': 'uphill',
   'sadam-0.4': 'uphill',
   'sadam-0.5': 'uphill',
+  'sadam-0.6': 'uphill',
 }
 # Settings beyond the estimator, per S-AdamW name.
 SADAM_SETTINGS = {
@@ -77,6 +80,8 @@ SADAM_SETTINGS = {
   'sadam-0.4': dict(damping_recovery=None, unresolved_fade=0.0),
   # A reading lost in the loss's rounding reads as smooth (0.6 keeps the last).
   'sadam-0.5': dict(unresolved_fade=0.0),
+  # The store keeps all the brake holds whatever b1 (0.7: 'auto' drops the uphill share at b1 0.99).
+  'sadam-0.6': dict(store_uphill=True),
 }
 
 # Settings of the quantization-aware candidates (one each, not tuned).
@@ -99,6 +104,7 @@ class Options:
     momentum: momentum of the SGD family.
     sam_radius: SAM's neighbourhood radius.
     lam: S-Adam's brake strength.
+    b1: the first-moment decay of every Adam-family optimizer (as ``b2``).
     b2: the second-moment decay of every Adam-family optimizer (AdamW,
       S-AdamW, the Adam under the quantization-aware candidates and SAM).
   """
@@ -109,6 +115,7 @@ class Options:
   momentum: float = 0.9
   sam_radius: float = 0.05
   lam: float = 2.0
+  b1: float = 0.9
   b2: float = 0.999
 
 
@@ -200,14 +207,14 @@ def _only_grad_fn(
 
 
 def _adamw(learning_rate: Any, o: Options) -> optax.GradientTransformation:
-  return optax.adamw(learning_rate, b2=o.b2, weight_decay=o.weight_decay)
+  return optax.adamw(learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay)
 
 
 def _sadamw(**settings: Any) -> Factory:
   """S-AdamW with the options' weight decay, brake strength and seed, then ``settings``."""
 
   def factory(learning_rate: Any, o: Options) -> optax.GradientTransformation:
-    options = dict(weight_decay=o.weight_decay, lam=o.lam, seed=o.seed, b2=o.b2)
+    options = dict(weight_decay=o.weight_decay, lam=o.lam, seed=o.seed, b1=o.b1, b2=o.b2)
     return sadam_optax.sadamw(learning_rate, **(options | settings))
 
   return factory
@@ -291,7 +298,7 @@ def quant_aware(bits: int) -> dict[str, Factory]:
 
   def dampen(lr: Any, o: Options) -> optax.GradientTransformation:
     return optax.chain(
-      optax.scale_by_adam(b2=o.b2),
+      optax.scale_by_adam(b1=o.b1, b2=o.b2),
       optax.add_decayed_weights(o.weight_decay),
       qa.dampen_oscillations(grid, strength=DAMPEN_STRENGTH),
       optax.scale_by_learning_rate(lr),
@@ -306,7 +313,9 @@ def quant_aware(bits: int) -> dict[str, Factory]:
       qa.freeze_oscillating(grid, threshold=FREEZE_THRESHOLD, momentum=MOMENTUM)
     ),
     'qa-dampen': dampen,
-    'sam-adamw': lambda lr, o: sam_around(optax.adamw, weight_decay=o.weight_decay, b2=o.b2)(lr),
+    'sam-adamw': lambda lr, o: sam_around(
+      optax.adamw, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2
+    )(lr),
     'sadam-lam1': _sadamw(lam=1.0),
     'sadam-lam4': _sadamw(lam=4.0),
     'sadam-compound': _sadamw(rule='compound'),

@@ -36,6 +36,7 @@ METHODS: dict[str, tuple[str, str]] = {
   'sadam-envelope': ('sadam-envelope', 'constant'),
   'sadam-0.4': ('sadam-0.4', 'constant'),
   'sadam-0.5': ('sadam-0.5', 'constant'),
+  'sadam-0.6': ('sadam-0.6', 'constant'),
   'sam-adamw': ('sam-adamw', 'constant'),
   'osc-brake-cosine': ('qa-brake', 'cosine'),
   'nagel-freeze-cosine': ('qa-freeze', 'cosine'),
@@ -79,6 +80,8 @@ class Config:
       every seed runs every learning rate).
     limit_train: keep a fixed random subset of the training set (None: all).
     limit_test: likewise for the test set.
+    b1: the first-moment decay of every Adam-family method (optax's 0.9 by
+      default).
     b2: the second-moment decay of every Adam-family method (optax's 0.999
       by default).
     out: the results file stem.
@@ -95,6 +98,7 @@ class Config:
   tune_seeds: int | None = None
   limit_train: int | None = None
   limit_test: int | None = None
+  b1: float = 0.9
   b2: float = 0.999
   out: str = 'beyond_paper'
 
