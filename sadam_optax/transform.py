@@ -74,10 +74,11 @@ HEAVY_B1 = 0.99
 # aliases' 'auto', since 0.7). Adam's step keeps going the way the momentum points for about a
 # hundred steps after the iterate has passed a minimiser; the brake holds back most of those steps
 # and, kept, the store handed them back later as a push away from it: on the non-smooth suite with
-# b1 0.99 (seed 0) the default ended 1.9-2.9x wider than Adam at the median on 2-D TV denoising and
-# the fused LASSO at lr 1e-2 and 3e-2; dropping that share ends them at 0.17-0.23 (18 failing
-# cells of 65 -> 9). With b1 0.9 it costs travel (seed 4: 9 -> 13, the lr-1e-3 cells where Adam is
-# still closing in), so lighter momentum keeps the whole store (docs: findings).
+# b1 0.99 (seed 0) the default ended 2.7-2.9x wider than Adam at the median on 2-D TV denoising
+# at lr 1e-2 and 3e-2 and 1.9x on the fused LASSO at 3e-2; dropping that share ends them at
+# 0.19-0.22 (18 failing cells of 65 -> 9). With b1 0.9 it costs travel (seed 4: 9 -> 13, the
+# lr-1e-3 cells where Adam is still closing in), so lighter momentum keeps the whole store (docs:
+# findings).
 StoreUphill = Union[bool, jax.Array, Literal['auto']]
 Recovery = Union[float, None, Literal['auto']]
 Release = Union[float, None, Literal['auto']]
