@@ -2270,6 +2270,23 @@ FAMILIES = {
 # Families whose sizes ``scale`` multiplies (the held-out sizes of ``--scale``).
 SCALABLE = ('relu_regression', 'lasso', 'huber', 'abs_sum')
 
+# Families whose loss is a mean over examples, and the data keys that hold one
+# example per row: the minibatches of the suite's ``--batch`` sample these rows
+# (every other key is shared), so a minibatch's loss is an unbiased estimate.
+_XY = ('x', 'y')
+ROWS = {
+  **dict.fromkeys(
+    'relu_regression lasso huber svm relu_net quantile group_lasso l1_logistic lad_lasso '
+    'sharp_lad relu_neuron lasso_crossing l1_svm nnls_penalty linf_penalty elastic_net '
+    'partial_l1'.split(),
+    _XY,
+  ),
+  'phase_retrieval': ('x', 'b'),
+  'quadratic_sensing': ('x', 'b'),
+  'multiclass_hinge': ('x', 'onehot'),
+  'geometric_median': ('a',),
+}
+
 
 def make_instances(family: str, num: int, *, seed: int = SEED, scale: int = 1) -> list[Instance]:
   """The first ``num`` instances of a family (fixed by ``seed``).

@@ -57,6 +57,11 @@ called as ``opt.update(g, state, w, value_fn=loss_of_w, value=loss)``; plain
 optax transformations are wrapped by ``optax.with_extra_args_support``. A
 factory may take ``steps=`` (the run length; used by the cosine schedule).
 
+Minibatches (``--batch B``, held-out noise): on the families whose loss is a
+mean over examples (:data:`experiments.nonsmooth_families.ROWS`), each step's
+gradient, value and probe read the loss of ``B`` examples drawn afresh, the
+same draws for every method; the band still reads the full loss.
+
 Speed: one jitted ``lax.scan`` over the steps per (method, shape group),
 ``vmap``-ed over the instances of a shape and over the learning rates, which
 are traced, so one compilation serves all of them.
@@ -67,6 +72,7 @@ Example::
   python -m experiments.nonsmooth_suite --smoke            # seconds
   python -m experiments.nonsmooth_suite --methods adam sadam sadam-step \\
       --families lasso svm --lrs 0.01 --steps 1000 --out /tmp/mine
+  python -m experiments.nonsmooth_suite --batch 16 --out /tmp/noisy  # minibatches
 
   # From Python, with a candidate variant:
   from experiments import nonsmooth_suite as ns
@@ -106,6 +112,7 @@ import sadam_optax
 from experiments import common
 from experiments.nonsmooth_families import (
   FAMILIES,
+  ROWS,
   SCALABLE,
   SEED,
   Family,
@@ -341,10 +348,24 @@ def _group_by_shape(instances: Sequence[Instance]) -> list[list[int]]:
   return list(groups.values())
 
 
-def _trace(family: Family, factory: Factory, steps: int, betas: tuple[float, float]):
-  """Jitted runs: vmap over instances (axis 0) and their lrs (axis 1)."""
+def _trace(
+  family: Family,
+  factory: Factory,
+  steps: int,
+  betas: tuple[float, float],
+  batch: int | None = None,
+):
+  """Jitted runs: vmap over instances (axis 0) and their lrs (axis 1).
 
-  def one(data, start, w_star, optimum, lr):
+  With ``batch``, step ``t`` of an instance reads the loss of ``batch`` rows
+  (:data:`ROWS`) drawn without replacement by ``fold_in(key, t)``: its
+  gradient, its value and the probe's ``value_fn``, as a training loop closes
+  ``value_fn`` over its minibatch. The metric reads the full loss. The key is
+  the instance's, so every method sees the same minibatches.
+  """
+  rows = ROWS[family.name] if batch else ()
+
+  def one(data, start, w_star, optimum, key, lr):
     loss = lambda w: family.objective(data, w, jnp)
     opt = build(factory, lr, steps=steps, betas=betas)
     if family.metric == 'distance':
@@ -352,10 +373,20 @@ def _trace(family: Family, factory: Factory, steps: int, betas: tuple[float, flo
     else:
       metric = lambda w, value: jnp.maximum(value - optimum, 0.0)
 
-    def body(carry, _):
+    def minibatch_loss(t):
+      n = data[rows[0]].shape[0]
+      idx = jax.random.choice(jax.random.fold_in(key, t), n, (min(batch, n),), replace=False)
+      part = {k: v[idx] if k in rows else v for k, v in data.items()}
+      return lambda w: family.objective(part, w, jnp)
+
+    def body(carry, t):
       w, state, value, m = carry
-      g = jax.grad(loss)(w)
-      updates, state = opt.update(g, state, w, value_fn=loss, value=value)
+      step_loss = loss
+      if rows:
+        step_loss = minibatch_loss(t)
+        value = step_loss(w)
+      g = jax.grad(step_loss)(w)
+      updates, state = opt.update(g, state, w, value_fn=step_loss, value=value)
       w = optax.apply_updates(w, updates)
       value = loss(w)
       m_new = metric(w, value)
@@ -364,11 +395,12 @@ def _trace(family: Family, factory: Factory, steps: int, betas: tuple[float, flo
 
     value0 = loss(start)
     m0 = metric(start, value0)
-    _, (ms, dampings) = jax.lax.scan(body, (start, opt.init(start), value0, m0), None, length=steps)
+    carry = (start, opt.init(start), value0, m0)
+    _, (ms, dampings) = jax.lax.scan(body, carry, jnp.arange(steps))
     return m0, ms, dampings
 
-  over_lrs = jax.vmap(one, in_axes=(None, None, None, None, 0))
-  return jax.jit(jax.vmap(over_lrs, in_axes=(0, 0, 0, 0, 0)))
+  over_lrs = jax.vmap(one, in_axes=(None, None, None, None, None, 0))
+  return jax.jit(jax.vmap(over_lrs, in_axes=(0, 0, 0, 0, 0, 0)))
 
 
 def run_metrics(m0: np.ndarray, ms: np.ndarray, dampings: np.ndarray) -> dict[str, np.ndarray]:
@@ -426,6 +458,8 @@ def run_family(
   *,
   steps: int,
   betas: tuple[float, float] = (B1, B2),
+  batch: int | None = None,
+  seed: int = SEED,
 ) -> tuple[dict, np.ndarray]:
   """Runs one method on every instance of a family at every lr.
 
@@ -436,6 +470,9 @@ def run_family(
     lrs: (instances, lrs) learning rates (per instance: the controls).
     steps: steps per run.
     betas: Adam's ``(b1, b2)``, passed to factories that take them.
+    batch: rows per minibatch (:func:`_trace`); None: the full loss.
+    seed: with ``batch``, the seed of the minibatches (instance ``i``'s key
+      is ``fold_in(key(seed), i)``).
 
   Returns:
     :func:`run_metrics` arrays of shape (instances, lrs), and the median over
@@ -446,7 +483,8 @@ def run_family(
   metrics: dict[str, np.ndarray] = {}
   points = np.unique(np.linspace(0, steps - 1, CURVE_POINTS).astype(int))
   curves = np.zeros((len(instances), lrs.shape[1], len(points)))
-  run = _trace(fam, factory, steps, betas)
+  run = _trace(fam, factory, steps, betas, batch)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(len(instances)))
   for group in _group_by_shape(instances):
     stack = lambda get: jnp.asarray(
       np.stack(  # pylint: disable=g-long-lambda
@@ -457,7 +495,9 @@ def run_family(
     start = stack(lambda inst: inst.start)
     w_star = stack(lambda inst: inst.start if inst.minimiser is None else inst.minimiser)
     optimum = stack(lambda inst: inst.optimum)
-    m0, ms, dampings = jax.device_get(run(data, start, w_star, optimum, jnp.asarray(lrs[group])))
+    m0, ms, dampings = jax.device_get(
+      run(data, start, w_star, optimum, keys[np.asarray(group)], jnp.asarray(lrs[group]))
+    )
     out = run_metrics(m0, ms, dampings)
     for k, v in out.items():
       metrics.setdefault(k, np.zeros(lrs.shape))[group] = v
@@ -573,6 +613,7 @@ def run_suite(
   controls: Sequence[str] = (DEFAULT,),
   betas: tuple[float, float] = (B1, B2),
   scale: int = 1,
+  batch: int | None = None,
   progress: bool = True,
 ) -> dict[str, Any]:
   """Runs every method on every instance of every family at every lr.
@@ -594,6 +635,10 @@ def run_suite(
       ``b1=`` and ``b2=`` unless they are optax's defaults).
     scale: multiplies the instances' sizes (n and d; families of
       :data:`experiments.nonsmooth_families.SCALABLE` only).
+    batch: rows per minibatch: each step's gradient, value and probe read
+      the loss of ``batch`` examples drawn afresh (families of
+      :data:`experiments.nonsmooth_families.ROWS` only; the same draws for
+      every method); None: the full loss.
     progress: print one line per (family, method).
 
   Returns:
@@ -609,6 +654,13 @@ def run_suite(
   unknown = [f for f in families if f not in FAMILIES]
   if unknown:
     raise ValueError(f'Unknown families {unknown}; known: {list(FAMILIES)}.')
+  if batch is not None:
+    whole = [f for f in families if f not in ROWS]
+    if whole or batch < 1:
+      raise ValueError(
+        f'batch={batch}: needs a positive size and families whose loss is a mean over '
+        f'examples ({", ".join(ROWS)}), not {whole}.'
+      )
   lrs = [float(lr) for lr in lrs]
   out: dict[str, Any] = dict(
     config=dict(
@@ -622,6 +674,7 @@ def run_suite(
       controls=list(controls),
       betas=list(betas),
       scale=scale,
+      batch=batch,
       window=WINDOW,
       tol=TOL,
       floor=FLOOR,
@@ -652,7 +705,7 @@ def run_suite(
       name, factory, lr_grid = queue.pop(0)
       t1 = time.time()
       runs[name], curves[name] = run_family(
-        family, insts, factory, lr_grid, steps=steps, betas=betas
+        family, insts, factory, lr_grid, steps=steps, betas=betas, batch=batch, seed=seed
       )
       out['timings'][f'{family}/{name}'] = round(time.time() - t1, 2)
       if progress:
@@ -817,6 +870,13 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += [
       f'Sizes: n and d of every instance {cfg["scale"]}x those listed below (`--scale`; '
       "abs_sum's instance 0 is not Figure 1 then).",
+      '',
+    ]
+  if cfg.get('batch'):
+    lines += [
+      f'Minibatches: each step reads the loss of {cfg["batch"]} examples drawn afresh '
+      '(`--batch`; its gradient, its value and the probe), the same draws for every method; '
+      'the band reads the full loss.',
       '',
     ]
   if cfg.get('baseline', BASELINE) != BASELINE:
@@ -1204,6 +1264,12 @@ def parser() -> argparse.ArgumentParser:
     help='multiplies n and d of every instance (held-out sizes; only ' + ', '.join(SCALABLE) + ')',
   )
   p.add_argument(
+    '--batch',
+    type=int,
+    help='rows per minibatch, drawn afresh each step (held-out noise; families with examples '
+    'only, and all of them when --families is not given)',
+  )
+  p.add_argument(
     '--out', default=str(common.RESULTS_DIR / 'nonsmooth_suite'), help='results path without suffix'
   )
   p.add_argument(
@@ -1237,6 +1303,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.smoke:
     args.methods = [m for m in args.methods if m in (BASELINE, DEFAULT)] or [BASELINE, DEFAULT]
     args.instances, args.steps, args.lrs = 1, 60, [1e-2]
+  if args.batch and args.families == list(FAMILIES):  # Not chosen: those with examples.
+    args.families = [f for f in FAMILIES if f in ROWS]
   names = [args.baseline] + [m for m in args.methods if m != args.baseline]
   t0 = time.time()
   payload = run_suite(
@@ -1250,6 +1318,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     controls=args.controls,
     betas=tuple(args.betas),
     scale=args.scale,
+    batch=args.batch,
   )
   payload['wall_s'] = round(time.time() - t0, 1)
   path = write(payload, args.out)

@@ -239,6 +239,21 @@ def test_scale_is_refused_where_the_family_has_no_sizes_to_scale():
     nf.make_instances('svm', 1, scale=2)
 
 
+@pytest.mark.parametrize('family', nf.ROWS)
+def test_a_minibatch_loss_is_an_unbiased_estimate_of_the_full_loss(family):
+  # The loss averaged over every one-example minibatch of the ROWS keys is the
+  # full loss (a mean over examples; the penalties read no rows), and a key
+  # left out of ROWS would change it.
+  inst = nf.make_instances(family, 2)[1]
+  objective, rows = nf.FAMILIES[family].objective, nf.ROWS[family]
+  n = inst.data[rows[0]].shape[0]
+  assert all(inst.data[k].shape[0] == n for k in rows)
+  w = inst.start + 0.1 * np.random.default_rng(0).standard_normal(inst.start.shape)
+  one = lambda i: {k: v[i : i + 1] if k in rows else v for k, v in inst.data.items()}
+  average = np.mean([objective(one(i), w, np) for i in range(n)])
+  np.testing.assert_allclose(average, objective(inst.data, w, np), rtol=1e-10)
+
+
 def test_tv2d_denoise_is_certified_by_its_duality_gap():
   fused = 0
   for inst in _instances('tv2d_denoise'):

@@ -197,6 +197,28 @@ def test_run_suite_api_with_any_transformation():
   assert 'damping_away' in out['diagnostics'] or out['diagnostics'] == {}
 
 
+def test_minibatches_are_the_same_for_every_method_and_recorded(tmp_path):
+  import optax  # pylint: disable=g-import-not-at-top
+
+  run = lambda methods, batch: ns.run_suite(
+    methods, families=['lasso'], lrs=[1e-2], steps=40, instances=2, controls=(),
+    batch=batch, progress=False,
+  )  # fmt: skip
+  adam = {'adam': ns.METHODS['adam']}
+  twice = {'adam': ns.METHODS['adam'], 'again': lambda lr, b1, b2: optax.adam(lr, b1, b2)}
+  full, noisy, both = run(adam, None), run(adam, 8), run(twice, 8)
+  band = lambda out, m='adam': np.asarray(out['runs']['lasso'][m]['band'])
+  np.testing.assert_array_equal(band(both, 'again'), band(both))  # Same draws, same run.
+  np.testing.assert_array_equal(band(noisy), band(both))  # Fixed by the seed.
+  assert not np.allclose(band(noisy), band(full))
+  assert noisy['config']['batch'] == 8 and full['config']['batch'] is None
+  with pytest.raises(ValueError, match='mean over examples'):
+    ns.run_suite(adam, families=['abs_sum'], steps=5, instances=1, batch=4, progress=False)
+  argv = ['--smoke', '--batch', '4', '--families', 'geometric_median']
+  assert ns.main(argv + ['--out', str(tmp_path / 'mb')])['config']['batch'] == 4
+  assert 'drawn afresh' in (tmp_path / 'mb.md').read_text()
+
+
 def test_betas_reach_every_method_and_a_method_without_them_fails():
   import optax  # pylint: disable=g-import-not-at-top
 
