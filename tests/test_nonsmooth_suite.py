@@ -277,6 +277,24 @@ def test_heavy_momentum_keeps_the_band_below_adams_without_the_uphill_share():
   assert band['sadam-0.6'] > 2 * band['adam']
 
 
+@pytest.mark.parametrize('family', ['l1_logistic', 'elastic_net'])
+def test_under_minibatch_noise_the_default_ends_no_wider_than_adam(family):
+  # 16 examples a step, lr 1e-3, seed 0 (nonsmooth_suite_070_batch16_seed0.md): the band is the
+  # noise's and Adam is still closing in. Over the first 8 instances the default's median band
+  # ratio is 1.0003 and 0.998; Adam at the default's effective lr (a plain lr cut) 1.06 and 1.14.
+  out = ns.run_suite(
+    {m: ns.METHODS[m] for m in ('adam', 'sadam')},
+    families=[family],
+    lrs=[1e-3],
+    instances=8,
+    controls=(),
+    batch=16,
+    progress=False,
+  )
+  band = {m: np.asarray(out['runs'][family][m]['band'][0]) for m in ('adam', 'sadam')}
+  assert np.median(band['sadam'] / band['adam']) <= 1.005
+
+
 def test_a_reading_lost_in_rounding_keeps_the_band_below_adams_near_a_float32_minimiser():
   # Huber instance 11 of seed 11, lr 1e-3, 10,000 steps (nonsmooth_suite_fade_10k_s11.md): late
   # in the run the loss changes along most steps by less than its float32 rounding. 0.5 read
