@@ -305,6 +305,18 @@ def test_a_reading_lost_in_rounding_keeps_the_band_below_adams_near_a_float32_mi
   assert band['sadam-0.5'] > 2 * band['adam']
 
 
+def test_a_cell_still_closing_in_at_3000_steps_is_narrower_once_adam_settles():
+  # L-inf distance instance 2 of seed 0, lr 1e-3 (nonsmooth_suite_062_seed0.md and
+  # nonsmooth_suite_070_steps10k_seed0.md): at 3,000 steps Adam is still closing in and the
+  # default, whose store returns what it held about a hundred steps late, ends 1.09x Adam's
+  # band; over 10,000 steps Adam settles (its band 1.0x its previous window's) and the
+  # default ends at 0.16x.
+  short = _bands(('adam', 'sadam'), 'linf', 1e-3, 2)
+  long = _bands(('adam', 'sadam'), 'linf', 1e-3, 2, steps=10_000)
+  assert short['sadam'] > short['adam']
+  assert long['sadam'] < 0.5 * long['adam']
+
+
 def test_sadam_late_is_adam_until_the_last_sixth():
   import optax  # pylint: disable=g-import-not-at-top
 
