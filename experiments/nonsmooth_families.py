@@ -1,6 +1,6 @@
 """Families of non-smooth problems with a known minimiser, for the suite.
 
-The instances of :mod:`experiments.nonsmooth_suite`: thirty families of
+The instances of :mod:`experiments.nonsmooth_suite`: thirty-four families of
 random convex (and four non-convex) problems whose minimiser, or optimal value, is
 known to high precision: in closed form, planted, or solved once in float64 by
 a method of its own (coordinate descent, a dual QP, a linear program, FISTA,
@@ -124,6 +124,18 @@ instances of a family):
     settled directions (targets the one failing cell of the 0.9 reading, the
     Figure-1 family at lr 3e-2 on seed 4); ``w*`` exact by least squares on the
     free coordinates, KKT residual ``< 1e-14``.
+31. ``rotated_l1``: the Figure-1 family turned by a random rotation ``R``,
+    ``sum_i a_i |(R w)_i| + mu/2 ||w - c||^2``: kinks along directions that no
+    coordinate follows, so Adam's per-coordinate scaling does not line up with
+    them; ``w* = R^T soft(R c, a / mu)`` exact.
+32. ``relu_bias``: family 1 with a bias, a smaller L1 term (1e-4-1e-2), sizes up
+    to ``(300, 100)``, conditioning up to 300 and the start at distance 4: Adam
+    is still closing in on many instances at 3,000 steps; ``w* = 0``.
+33. ``l1_median``: the coordinatewise weighted L1 median of an odd number of
+    points, ``mean_j sum_i s_i |w_i - a_ji|``: polyhedral, every coordinate at a
+    kink; ``w*`` the coordinatewise median.
+34. ``relu_small_l1``: family 1 with the small L1 term (1e-4-1e-3) of the issue's
+    report and sizes up to ``(200, 60)``; ``w* = 0``.
 
 Families 12-15 were added after the default was chosen, as held-out
 families (their results: ``nonsmooth_suite_heldout_families``); so were
@@ -132,7 +144,9 @@ families 16-20, a session later (``nonsmooth_suite_sharp_families``,
 as held-out families, after the default was chosen (their results:
 ``nonsmooth_suite_heldout_families_3``); so were families 27-29, a session
 later (``nonsmooth_suite_heldout_families_4``), and family 30 a session after
-that (``nonsmooth_suite_partial_l1``).
+that (``nonsmooth_suite_partial_l1``). Families 31-34 were invented on
+2026-12-03 as a further held-out check of 0.7's default (their results:
+``nonsmooth_suite_heldout_families_5``).
 
 References:
   Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized Geometric
@@ -2027,6 +2041,102 @@ def make_partial_l1(rng: np.random.Generator, index: int) -> Instance:
   )
 
 
+# 31. Kinks along directions that no coordinate follows.
+
+
+def rotated_l1_objective(data, w, xp=jnp):
+  """``sum_i a_i |(R w)_i| + mu/2 ||w - c||^2`` with ``R`` orthogonal."""
+  return xp.sum(data['a'] * xp.abs(data['r'] @ w)) + 0.5 * data['mu'] * xp.sum((w - data['c']) ** 2)
+
+
+def make_rotated_l1(rng: np.random.Generator, index: int) -> Instance:
+  """The Figure-1 family turned by a random rotation ``R``: Adam's per-coordinate scaling no
+  longer lines up with the kinks. ``d`` in {10, 50}, weights ``a`` 0.05-5, ``mu`` 0.01-1, most
+  rotated coordinates at their kink at the minimiser; ``w* = R^T soft(R c, a / mu)`` exact."""
+  d = (10, 50)[index % 2]
+  r, _ = np.linalg.qr(rng.standard_normal((d, d)))
+  a = 0.05 * np.exp(rng.uniform(0.0, np.log(100.0), d))
+  mu = _log_uniform(rng, 0.01, 1.0)
+  c = 2.0 * rng.standard_normal(d)
+  rc = r @ c
+  z = np.sign(rc) * np.maximum(np.abs(rc) - a / mu, 0.0)
+  w_star = r.T @ z
+  data = dict(r=r, a=a, mu=np.float64(mu), c=c)
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(rotated_l1_objective(data, w_star, np)),
+    dict(d=d, mu=mu, kinks=int(np.sum(z == 0))),
+  )
+
+
+# 32. ReLU regression with a bias, a small L1 term, a far start.
+
+
+def relu_bias_objective(data, w, xp=jnp):
+  """``mean((relu(X w[:-1] + w[-1]) - y)^2) + l1 ||w||_1`` (the last weight is the bias)."""
+  z = xp.maximum(data['x'] @ w[:-1] + w[-1], 0.0)
+  return xp.mean((z - data['y']) ** 2) + data['l1'] * xp.sum(xp.abs(w))
+
+
+def make_relu_bias(rng: np.random.Generator, index: int) -> Instance:
+  """Family 1 with a bias and a small L1 term (1e-4-1e-2), larger and worse conditioned (cond
+  1-300), targets ``y <= 0`` of scale 0.1-3, the start at distance 4: ``w* = 0``."""
+  n, d = ((200, 50), (80, 20), (300, 100))[index % 3]
+  x = _conditioned(rng, n, d, _log_uniform(rng, 1.0, 300.0))
+  y = -np.abs(rng.standard_normal(n)) * _log_uniform(rng, 0.1, 3.0)
+  l1 = _log_uniform(rng, 1e-4, 1e-2)
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  w_star = np.zeros(d + 1)
+  return Instance(
+    data, _start_near(rng, w_star, 4.0), w_star, float(np.mean(y**2)), dict(n=n, d=d, l1=l1)
+  )
+
+
+# 33. The coordinatewise L1 median.
+
+
+def l1_median_objective(data, w, xp=jnp):
+  """``mean_j sum_i s_i |w_i - a_ji|``: polyhedral, no smooth term."""
+  return xp.mean(xp.sum(data['s'] * xp.abs(w - data['a']), axis=1))
+
+
+def make_l1_median(rng: np.random.Generator, index: int) -> Instance:
+  """An odd number of points (21 or 51, in ``d`` = 10 or 40) with scales 0.1-10 and coordinate
+  weights ``s`` spread over 1-100: every coordinate of ``w*``, the coordinatewise median, sits
+  at a kink."""
+  m, d = ((21, 10), (51, 40))[index % 2]
+  a = rng.standard_normal((m, d)) * _log_uniform(rng, 0.1, 10.0)
+  s = np.exp(rng.uniform(0.0, np.log(_log_uniform(rng, 1.0, 100.0)), d))
+  data = dict(a=a, s=s)
+  w_star = np.median(a, axis=0)
+  return Instance(
+    data,
+    _start_near(rng, w_star),
+    w_star,
+    float(l1_median_objective(data, w_star, np)),
+    dict(m=m, d=d),
+  )
+
+
+# 34. ReLU regression with a small L1 term.
+
+
+def make_relu_small_l1(rng: np.random.Generator, index: int) -> Instance:
+  """Family 1 with the small L1 term of the issue's report (1e-4-1e-3) and sizes up to (200,
+  60): ``w* = 0``."""
+  n, d = ((40, 10), (100, 30), (200, 60))[index % 3]
+  x = _conditioned(rng, n, d, _log_uniform(rng, 1.0, 100.0))
+  y = -np.abs(rng.standard_normal(n))
+  l1 = _log_uniform(rng, 1e-4, 1e-3)
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  w_star = np.zeros(d)
+  return Instance(
+    data, _start_near(rng, w_star), w_star, float(np.mean(y**2)), dict(n=n, d=d, l1=l1)
+  )
+
+
 FAMILIES = {
   f.name: f
   for f in (
@@ -2263,6 +2373,37 @@ FAMILIES = {
       '0.5/n |Xw-y|^2 + sum_i l1_i|w_i|, l1 on 1-3 coordinates (kinks at w*), the rest smooth; '
       '(n, d) in {(60, 10), (120, 50), (400, 200)}, cond 1-100; w* by least squares',
     ),
+    Family(
+      'rotated_l1',
+      rotated_l1_objective,
+      make_rotated_l1,
+      'distance',
+      'sum_i a_i|(Rw)_i| + mu/2|w-c|^2, R a random rotation; d in {10, 50}, a 0.05-5, '
+      'mu 0.01-1; w* = R^T soft(Rc, a/mu)',
+    ),
+    Family(
+      'relu_bias',
+      relu_bias_objective,
+      make_relu_bias,
+      'distance',
+      'mean((relu(Xw+b)-y)^2) + l1|(w, b)|_1, y <= 0, w* = 0; (n, d) in {(80, 20), (200, 50), '
+      '(300, 100)}, cond 1-300, l1 1e-4-1e-2, start at distance 4',
+    ),
+    Family(
+      'l1_median',
+      l1_median_objective,
+      make_l1_median,
+      'distance',
+      'mean_j sum_i s_i|w_i-a_ji|, 21 or 51 points, s spread 1-100; w* = the coordinatewise median',
+    ),
+    Family(
+      'relu_small_l1',
+      relu_regression_objective,
+      make_relu_small_l1,
+      'distance',
+      'mean((relu(Xw)-y)^2) + l1|w|_1, y <= 0, w* = 0; (n, d) in {(40, 10), (100, 30), '
+      '(200, 60)}, cond 1-100, l1 1e-4-1e-3',
+    ),
   )
 }
 
@@ -2278,13 +2419,14 @@ ROWS = {
   **dict.fromkeys(
     'relu_regression lasso huber svm relu_net quantile group_lasso l1_logistic lad_lasso '
     'sharp_lad relu_neuron lasso_crossing l1_svm nnls_penalty linf_penalty elastic_net '
-    'partial_l1'.split(),
+    'partial_l1 relu_bias relu_small_l1'.split(),
     _XY,
   ),
   'phase_retrieval': ('x', 'b'),
   'quadratic_sensing': ('x', 'b'),
   'multiclass_hinge': ('x', 'onehot'),
   'geometric_median': ('a',),
+  'l1_median': ('a',),
 }
 
 

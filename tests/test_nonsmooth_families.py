@@ -314,3 +314,40 @@ def test_partial_l1_kinks_are_active_and_the_rest_is_least_squares():
     g = d['x'].T @ (d['x'] @ w - d['y']) / len(d['y'])
     # Strictly inside the subdifferential: a kink, not a smooth minimum that happens to be 0.
     assert np.all(np.abs(g[kinked]) < d['l1'][kinked] / 1.4)
+
+
+def test_rotated_l1_meets_its_subgradient_condition_off_the_axes():
+  kinks = 0
+  for inst in _instances('rotated_l1'):
+    d, w = inst.data, inst.minimiser
+    z = d['r'] @ w
+    # 0 = mu (w - c) + R^T (a * s), s in the subdifferential of |.| at z.
+    s = -(d['r'] @ (d['mu'] * (w - d['c']))) / d['a']
+    at_kink = np.abs(z) < 1e-12  # R^T z rotated back: the zeros come back as rounding.
+    assert np.all(np.abs(s[at_kink]) <= 1 + 1e-12)
+    np.testing.assert_allclose(s[~at_kink], np.sign(z[~at_kink]), atol=1e-10)
+    kinks += int(at_kink.sum())
+    assert at_kink.sum() == inst.info['kinks']
+    # The kinks lie along directions no coordinate follows.
+    assert np.max(np.abs(d['r'])) < 0.99
+  assert kinks > 0
+
+
+def test_l1_median_is_the_coordinatewise_median_of_an_odd_number_of_points():
+  for inst in _instances('l1_median'):
+    a, w = inst.data['a'], inst.minimiser
+    assert len(a) % 2 == 1
+    # Every coordinate sits on a data point with as many points above it as below.
+    assert np.all(np.any(a == w, axis=0))
+    np.testing.assert_array_equal(np.sum(a > w, axis=0), np.sum(a < w, axis=0))
+
+
+@pytest.mark.parametrize('family, radius', [('relu_bias', 4.0), ('relu_small_l1', 2.0)])
+def test_relu_variants_have_nonpositive_targets_and_the_minimiser_at_zero(family, radius):
+  for inst in _instances(family):
+    d = inst.data
+    assert np.all(d['y'] <= 0) and np.all(inst.minimiser == 0)
+    assert inst.optimum == pytest.approx(np.mean(d['y'] ** 2), rel=1e-15)
+    assert np.linalg.norm(inst.start) == pytest.approx(radius, rel=1e-12)
+  small = [float(i.data['l1']) for i in _instances('relu_small_l1')]
+  assert all(1e-4 <= l1 <= 1e-3 for l1 in small)

@@ -336,3 +336,30 @@ def test_sadam_late_is_adam_until_the_last_sixth():
     w = w + u_adam
   assert not any(braked[:start])
   assert any(braked[start:])  # Steps of 0.5 across the kink at 1 are braked.
+
+
+def test_the_issues_family_with_a_small_l1_term_ends_narrower_than_adam():
+  # ReLU regression with non-positive targets and L1 1e-4-1e-3, lr 1e-2, 3,000 steps, the first
+  # six instances of seed 0 (nonsmooth_suite_heldout_families_5_seed0.md: 100% of 24 at a median
+  # of 0.21): the family and lr of the issue's report, where 0.1 ended 1.5-2.8x wider than Adam.
+  out = ns.run_suite(
+    {m: ns.METHODS[m] for m in ('adam', 'sadam')},
+    families=['relu_small_l1'],
+    lrs=[1e-2],
+    instances=6,
+    controls=(),
+    progress=False,
+  )
+  band = {m: np.asarray(out['runs']['relu_small_l1'][m]['band'][0]) for m in ('adam', 'sadam')}
+  assert np.all(band['sadam'] < 0.5 * band['adam'])
+
+
+def test_kinks_off_the_axes_a_run_adam_has_settled_in_that_the_default_is_still_closing_in():
+  # Rotated L1 instance 2 of seed 0, lr 1e-2 (nonsmooth_suite_heldout_families_5_seed0.md and
+  # _10k_seed0.md): Adam settles by step ~1,200; braked while it travels, the default is still
+  # closing in at 3,000 steps (8.8x Adam's band) and ends at 0.22x over 10,000. A brake that
+  # waits for Adam to settle (the oracle sadam-late) wins at 3,000: a speed loss, kept as it is.
+  short = _bands(('adam', 'sadam', 'sadam-late'), 'rotated_l1', 1e-2, 2)
+  long = _bands(('adam', 'sadam'), 'rotated_l1', 1e-2, 2, steps=10_000)
+  assert short['sadam'] > 2 * short['adam'] and short['sadam-late'] < short['adam']
+  assert long['sadam'] < 0.5 * long['adam']
