@@ -236,18 +236,24 @@ def test_betas_reach_every_method_and_a_method_without_them_fails():
   ns.build(lambda lr: optax.sgd(lr), 0.1, steps=10)  # optax's betas: nothing to pass.
 
 
-def _bands(methods, family, lr, index, **options):
-  """Each method's band on instance ``index`` of ``family`` at one constant lr."""
+def _cell_bands(methods, family, lr, instances, **options):
+  """Each method's bands on the first ``instances`` of ``family`` at one constant lr."""
   out = ns.run_suite(
     {m: ns.METHODS[m] for m in methods},
     families=[family],
     lrs=[lr],
-    instances=index + 1,
+    instances=instances,
     controls=(),
     progress=False,
     **options,
   )
-  return {m: out['runs'][family][m]['band'][0][index] for m in methods}
+  return {m: np.asarray(out['runs'][family][m]['band'][0]) for m in methods}
+
+
+def _bands(methods, family, lr, index, **options):
+  """Each method's band on instance ``index`` of ``family`` at one constant lr."""
+  bands = _cell_bands(methods, family, lr, index + 1, **options)
+  return {m: bands[m][index] for m in methods}
 
 
 @pytest.mark.parametrize(
@@ -282,16 +288,7 @@ def test_under_minibatch_noise_the_default_ends_no_wider_than_adam(family):
   # 16 examples a step, lr 1e-3, seed 0 (nonsmooth_suite_070_batch16_seed0.md): the band is the
   # noise's and Adam is still closing in. Over the first 8 instances the default's median band
   # ratio is 1.0003 and 0.998; Adam at the default's effective lr (a plain lr cut) 1.06 and 1.14.
-  out = ns.run_suite(
-    {m: ns.METHODS[m] for m in ('adam', 'sadam')},
-    families=[family],
-    lrs=[1e-3],
-    instances=8,
-    controls=(),
-    batch=16,
-    progress=False,
-  )
-  band = {m: np.asarray(out['runs'][family][m]['band'][0]) for m in ('adam', 'sadam')}
+  band = _cell_bands(('adam', 'sadam'), family, 1e-3, 8, batch=16)
   assert np.median(band['sadam'] / band['adam']) <= 1.005
 
 
@@ -342,15 +339,7 @@ def test_the_issues_family_with_a_small_l1_term_ends_narrower_than_adam():
   # ReLU regression with non-positive targets and L1 1e-4-1e-3, lr 1e-2, 3,000 steps, the first
   # six instances of seed 0 (nonsmooth_suite_heldout_families_5_seed0.md: 100% of 24 at a median
   # of 0.21): the family and lr of the issue's report, where 0.1 ended 1.5-2.8x wider than Adam.
-  out = ns.run_suite(
-    {m: ns.METHODS[m] for m in ('adam', 'sadam')},
-    families=['relu_small_l1'],
-    lrs=[1e-2],
-    instances=6,
-    controls=(),
-    progress=False,
-  )
-  band = {m: np.asarray(out['runs']['relu_small_l1'][m]['band'][0]) for m in ('adam', 'sadam')}
+  band = _cell_bands(('adam', 'sadam'), 'relu_small_l1', 1e-2, 6)
   assert np.all(band['sadam'] < 0.5 * band['adam'])
 
 
