@@ -1,6 +1,6 @@
 """Families of non-smooth problems with a known minimiser, for the suite.
 
-The instances of :mod:`experiments.nonsmooth_suite`: thirty-four families of
+The instances of :mod:`experiments.nonsmooth_suite`: thirty-five families of
 random convex (and four non-convex) problems whose minimiser, or optimal value, is
 known to high precision: in closed form, planted, or solved once in float64 by
 a method of its own (coordinate descent, a dual QP, a linear program, FISTA,
@@ -136,6 +136,10 @@ instances of a family):
     kink; ``w*`` the coordinatewise median.
 34. ``relu_small_l1``: family 1 with the small L1 term (1e-4-1e-3) of the issue's
     report and sizes up to ``(200, 60)``; ``w* = 0``.
+35. ``relu_dead``: family 1 with as few examples as weights or fewer (``n`` from
+    ``d/2`` to ``2d``, ``d`` up to 100), so the cone where every unit is dead is
+    wide and Adam crosses it on the L1 term alone; up to half the targets
+    exactly 0, the rest of scale 0.1-10, L1 1e-4-1e-1; ``w* = 0``.
 
 Families 12-15 were added after the default was chosen, as held-out
 families (their results: ``nonsmooth_suite_heldout_families``); so were
@@ -146,7 +150,8 @@ as held-out families, after the default was chosen (their results:
 later (``nonsmooth_suite_heldout_families_4``), and family 30 a session after
 that (``nonsmooth_suite_partial_l1``). Families 31-34 were invented on
 2026-12-03 as a further held-out check of 0.7's default (their results:
-``nonsmooth_suite_heldout_families_5``).
+``nonsmooth_suite_heldout_families_5``), and family 35 a session later
+(``nonsmooth_suite_heldout_families_6``).
 
 References:
   Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized Geometric
@@ -2137,6 +2142,30 @@ def make_relu_small_l1(rng: np.random.Generator, index: int) -> Instance:
   )
 
 
+# 35. ReLU regression with a wide dead cone.
+
+
+def make_relu_dead(rng: np.random.Generator, index: int) -> Instance:
+  """Family 1 with ``n`` in ``{d/2, d, 2d}`` (``d`` in ``{20, 50, 100}``), up to half the
+  targets 0 and the rest ``<= 0`` of scale 0.1-10, L1 1e-4-1e-1: ``w* = 0``.
+
+  With ``n <= d`` the cone ``X w <= 0``, where every unit is dead and only the
+  L1 term pulls, is wide; large targets give Adam a large second moment before
+  the iterate reaches it, so it crosses the cone slowly.
+  """
+  d = (20, 50, 100)[index % 3]
+  n = d * (1, 2, 4)[(index // 3) % 3] // 2
+  x = _conditioned(rng, n, d, _log_uniform(rng, 1.0, 100.0))
+  y = -np.abs(rng.standard_normal(n)) * _log_uniform(rng, 0.1, 10.0)
+  y[rng.uniform(size=n) < rng.uniform(0.0, 0.5)] = 0.0
+  l1 = _log_uniform(rng, 1e-4, 1e-1)
+  data = dict(x=x, y=y, l1=np.float64(l1))
+  w_star = np.zeros(d)
+  return Instance(
+    data, _start_near(rng, w_star), w_star, float(np.mean(y**2)), dict(n=n, d=d, l1=l1)
+  )
+
+
 FAMILIES = {
   f.name: f
   for f in (
@@ -2404,6 +2433,14 @@ FAMILIES = {
       'mean((relu(Xw)-y)^2) + l1|w|_1, y <= 0, w* = 0; (n, d) in {(40, 10), (100, 30), '
       '(200, 60)}, cond 1-100, l1 1e-4-1e-3',
     ),
+    Family(
+      'relu_dead',
+      relu_regression_objective,
+      make_relu_dead,
+      'distance',
+      'mean((relu(Xw)-y)^2) + l1|w|_1, y <= 0 (up to half 0, scale 0.1-10), w* = 0; d in {20, 50, '
+      '100}, n in {d/2, d, 2d}, cond 1-100, l1 1e-4-1e-1',
+    ),
   )
 }
 
@@ -2419,7 +2456,7 @@ ROWS = {
   **dict.fromkeys(
     'relu_regression lasso huber svm relu_net quantile group_lasso l1_logistic lad_lasso '
     'sharp_lad relu_neuron lasso_crossing l1_svm nnls_penalty linf_penalty elastic_net '
-    'partial_l1 relu_bias relu_small_l1'.split(),
+    'partial_l1 relu_bias relu_small_l1 relu_dead'.split(),
     _XY,
   ),
   'phase_retrieval': ('x', 'b'),

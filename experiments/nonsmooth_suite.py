@@ -1,14 +1,14 @@
 """Non-smooth benchmark suite: does a braked Adam end closer than Adam?
 
-Thirty-four families of random convex (and four non-convex) problems whose
+Thirty-five families of random convex (and four non-convex) problems whose
 minimiser, or optimal value, is known to high precision. Every method starts
 every instance from the same point and runs a constant learning rate; the end
 state is compared with plain Adam's, instance by instance.
 
-Families: :data:`experiments.nonsmooth_families.FAMILIES` (thirty-four, numbered
+Families: :data:`experiments.nonsmooth_families.FAMILIES` (thirty-five, numbered
 there; every instance knows its minimiser ``w*`` or its optimal value ``f*``).
 
-Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6, 10, 11, 16, 20, 21, 23, 25-34)
+Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6, 10, 11, 16, 20, 21, 23, 25-35)
 or ``f(w_t) - f*`` (families 7-9, 12-15, 17-19, 22, 24). The *band* is ``m_t`` over the last
 10% of the steps (its mean, ``band``, and its max, ``band_max``); also the
 first step at which

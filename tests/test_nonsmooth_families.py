@@ -342,7 +342,9 @@ def test_l1_median_is_the_coordinatewise_median_of_an_odd_number_of_points():
     np.testing.assert_array_equal(np.sum(a > w, axis=0), np.sum(a < w, axis=0))
 
 
-@pytest.mark.parametrize('family, radius', [('relu_bias', 4.0), ('relu_small_l1', 2.0)])
+@pytest.mark.parametrize(
+  'family, radius', [('relu_bias', 4.0), ('relu_small_l1', 2.0), ('relu_dead', 2.0)]
+)
 def test_relu_variants_have_nonpositive_targets_and_the_minimiser_at_zero(family, radius):
   for inst in _instances(family):
     d = inst.data
