@@ -239,6 +239,28 @@ def _start_near(rng: np.random.Generator, center: np.ndarray, radius: float = 2.
   return center + radius * u / np.linalg.norm(u)
 
 
+def _relu_instance(
+  rng: np.random.Generator,
+  x: np.ndarray,
+  y: np.ndarray,
+  l1: float,
+  dim: int,
+  radius: float = 2.0,
+  **info: Any,
+) -> Instance:
+  """A ReLU regression instance with targets ``y <= 0``: ``w* = 0`` (``dim`` weights) and
+  ``f* = mean(y^2)``; the start drawn last, at ``radius`` from ``w*``; ``info`` joins
+  ``n``, ``d`` and ``l1`` in the instance's description."""
+  w_star = np.zeros(dim)
+  return Instance(
+    dict(x=x, y=y, l1=np.float64(l1)),
+    _start_near(rng, w_star, radius),
+    w_star,
+    float(np.mean(y**2)),
+    dict(n=x.shape[0], d=x.shape[1], **info, l1=l1),
+  )
+
+
 # 1. ReLU regression with non-positive targets (Kumar 2024).
 
 
@@ -255,11 +277,7 @@ def make_relu_regression(rng: np.random.Generator, index: int, *, scale: int = 1
   l1 = _log_uniform(rng, 1e-3, 1e-1)
   x = _conditioned(rng, n, d, cond)
   y = -np.abs(rng.standard_normal(n))
-  data = dict(x=x, y=y, l1=np.float64(l1))
-  w_star = np.zeros(d)
-  return Instance(
-    data, _start_near(rng, w_star), w_star, float(np.mean(y**2)), dict(n=n, d=d, cond=cond, l1=l1)
-  )
+  return _relu_instance(rng, x, y, l1, d, cond=cond)
 
 
 # 2. LASSO.
@@ -2092,11 +2110,7 @@ def make_relu_bias(rng: np.random.Generator, index: int) -> Instance:
   x = _conditioned(rng, n, d, _log_uniform(rng, 1.0, 300.0))
   y = -np.abs(rng.standard_normal(n)) * _log_uniform(rng, 0.1, 3.0)
   l1 = _log_uniform(rng, 1e-4, 1e-2)
-  data = dict(x=x, y=y, l1=np.float64(l1))
-  w_star = np.zeros(d + 1)
-  return Instance(
-    data, _start_near(rng, w_star, 4.0), w_star, float(np.mean(y**2)), dict(n=n, d=d, l1=l1)
-  )
+  return _relu_instance(rng, x, y, l1, d + 1, 4.0)
 
 
 # 33. The coordinatewise L1 median.
@@ -2135,11 +2149,7 @@ def make_relu_small_l1(rng: np.random.Generator, index: int) -> Instance:
   x = _conditioned(rng, n, d, _log_uniform(rng, 1.0, 100.0))
   y = -np.abs(rng.standard_normal(n))
   l1 = _log_uniform(rng, 1e-4, 1e-3)
-  data = dict(x=x, y=y, l1=np.float64(l1))
-  w_star = np.zeros(d)
-  return Instance(
-    data, _start_near(rng, w_star), w_star, float(np.mean(y**2)), dict(n=n, d=d, l1=l1)
-  )
+  return _relu_instance(rng, x, y, l1, d)
 
 
 # 35. ReLU regression with a wide dead cone.
@@ -2159,11 +2169,7 @@ def make_relu_dead(rng: np.random.Generator, index: int) -> Instance:
   y = -np.abs(rng.standard_normal(n)) * _log_uniform(rng, 0.1, 10.0)
   y[rng.uniform(size=n) < rng.uniform(0.0, 0.5)] = 0.0
   l1 = _log_uniform(rng, 1e-4, 1e-1)
-  data = dict(x=x, y=y, l1=np.float64(l1))
-  w_star = np.zeros(d)
-  return Instance(
-    data, _start_near(rng, w_star), w_star, float(np.mean(y**2)), dict(n=n, d=d, l1=l1)
-  )
+  return _relu_instance(rng, x, y, l1, d)
 
 
 FAMILIES = {
