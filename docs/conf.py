@@ -62,7 +62,6 @@ exclude_patterns = [
   '_build',
   'jupyter_execute',
   '.gitignore',
-  'README_draft.md',
   '**/.ipynb_checkpoints',
 ]
 
