@@ -158,8 +158,9 @@ SAME_AT_LONG_B2 = {'0.5.0': '0.4.0'}
 SAME_WHERE_READINGS_RESOLVE = {'0.6.0': '0.5.0'}
 # Library versions that changed no number a run computes (0.6.1: input checks, the Flax helpers'
 # keywords, an eager recompilation; 0.6.3: how 'step' and 'literal' map their probes when called
-# eagerly, and the study jits its step): their runs keep the keys of the version before.
-SAME_NUMBERS = {'0.6.1': '0.6.0', '0.6.3': '0.6.2'}
+# eagerly, and the study jits its step; 0.7.1: the nnx helpers' extra NNX arguments and every_k's
+# jit=): their runs keep the keys of the version before.
+SAME_NUMBERS = {'0.6.1': '0.6.0', '0.6.3': '0.6.2', '0.7.1': '0.7.0'}
 # Library versions that changed only steps on which a coordinate's step rounds away entirely (0.6.2:
 # the secant's start slope drops it) and how 'literal' maps its probes: the first epoch of each
 # S-Adam arm of the CPU study ends in the same state, byte for byte, under 0.6.1 and 0.6.2

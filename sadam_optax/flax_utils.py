@@ -358,6 +358,40 @@ def _wrt_mismatch(wrt: Any, expected: Any, got: Any) -> ValueError:
   )
 
 
+def _snapshot_nodes(tree: Any) -> Callable[[Any], Any]:
+  """A function that rebuilds ``tree`` with fresh copies of its NNX objects.
+
+  The arguments of a loss may hold NNX objects besides the model (an
+  ``nnx.Rngs`` passed at call time for dropout, say). Each is split now into
+  a pure snapshot and merged anew at every call, so a probe neither mutates
+  the caller's object (from another trace level: flax refuses) nor sees the
+  draws of an earlier probe. Everything else is passed as it is.
+
+  Args:
+    tree: the loss's extra arguments, e.g. ``(args, kwargs)``.
+
+  Returns:
+    ``rebuild(fold)``: ``tree`` with each NNX object replaced by a fresh copy
+    of its snapshot whose state went through ``fold`` (a function of a pure
+    state, e.g. folding a fingerprint into its keys).
+  """
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  is_node = nnx.graph.is_graph_node
+  leaves, treedef = jax.tree.flatten(tree, is_leaf=is_node)
+  snaps = [
+    (lambda g, st: (g, nnx.as_pure(st)))(*nnx.split(x)) if is_node(x) else None for x in leaves
+  ]
+
+  def rebuild(fold: Callable[[Any], Any]) -> Any:
+    fresh = [
+      x if snap is None else nnx.merge(snap[0], fold(snap[1])) for x, snap in zip(leaves, snaps)
+    ]
+    return jax.tree.unflatten(treedef, fresh)
+
+  return rebuild
+
+
 def nnx_value_fn(
   model: Any,
   loss_fn: Callable[..., Any],
@@ -398,7 +432,9 @@ def nnx_value_fn(
       e.g. ``nnx.Dropout(rate, rngs=rngs)``).
     loss_fn: ``loss_fn(model, *args, **kwargs) -> scalar``, or ``-> (loss,
       aux)`` with ``has_aux=True``.
-    *args: passed to ``loss_fn`` after the model (the batch).
+    *args: passed to ``loss_fn`` after the model (the batch). NNX objects
+      among them (an ``nnx.Rngs`` passed at call time) are snapshotted like
+      the model's own state: each probe calls ``loss_fn`` with a fresh copy.
     wrt: the variable filter of the optimizer (default ``nnx.Param``); it
       must be the optimizer's ``wrt``, else ``value_fn`` raises a
       ``ValueError`` that says so.
@@ -420,13 +456,15 @@ def nnx_value_fn(
   # Arrays, not the model's Variable objects: the snapshot cannot change.
   params, rest = nnx.as_pure(params), nnx.as_pure(rest)
   structure = jax.tree.structure(params)
+  arguments = _snapshot_nodes((args, kwargs))
 
   def value_fn(new_params):
     new_params = nnx.as_pure(new_params)
     if jax.tree.structure(new_params) != structure:
       raise _wrt_mismatch(wrt, params, new_params)
-    state = fold_keys(rest, fingerprint(new_params)) if fresh_dropout else rest
-    out = loss_fn(nnx.merge(graphdef, new_params, state), *args, **kwargs)
+    fold = (lambda st: fold_keys(st, fingerprint(new_params))) if fresh_dropout else (lambda st: st)
+    call_args, call_kwargs = arguments(fold)
+    out = loss_fn(nnx.merge(graphdef, new_params, fold(rest)), *call_args, **call_kwargs)
     return _loss_and_aux(out, has_aux, 'nnx_value_fn')[0]
 
   return value_fn
@@ -491,11 +529,15 @@ def nnx_value_and_grad(
     model, loss_fn, *args, wrt=wrt, fresh_dropout=fresh_dropout, has_aux=has_aux, **kwargs
   )
 
-  def loss_of(m):
+  def loss_of(m, args, kwargs):
     loss, aux = _loss_and_aux(loss_fn(m, *args, **kwargs), has_aux, 'nnx_value_and_grad')
     return (loss, aux) if has_aux else loss
 
-  value, grads = nnx.value_and_grad(loss_of, argnums=nnx.DiffState(0, wrt), has_aux=has_aux)(model)
+  # The arguments go through the transform, not a closure: NNX objects among
+  # them (an nnx.Rngs for dropout) are then updated as the model is.
+  value, grads = nnx.value_and_grad(loss_of, argnums=nnx.DiffState(0, wrt), has_aux=has_aux)(
+    model, args, kwargs
+  )
   return value, grads, value_fn
 
 

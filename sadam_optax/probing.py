@@ -19,6 +19,7 @@ References:
 
 import functools
 import operator
+import sys
 from typing import Any, Callable
 
 import jax
@@ -34,12 +35,20 @@ class EveryK:
     carried: the jitted step with ``probe_now=False`` (rho carried).
     k: probe every ``k``-th step.
     offset: probe where ``step % k == offset``, and on step 0.
+    jit: the transform that compiled both (``jax.jit`` or ``nnx.jit``).
   """
 
   def __init__(
-    self, probed: Callable[..., Any], carried: Callable[..., Any], *, k: int, offset: int
+    self,
+    probed: Callable[..., Any],
+    carried: Callable[..., Any],
+    *,
+    k: int,
+    offset: int,
+    jit: Callable[..., Any] = jax.jit,
   ):
     self.probed, self.carried, self.k, self.offset = probed, carried, k, offset
+    self.jit = jit
 
   def probes_at(self, step: Any) -> bool:
     """Whether step ``step`` (0 for the first) probes.
@@ -69,14 +78,43 @@ class EveryK:
   def __call__(self, step: Any, *args: Any, **kwargs: Any) -> Any:
     """Runs step number ``step``: ``probed`` or ``carried`` on the arguments."""
     fn = self.probed if self.probes_at(step) else self.carried
+    if self.jit is jax.jit:
+      _refuse_nnx_objects(args, kwargs)
     return fn(*args, **kwargs)
 
   def __repr__(self) -> str:
     return f'EveryK(k={self.k}, offset={self.offset})'
 
 
+def _refuse_nnx_objects(args: Any, kwargs: Any) -> None:
+  """Refuses NNX objects among a ``jax.jit`` step's arguments, with the fix.
+
+  ``jax.jit`` treats an ``nnx.Module`` or ``nnx.Optimizer`` as a pytree and
+  drops whatever the step writes to it: the step would run and train nothing.
+  """
+  nnx_graph = sys.modules.get('flax.nnx.graph')
+  if nnx_graph is None:  # flax.nnx never imported: no NNX object can be here.
+    return
+  found = [
+    type(x).__name__
+    for x in jax.tree.leaves((args, kwargs), is_leaf=nnx_graph.is_graph_node)
+    if nnx_graph.is_graph_node(x)
+  ]
+  if found:
+    raise TypeError(
+      f'every_k compiled this step with jax.jit, which drops what the step writes to the NNX '
+      f'objects it is given ({", ".join(sorted(set(found)))}): the model would not train. Pass '
+      'every_k(train_step, k, jit=nnx.jit) for a step over NNX objects.'
+    )
+
+
 def every_k(
-  train_step: Callable[..., Any], k: int, *, offset: int = 0, **jit_kwargs: Any
+  train_step: Callable[..., Any],
+  k: int,
+  *,
+  offset: int = 0,
+  jit: Callable[..., Any] = jax.jit,
+  **jit_kwargs: Any,
 ) -> EveryK:
   """Probes rho every ``k``-th step, the other steps compiled without the probe.
 
@@ -119,8 +157,12 @@ def every_k(
       compilation).
     offset: probe where ``step % k == offset`` (and on step 0), as
       ``lgi_probe``'s ``probe_offset``; an int in ``[0, k)``.
-    **jit_kwargs: passed to ``jax.jit`` for both versions
-      (``donate_argnums``, ``static_argnums``, shardings, ...).
+    jit: the transform that compiles both versions: ``jax.jit``, or
+      ``nnx.jit`` for a step that takes NNX objects (a model, an
+      ``nnx.Optimizer``) and updates them in place; ``jax.jit`` would drop
+      those updates, so with it such arguments are refused.
+    **jit_kwargs: passed to ``jit`` for both versions (``donate_argnums``,
+      ``static_argnums``, shardings, ...).
 
   Returns:
     An :class:`EveryK`: call it as ``step(step_count, *args, **kwargs)``. Its
@@ -135,8 +177,6 @@ def every_k(
   offset = lgi.static_int('offset', offset, minimum=0)
   if k > 1 and offset >= k:
     raise ValueError(f'offset={offset} must be smaller than k={k}.')
-  probed = jax.jit(functools.partial(train_step, probe_now=True), **jit_kwargs)
-  carried = (
-    probed if k == 1 else jax.jit(functools.partial(train_step, probe_now=False), **jit_kwargs)
-  )
-  return EveryK(probed, carried, k=k, offset=0 if k == 1 else offset)
+  probed = jit(functools.partial(train_step, probe_now=True), **jit_kwargs)
+  carried = probed if k == 1 else jit(functools.partial(train_step, probe_now=False), **jit_kwargs)
+  return EveryK(probed, carried, k=k, offset=0 if k == 1 else offset, jit=jit)

@@ -224,6 +224,85 @@ def test_nnx_value_and_grad_is_consistent_and_updates_the_model():
   )
 
 
+class NnxCallRngs(nnx.Module):
+  """Dropout whose RNG streams come at call time, ``model(x, rngs=rngs)``."""
+
+  def __init__(self, rngs):
+    self.l1 = nnx.Linear(4, 16, rngs=rngs)
+    self.drop = nnx.Dropout(0.5)
+    self.l2 = nnx.Linear(16, 1, rngs=rngs)
+
+  def __call__(self, x, rngs=None):
+    return self.l2(self.drop(nnx.relu(self.l1(x)), rngs=rngs))
+
+
+def mse_call_rngs(model, x, y, rngs):
+  return jnp.mean((model(x, rngs=rngs) - y) ** 2)
+
+
+def test_nnx_rngs_passed_to_the_loss_are_snapshotted_like_the_models_state():
+  """Formerly a TraceContextError (helper) and a misleading closure error (by hand)."""
+  x, y = regression_batch()
+  model, rngs = NnxCallRngs(nnx.Rngs(0)), nnx.Rngs(dropout=5)
+  twin, twin_rngs = NnxCallRngs(nnx.Rngs(0)), nnx.Rngs(dropout=5)
+  params = nnx_params(model)
+  loss, grads, value_fn = flax_utils.nnx_value_and_grad(mse_call_rngs, model, x, y, rngs)
+  # The gradient of nnx.value_and_grad, and the caller's streams moved on as with it.
+  loss2, grads2 = nnx.value_and_grad(mse_call_rngs)(twin, x, y, twin_rngs)
+  assert float(loss) == float(loss2)
+  jax.tree.map(np.testing.assert_array_equal, nnx.as_pure(grads), nnx.as_pure(grads2))
+  assert int(rngs.dropout.count[...]) == int(twin_rngs.dropout.count[...]) == 1
+  # The probes read the gradient's mask, at every call, and leave the streams alone.
+  assert float(value_fn(params)) == float(loss) == float(value_fn(params))
+  assert int(rngs.dropout.count[...]) == 1
+  # By hand: the value_fn built before the gradient's pass reads its mask.
+  by_hand = flax_utils.nnx_value_fn(model, mse_call_rngs, x, y, rngs)
+  loss3 = nnx.value_and_grad(mse_call_rngs)(model, x, y, rngs)[0]
+  assert float(by_hand(nnx_params(model))) == float(loss3) != float(loss)
+  # And it trains under nnx.jit with the optimizer.
+  optimizer = nnx.Optimizer(model, sadam_optax.sadamw(1e-2), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer, rngs):
+    loss, grads, value_fn = flax_utils.nnx_value_and_grad(
+      mse_call_rngs, model, x, y, rngs, wrt=optimizer.wrt
+    )
+    optimizer.update(model, grads, value_fn=value_fn, value=loss)
+    return loss
+
+  losses = [float(step(model, optimizer, rngs)) for _ in range(20)]
+  assert np.all(np.isfinite(losses)) and np.mean(losses[-5:]) < np.mean(losses[:5])
+  assert int(rngs.dropout.count[...]) == 2 + 20
+
+
+@pytest.mark.parametrize('k', [1, 2])
+def test_every_k_refuses_nnx_objects_under_jax_jit_and_trains_them_under_nnx_jit(k):
+  """Formerly jax.jit silently dropped the step's writes: nothing trained."""
+  x, y = regression_batch()
+
+  def train(every, probe_every=1):
+    model = NnxTrainMode(nnx.Rngs(0, dropout=1))
+    optimizer = nnx.Optimizer(
+      model, sadam_optax.sadamw(3e-2, probe_every=probe_every), wrt=nnx.Param
+    )
+
+    def train_step(model, optimizer, *, probe_now=None):
+      loss, grads, value_fn = flax_utils.nnx_value_and_grad(mse, model, x, y, wrt=optimizer.wrt)
+      optimizer.update(model, grads, value_fn=value_fn, value=loss, probe_now=probe_now)
+      return loss
+
+    step = every(train_step)
+    return [float(step(i, model, optimizer)) for i in range(6)], optimizer
+
+  with pytest.raises(TypeError, match=r'jit=nnx\.jit'):
+    train(lambda fn: sadam_optax.every_k(fn, k))
+  losses, optimizer = train(lambda fn: sadam_optax.every_k(fn, k, jit=nnx.jit))
+  assert int(optimizer.step[...]) == 6 and losses[-1] < losses[0]
+  # The trajectory of probe_every=k in one compiled step.
+  same, _ = train(lambda fn: lambda i, *a: nnx.jit(fn)(*a), probe_every=k)
+  np.testing.assert_allclose(losses, same, rtol=1e-6)
+
+
 def test_nnx_fresh_dropout_draws_a_mask_per_point():
   x, y = regression_batch()
   model = NnxTrainMode(nnx.Rngs(0, dropout=1))

@@ -123,12 +123,12 @@ def test_the_0_4_default_keeps_its_keys_under_0_5_and_0_6(monkeypatch):
   # what a reading lost in the loss's rounding does, and minibatch QAT resolves every one; 0.6.1
   # changed no number, 0.6.2 only steps whose step rounds away on a coordinate (the study's first
   # epoch ends byte for byte the same), 0.6.3 only eager calls (the study jits), 0.7 only runs with
-  # b1 >= 0.99 (the study runs 0.9). The 0.4 default's
+  # b1 >= 0.99 (the study runs 0.9), 0.7.1 no number. The 0.4 default's
   # first CIFAR-10 run, as committed (key e5b7f25a5d607c26).
   base = dict(study_lib._base(loop='python'), optimizer='sadamw', lr=1e-3, seed=0)
   config = study_lib.RunConfig(**base)
   monkeypatch.setattr(optax, '__version__', '0.2.8')
-  for version in ('0.4.0', '0.5.0', '0.6.0', '0.6.1', '0.6.2', '0.6.3', '0.7.0'):
+  for version in ('0.4.0', '0.5.0', '0.6.0', '0.6.1', '0.6.2', '0.6.3', '0.7.0', '0.7.1'):
     monkeypatch.setattr(sadam_optax, '__version__', version)
     assert study_lib.run_key(config) == 'e5b7f25a5d607c26'
 
