@@ -1,7 +1,7 @@
 """Families of non-smooth problems with a known minimiser, for the suite.
 
-The instances of :mod:`experiments.nonsmooth_suite`: thirty-five families of
-random convex (and four non-convex) problems whose minimiser, or optimal value, is
+The instances of :mod:`experiments.nonsmooth_suite`: thirty-six families of
+random convex (and five non-convex) problems whose minimiser, or optimal value, is
 known to high precision: in closed form, planted, or solved once in float64 by
 a method of its own (coordinate descent, a dual QP, a linear program, FISTA,
 ...). ``tests/test_nonsmooth_families.py`` checks each against perturbations
@@ -140,6 +140,12 @@ instances of a family):
     ``d/2`` to ``2d``, ``d`` up to 100), so the cone where every unit is dead is
     wide and Adam crosses it on the L1 term alone; up to half the targets
     exactly 0, the rest of scale 0.1-10, L1 1e-4-1e-1; ``w* = 0``.
+36. ``quantized_regression``: least squares through a weight quantizer,
+    ``0.5 mean((X Q(w) - y)^2)`` with ``Q(w) = delta round(w / delta)`` and
+    the straight-through gradient (``Q`` read as the identity), the targets
+    planted at a grid point ``q*`` (``delta`` 1/32-1/4): the loss is
+    piecewise constant, 0 on the whole cell of ``q*`` and nowhere else
+    (``X`` has full column rank); metric: the excess loss, ``f* = 0``.
 
 Families 12-15 were added after the default was chosen, as held-out
 families (their results: ``nonsmooth_suite_heldout_families``); so were
@@ -151,7 +157,8 @@ later (``nonsmooth_suite_heldout_families_4``), and family 30 a session after
 that (``nonsmooth_suite_partial_l1``). Families 31-34 were invented on
 2026-12-03 as a further held-out check of 0.7's default (their results:
 ``nonsmooth_suite_heldout_families_5``), and family 35 a session later
-(``nonsmooth_suite_heldout_families_6``).
+(``nonsmooth_suite_heldout_families_6``); family 36 followed an outside check
+of quantized problems through the public API (``nonsmooth_suite_heldout_families_7``).
 
 References:
   Xu, She, Jin, Wang, `Singularity-aware Optimization via Randomized Geometric
@@ -175,6 +182,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
@@ -2172,6 +2180,37 @@ def make_relu_dead(rng: np.random.Generator, index: int) -> Instance:
   return _relu_instance(rng, x, y, l1, d)
 
 
+# 36. Least squares through a straight-through weight quantizer.
+
+
+def quantized_regression_objective(data, w, xp=jnp):
+  """``0.5 mean((X Q(w) - y)^2)``, ``Q(w) = delta round(w / delta)``, straight-through.
+
+  With ``jax.numpy`` the gradient passes through ``Q`` as through the identity
+  (the straight-through estimator of quantization-aware training); numpy has
+  no gradient and evaluates ``Q`` as it is.
+  """
+  s = w / data['delta']
+  rounded = xp.round(s)
+  if xp is jnp:
+    rounded = s + jax.lax.stop_gradient(rounded - s)
+  r = data['x'] @ (data['delta'] * rounded) - data['y']
+  return 0.5 * xp.mean(r * r)
+
+
+def make_quantized_regression(rng: np.random.Generator, index: int) -> Instance:
+  """``y = X q*`` for a grid point ``q* = delta k``, ``k`` in ``{-8, ..., 8}^d``,
+  ``delta`` log-uniform in ``[1/32, 1/4]``; ``n >= 4 d`` Gaussian rows of
+  conditioning 1-30 (full column rank, so the cell of ``q*`` is the only zero);
+  the start at distance 2 from ``q*``."""
+  n, d = ((40, 10), (120, 30), (240, 60))[index % 3]
+  x = _conditioned(rng, n, d, _log_uniform(rng, 1.0, 30.0))
+  delta = _log_uniform(rng, 1 / 32, 1 / 4)
+  q = delta * rng.integers(-8, 9, d).astype(np.float64)
+  data = dict(x=x, y=x @ q, delta=np.float64(delta))
+  return Instance(data, _start_near(rng, q), q, 0.0, dict(n=n, d=d, delta=delta))
+
+
 FAMILIES = {
   f.name: f
   for f in (
@@ -2447,6 +2486,15 @@ FAMILIES = {
       'mean((relu(Xw)-y)^2) + l1|w|_1, y <= 0 (up to half 0, scale 0.1-10), w* = 0; d in {20, 50, '
       '100}, n in {d/2, d, 2d}, cond 1-100, l1 1e-4-1e-1',
     ),
+    Family(
+      'quantized_regression',
+      quantized_regression_objective,
+      make_quantized_regression,
+      'excess',
+      '0.5 mean((X Q(w)-y)^2), Q = delta round(w/delta) straight-through, y = X q* planted on the '
+      'grid, f* = 0 on its cell; (n, d) in {(40, 10), (120, 30), (240, 60)}, cond 1-30, '
+      'delta 1/32-1/4',
+    ),
   )
 }
 
@@ -2462,7 +2510,7 @@ ROWS = {
   **dict.fromkeys(
     'relu_regression lasso huber svm relu_net quantile group_lasso l1_logistic lad_lasso '
     'sharp_lad relu_neuron lasso_crossing l1_svm nnls_penalty linf_penalty elastic_net '
-    'partial_l1 relu_bias relu_small_l1 relu_dead'.split(),
+    'partial_l1 relu_bias relu_small_l1 relu_dead quantized_regression'.split(),
     _XY,
   ),
   'phase_retrieval': ('x', 'b'),

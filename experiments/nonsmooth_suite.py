@@ -5,11 +5,11 @@ minimiser, or optimal value, is known to high precision. Every method starts
 every instance from the same point and runs a constant learning rate; the end
 state is compared with plain Adam's, instance by instance.
 
-Families: :data:`experiments.nonsmooth_families.FAMILIES` (thirty-five, numbered
+Families: :data:`experiments.nonsmooth_families.FAMILIES` (thirty-six, numbered
 there; every instance knows its minimiser ``w*`` or its optimal value ``f*``).
 
 Metric per run: ``m_t`` = ``||w_t - w*||`` (families 1-6, 10, 11, 16, 20, 21, 23, 25-35)
-or ``f(w_t) - f*`` (families 7-9, 12-15, 17-19, 22, 24). The *band* is ``m_t`` over the last
+or ``f(w_t) - f*`` (families 7-9, 12-15, 17-19, 22, 24, 36). The *band* is ``m_t`` over the last
 10% of the steps (its mean, ``band``, and its max, ``band_max``); also the
 first step at which
 ``m_t <= tol * m_0`` (``tol = 1e-2``). Bands below ``1e-6 * m_0`` are float32

@@ -8,6 +8,7 @@ and jax objectives agree, and that instances are fixed by their seed and
 varied across a family.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -353,3 +354,28 @@ def test_relu_variants_have_nonpositive_targets_and_the_minimiser_at_zero(family
     assert np.linalg.norm(inst.start) == pytest.approx(radius, rel=1e-12)
   small = [float(i.data['l1']) for i in _instances('relu_small_l1')]
   assert all(1e-4 <= l1 <= 1e-3 for l1 in small)
+
+
+def test_quantized_regression_is_zero_on_the_planted_cell_only_and_straight_through():
+  objective = nf.quantized_regression_objective
+  rng = np.random.default_rng(0)
+  for inst in _instances('quantized_regression'):
+    q, delta = inst.minimiser, float(inst.data['delta'])
+    assert inst.optimum == 0.0 and objective(inst.data, q, np) == 0.0
+    # The whole cell of q* is a minimum; a step of one grid point in any
+    # coordinate leaves it for a positive loss (X has full column rank).
+    inside = q + rng.uniform(-0.49, 0.49, q.shape) * delta
+    assert objective(inst.data, inside, np) == 0.0
+    for i in rng.choice(q.size, 5, replace=False):
+      for sign in (-1, 1):
+        assert objective(inst.data, q + sign * delta * np.eye(q.size)[i], np) > 0
+    assert objective(inst.data, inst.start, np) > 0
+  # The gradient is the straight-through one: that of least squares at Q(w).
+  inst = _instances('quantized_regression')[0]
+  data = {k: jnp.asarray(v, jnp.float32) for k, v in inst.data.items()}
+  w = jnp.asarray(inst.start, jnp.float32)
+  x, y, delta = inst.data['x'], inst.data['y'], float(inst.data['delta'])
+  rounded = delta * np.round(np.asarray(w, np.float64) / delta)
+  expected = x.T @ (x @ rounded - y) / x.shape[0]
+  got = jax.grad(lambda v: objective(data, v))(w)
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-6)
