@@ -44,7 +44,7 @@ from sadam_optax import probe_transform
 
 RULES = {
   'adam': lambda lr: optax.with_extra_args_support(optax.adam(lr)),
-  'sadam-0.5': lambda lr: sadam_optax.sadam(lr, unresolved_fade=0.0),
+  'sadam-0.5': lambda lr: sadam_optax.sadam(lr, unresolved_fade=0.0, release_cap=None),
   'sadam': lambda lr: sadam_optax.sadam(lr),
 }
 WINDOW = 0.1  # The band: the mean distance over this last share of the steps.

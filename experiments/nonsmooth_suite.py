@@ -43,7 +43,10 @@ it keeps the last, ``unresolved_fade=0.99``; the version-named methods and
 ``sadam-fade-F`` for other fades), ``sadam-0.6`` (the store keeps all the
 brake holds whatever ``b1``; since 0.7 it drops the uphill share where
 ``b1 >= 0.99``, and the version-named methods keep all of it, as those
-versions did), ``sadam-drop-uphill`` (the store drops it whatever ``b1``),
+versions did), ``sadam-0.7`` (the store returns ``release`` of itself however
+small Adam's step; since 0.8 at most three times Adam's step on a coordinate, and
+the version-named methods return without that cap, as those versions did),
+``sadam-drop-uphill`` (the store drops it whatever ``b1``),
 ``sadam-averaged`` (the damping
 averaged over probes, ``damping_decay=0.7``), ``sadam-envelope`` (harder
 readings at once, softer ones over about ten probes, ``damping_recovery=0.9``),
@@ -236,6 +239,7 @@ def sadam_no_wait(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientT
     damping_recovery=None,
     unresolved_fade=0.0,
     store_uphill=True,
+    release_cap=None,
   )
 
 
@@ -252,18 +256,23 @@ def sadam_envelope(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.Gradient
 def sadam_0_4(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """The 0.4 default: each reading as it comes whatever ``b2`` (0.5: the envelope below 0.999)."""
   return sadam_optax.sadam(
-    lr, b1, b2, damping_recovery=None, unresolved_fade=0.0, store_uphill=True
+    lr, b1, b2, damping_recovery=None, unresolved_fade=0.0, store_uphill=True, release_cap=None
   )
 
 
 def sadam_0_5(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """The 0.5 default: a reading lost in the loss's rounding reads as smooth (0.6 keeps the last)."""
-  return sadam_optax.sadam(lr, b1, b2, unresolved_fade=0.0, store_uphill=True)
+  return sadam_optax.sadam(lr, b1, b2, unresolved_fade=0.0, store_uphill=True, release_cap=None)
 
 
 def sadam_0_6(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
   """The 0.6 default: the store keeps the uphill share of what the brake holds whatever ``b1``."""
-  return sadam_optax.sadam(lr, b1, b2, store_uphill=True)
+  return sadam_optax.sadam(lr, b1, b2, store_uphill=True, release_cap=None)
+
+
+def sadam_0_7(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
+  """The 0.7 default: the store returns ``release`` of itself however small Adam's step."""
+  return sadam_optax.sadam(lr, b1, b2, release_cap=None)
 
 
 def sadam_drop_uphill(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
@@ -299,6 +308,7 @@ METHODS: dict[str, Factory] = {
   'sadam-0.4': sadam_0_4,
   'sadam-0.5': sadam_0_5,
   'sadam-0.6': sadam_0_6,
+  'sadam-0.7': sadam_0_7,
   'sadam-drop-uphill': sadam_drop_uphill,
   'sadam-every4': sadam_every4,
   'sadam-compound-release': sadam_compound_release,

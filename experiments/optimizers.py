@@ -20,7 +20,9 @@ the 0.4 default), ``'sadam-0.5'`` (the 0.5 default: a reading lost in the
 loss's rounding reads as smooth; since 0.6 it keeps the last); the
 version-named ones read such a step as smooth, as those versions did;
 ``'sadam-0.6'`` (the store keeps all the brake holds whatever ``b1``; since
-0.7 it drops the uphill share where ``b1 >= 0.99``);
+0.7 it drops the uphill share where ``b1 >= 0.99``); ``'sadam-0.7'`` (the store
+returns however small Adam's step; since 0.8 at most three times it on a
+coordinate, and the version-named ones return without that cap);
 ``'sgd'`` (momentum), ``'prox-sgd'`` (momentum SGD then L1 soft-thresholding),
 ``'sam'`` (SAM around momentum SGD; two gradients per step, ``update`` needs
 ``grad_fn``).
@@ -67,6 +69,7 @@ SADAM_ESTIMATORS = {
   'sadam-0.4': 'uphill',
   'sadam-0.5': 'uphill',
   'sadam-0.6': 'uphill',
+  'sadam-0.7': 'uphill',
 }
 # Settings beyond the estimator, per S-AdamW name.
 SADAM_SETTINGS = {
@@ -77,11 +80,13 @@ SADAM_SETTINGS = {
   'sadam-envelope': dict(damping_decay=0.0, damping_recovery=0.9),
   'sadam-every4': dict(probe_every=4),
   # Each reading as it comes whatever b2 (0.5: 'auto').
-  'sadam-0.4': dict(damping_recovery=None, unresolved_fade=0.0),
+  'sadam-0.4': dict(damping_recovery=None, unresolved_fade=0.0, release_cap=None),
   # A reading lost in the loss's rounding reads as smooth (0.6 keeps the last).
-  'sadam-0.5': dict(unresolved_fade=0.0),
+  'sadam-0.5': dict(unresolved_fade=0.0, release_cap=None),
   # The store keeps all the brake holds whatever b1 (0.7: 'auto' drops the uphill share at b1 0.99).
-  'sadam-0.6': dict(store_uphill=True),
+  'sadam-0.6': dict(store_uphill=True, release_cap=None),
+  # The store returns however small Adam's step (0.8: at most 3x it on a coordinate).
+  'sadam-0.7': dict(release_cap=None),
 }
 
 # Settings of the quantization-aware candidates (one each, not tuned).

@@ -171,6 +171,10 @@ SAME_WHERE_STEPS_MOVE = {'0.6.2': '0.6.1'}
 # uphill share of what the brake holds; every study runs optax's b1 0.9, where the update is the
 # same program): their runs keep the keys of the version before.
 SAME_AT_LIGHT_MOMENTUM = {'0.7.0': '0.6.3'}
+# Library versions that changed only the default's store (0.8: it returns at most three times
+# Adam's step on a coordinate): every arm but 'sadamw' pins release_cap=None or runs no release,
+# so their runs keep the keys of the version before.
+SAME_WITHOUT_CAP = {'0.8.0': '0.7.1'}
 # Each version above keeps the keys of the one it names, and that one of its own, and so on.
 SAME_AS_BEFORE = {
   **SAME_AT_LONG_B2,
@@ -302,7 +306,11 @@ def code_version(optimizer: str) -> dict[str, Any]:
     # Since 0.7; 'auto' is True (the store as before) at the study's b1 0.9.
     if defaults.get('store_uphill') in ("'auto'", 'True'):
       defaults.pop('store_uphill')
+    # Since 0.8; keyed by the library version ('sadamw' alone runs it).
+    defaults.pop('release_cap', None)
     current = sadam_optax.__version__
+    if optimizer != 'sadamw':
+      current = SAME_WITHOUT_CAP.get(current, current)
     while current in SAME_AS_BEFORE:
       current = SAME_AS_BEFORE[current]
     library = LIBRARY_OF.get(optimizer, current)
@@ -450,7 +458,12 @@ def _register(optimizer: str, weight_decay: float) -> str:
     make = lambda lr, seed: sadam_optax.sadamw(lr, weight_decay=weight_decay, seed=seed)
   elif optimizer == 'sadamw-0.3':  # The defaults of 0.3: the release never waits.
     make = lambda lr, seed: sadam_optax.sadamw(
-      lr, weight_decay=weight_decay, seed=seed, release_waits=False, unresolved_fade=0.0
+      lr,
+      weight_decay=weight_decay,
+      seed=seed,
+      release_waits=False,
+      unresolved_fade=0.0,
+      release_cap=None,
     )
   elif optimizer == 'sadamw-0.2':  # The defaults of 0.2: no release.
     make = lambda lr, seed: sadam_optax.sadamw(
@@ -460,7 +473,12 @@ def _register(optimizer: str, weight_decay: float) -> str:
     make = lambda lr, seed: sadam_optax.paper_sadamw(lr, weight_decay=weight_decay, seed=seed)
   elif optimizer == 'sadamw-envelope':  # Harder readings at once, softer over ~10 probes.
     make = lambda lr, seed: sadam_optax.sadamw(
-      lr, weight_decay=weight_decay, seed=seed, damping_decay=0.0, damping_recovery=0.9
+      lr,
+      weight_decay=weight_decay,
+      seed=seed,
+      damping_decay=0.0,
+      damping_recovery=0.9,
+      release_cap=None,  # As it ran (0.5-0.7).
     )
   else:
     raise ValueError(f'Unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}.')

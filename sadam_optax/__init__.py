@@ -26,7 +26,7 @@ from sadam_optax.transform import DampingScaleState
 from sadam_optax.transform import singularity_aware
 from sadam_optax.transform import SingularityAwareState
 
-__version__ = '0.7.1'
+__version__ = '0.8.0'
 
 # Submodules that import more than jax and optax load on first use, so that
 # `sadam_optax.flax_utils.nnx_value_fn` works after `import sadam_optax`.

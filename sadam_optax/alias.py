@@ -72,6 +72,7 @@ def sadam(
   min_damping: float = 0.03,
   release: transform.Release = 'auto',
   release_waits: bool = True,
+  release_cap: transform.ReleaseCap = transform.DEFAULT_RELEASE_CAP,
   damping_decay: float = transform.DEFAULT_DAMPING_DECAY,
   damping_recovery: transform.Recovery = 'auto',
   store_uphill: transform.StoreUphill = 'auto',
@@ -87,8 +88,9 @@ def sadam(
   .. math::
     u_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon), \quad
     d_t = e^{-\lambda \rho_t}, \\
-    \theta_{t+1} = \theta_t - \eta_t\, (d_t u_t + r_t \odot h_t), \quad
-    h_{t+1} = (1 - r_t) \odot h_t + (1 - d_t) u_t
+    c_t = \mathrm{clip}(r_t \odot h_t, \pm \kappa |u_t|), \\
+    \theta_{t+1} = \theta_t - \eta_t\, (d_t u_t + c_t), \quad
+    h_{t+1} = h_t - c_t + (1 - d_t) u_t
 
   The brake holds back what it takes from a step (``h``, zero at the start)
   and returns ``r = release`` of it per step: what it holds on steps that
@@ -107,6 +109,11 @@ def sadam(
   and ``b1 < 0.99`` that one is 0.9 by default (an envelope: a harder
   reading applies at once, a softer one over about ten probes); with
   optax's ``b2`` each reading applies as it comes (see the arguments).
+  Since 0.8 the store returns on each coordinate at most ``kappa =
+  release_cap`` (3) times Adam's own step there: in steady travel it returns
+  ``1 - d`` of that step, below the cap; where Adam comes to rest (a flat
+  minimum: a straight-through quantizer's gradient vanishes on the cell of
+  its minimiser) the store no longer pushes on alone.
 
   ``rho`` is measured along Adam's proposed step (``estimator='uphill'``: the
   share of the step along which the loss rises, from its start slope, given
@@ -176,6 +183,12 @@ def sadam(
     release_waits: the store returns at a tenth of the rate on the
       coordinates where returning it would go uphill (since 0.4); False
       returns it everywhere at the full rate, as 0.3 did.
+    release_cap: the store returns on each coordinate at most this multiple
+      of Adam's step there (since 0.8; default 3, None: no cap, as 0.7).
+      Where Adam comes to rest on a flat minimum the store pushed on alone
+      and carried the iterate out of it again and again (least squares
+      through a straight-through quantizer); see
+      :func:`sadam_optax.damping_scale`.
     damping_decay: ``rule='exp'`` only: the damping is an average over
       probes of ``exp(-lam * rho)`` with this decay, in [0, 1); 0 (default):
       each reading as it comes. 0.7 keeps S-Adam's band below Adam's across
@@ -241,6 +254,7 @@ def sadam(
     min_damping=min_damping,
     release=release,
     release_waits=release_waits,
+    release_cap=release_cap,
     damping_decay=damping_decay,
     damping_recovery=damping_recovery,
     store_uphill=store_uphill,
@@ -272,6 +286,7 @@ def sadamw(
   min_damping: float = 0.03,
   release: transform.Release = 'auto',
   release_waits: bool = True,
+  release_cap: transform.ReleaseCap = transform.DEFAULT_RELEASE_CAP,
   damping_decay: float = transform.DEFAULT_DAMPING_DECAY,
   damping_recovery: transform.Recovery = 'auto',
   store_uphill: transform.StoreUphill = 'auto',
@@ -311,6 +326,7 @@ def sadamw(
     min_damping: see :func:`sadam`.
     release: see :func:`sadam`.
     release_waits: see :func:`sadam`.
+    release_cap: see :func:`sadam`.
     damping_decay: see :func:`sadam`.
     damping_recovery: see :func:`sadam`.
     store_uphill: see :func:`sadam`.
@@ -353,6 +369,7 @@ def sadamw(
     min_damping=min_damping,
     release=release,
     release_waits=release_waits,
+    release_cap=release_cap,
     damping_decay=damping_decay,
     damping_recovery=transform.resolve_damping_recovery(damping_recovery, b1, b2, damping_decay),
     store_uphill=transform.resolve_store_uphill(store_uphill, b1),

@@ -49,6 +49,14 @@ RELEASE_BY_RULE = {'exp': DEFAULT_RELEASE, 'compound': None}
 # suite, 8 with the wait); never returning there held travel back for good (max-affine at lr
 # 3e-3: 4.1x Adam's band on one instance with 0, 1.8x with 0.1).
 UPHILL_RELEASE_SHARE = 0.1
+# The store returns on each coordinate at most this multiple of the step it brakes there (0.8).
+# In steady travel it returns (1 - damping) of that step, below the cap; where Adam comes to rest
+# (the gradient vanishes on a flat minimum, as a straight-through quantizer's does on the cell of
+# its minimiser) the store's return would be the whole step: it pushed the iterate out of such a
+# cell again and again (least squares through a quantizer, seed 0: 13 and 8 of 24 instances left
+# the cell where Adam settled, at lr 1e-2 and 3e-2). A cap of 1 slowed travel at lr 1e-3 where
+# Adam's step shrinks before it settles; 3 keeps it (docs: findings).
+DEFAULT_RELEASE_CAP = 3.0
 # The damping's average over probes is opt-in (damping_decay > 0): it ends the widening of Adam's
 # band across smooth valleys with a short b2 (Huber at lr 1e-3, b1 0.9 / b2 0.95: 42% -> 83% of
 # instances at most Adam's band; 45 -> 37 failing cells over sixteen instance sets of the suite)
@@ -82,6 +90,7 @@ HEAVY_B1 = 0.99
 StoreUphill = Union[bool, jax.Array, Literal['auto']]
 Recovery = Union[float, None, Literal['auto']]
 Release = Union[float, None, Literal['auto']]
+ReleaseCap = Optional[float]
 
 
 # --------------------------------------------------------------------------
@@ -103,6 +112,8 @@ class Brake(NamedTuple):
     release_waits: the store mostly waits on the coordinates where
       returning it would go uphill along the gradient (since 0.4; False: as
       0.3).
+    release_cap: the store returns on each coordinate at most this multiple
+      of the step it brakes there (since 0.8; None: no cap, as 0.7).
     damping_decay: ``'exp'`` only: how gradually the damping follows a
       reading that brakes harder than it: the decay of a moving average
       over probes, in [0, 1) (0, the default: at once).
@@ -120,6 +131,7 @@ class Brake(NamedTuple):
   min_damping: float
   release: Release = 'auto'
   release_waits: bool = True
+  release_cap: ReleaseCap = DEFAULT_RELEASE_CAP
   damping_decay: float = DEFAULT_DAMPING_DECAY
   damping_recovery: Optional[float] = DEFAULT_DAMPING_RECOVERY
   store_uphill: Any = True
@@ -364,6 +376,19 @@ def check_store_uphill(store_uphill: Any) -> Any:
   raise TypeError(f'store_uphill={store_uphill!r}: it must be True or False (or a traced bool).')
 
 
+def check_release_cap(cap: Any) -> ReleaseCap:
+  """A release cap that is None or a number > 0 (traced allowed), refused with the fix otherwise."""
+  if cap is None or isinstance(cap, jax.core.Tracer):
+    return cap
+  value = None if isinstance(cap, (str, bool)) else known_value(cap)
+  if value is None or value.size != 1 or not value > 0 or not np.isfinite(value):
+    raise ValueError(
+      f'release_cap={cap!r}: the most the store returns on a coordinate, as a multiple of the '
+      'step there, must be a finite number > 0, or None for no cap.'
+    )
+  return cap
+
+
 def resolve_release(release: Release, rule: str) -> Optional[float]:
   """The release a rule uses: ``'auto'`` resolved, anything else checked.
 
@@ -392,6 +417,7 @@ def brake_and_release(
   step_sign: Any = 1.0,
   store_now: Any = None,
   intake: Any = None,
+  cap: ReleaseCap = None,
 ):
   """``(damping * updates + rate * held, new held)``.
 
@@ -423,6 +449,9 @@ def brake_and_release(
     intake: None (the store takes all that the brake holds back), or a
       float32 scalar in [0, 1]: the share of it the store takes (the rest is
       dropped).
+    cap: None, or a float > 0: on each coordinate the store returns at most
+      ``cap * |updates|`` (what stays is returned later), so that where the
+      step comes to rest the store does not push on alone.
 
   Returns:
     ``(braked updates, new store)``.
@@ -444,22 +473,33 @@ def brake_and_release(
       r = jnp.where(uphill, r * UPHILL_RELEASE_SHARE, r)
     return now(r, dtype)
 
+  def capped(r, u):  # What the store returns, at most cap * |u| a coordinate.
+    return r if cap is None else jnp.clip(r, -cap * jnp.abs(u), cap * jnp.abs(u))
+
+  def returned(u, h, g, dtype):
+    return capped(rate(h, g, dtype) * h.astype(dtype), u.astype(dtype))
+
   def braked(u, h, g):
-    return damping.astype(u.dtype) * u + rate(h, g, u.dtype) * h.astype(u.dtype)
+    return damping.astype(u.dtype) * u + returned(u, h, g, u.dtype)
 
   def kept(u, h, g):  # In the store's own dtype: a scan's carry keeps its type.
     d = damping.astype(h.dtype)
-    return (1 - rate(h, g, h.dtype)) * h + taken(d, h.dtype) * u.astype(h.dtype)
+    if cap is None:  # The same as below, in 0.7's arithmetic (bit for bit).
+      return (1 - rate(h, g, h.dtype)) * h + taken(d, h.dtype) * u.astype(h.dtype)
+    return h - returned(u, h, g, h.dtype) + taken(d, h.dtype) * u.astype(h.dtype)
 
   def braked_from_new(u, new, g):
-    # The same step, read from the new store: new - (1 - d) u = (1 - rate) h
-    # has h's sign, which picks the rate. Reading the old store in one pass
-    # only lets XLA update a donated store in place; two readers of it cost a
-    # copy of the store, one more pass over the parameters (XLA:CPU).
+    # The same step, read from the new store: x = new - (1 - d) u is what
+    # stayed of h; it has h's sign, which picks the rate, and it was returned
+    # r h = r / (1 - r) x, or cap * |u| where that is less (then
+    # r / (1 - r) |x| is more: the two cases part at the same point). Reading
+    # the old store in one pass only lets XLA update a donated store in
+    # place; two readers of it cost a copy of the store, one more pass over
+    # the parameters (XLA:CPU).
     d = damping.astype(u.dtype)
     x = new.astype(u.dtype) - taken(d, u.dtype) * u
     r = rate(x, g, u.dtype)
-    return d * u + r / (1 - r) * x
+    return d * u + capped(r / (1 - r) * x, u)
 
   def leafwise(fn, u_tree, h_tree):
     if grad is None:
@@ -573,6 +613,7 @@ def brake_update(
     # around the store costs XLA:CPU one more pass on every step.
     store_now=None if isinstance(due, bool) else due,
     intake=_intake(brake.store_uphill, rho),
+    cap=brake.release_cap,
   )
   return braked, DampingScaleState(damping=damping, probe_state=probe_state, held=held)
 
@@ -607,6 +648,7 @@ def damping_scale(
   min_damping: float = 0.03,
   release: Release = 'auto',
   release_waits: bool = True,
+  release_cap: ReleaseCap = DEFAULT_RELEASE_CAP,
   damping_decay: float = DEFAULT_DAMPING_DECAY,
   damping_recovery: Optional[float] = DEFAULT_DAMPING_RECOVERY,
   store_uphill: Any = True,
@@ -684,6 +726,12 @@ def damping_scale(
       of the rate on the coordinates where returning it would go uphill
       along it (to first order); False returns it everywhere (the 0.3
       brake).
+    release_cap: the store returns on each coordinate at most this
+      multiple of the step it brakes there (default 3; None: no cap, the
+      0.7 brake). In steady travel the store returns ``1 - damping`` of the
+      step, below the cap; where the step comes to rest (a flat minimum, a
+      straight-through quantizer's cell) the store would push on alone and
+      carry the iterate out again: it waits there.
     damping_decay: ``'exp'`` only: decay of the average over probes that
       the damping is, in [0, 1); 0 (the default, the paper's rule) takes
       each reading as it comes. A damping that follows each reading brakes
@@ -731,6 +779,7 @@ def damping_scale(
   if isinstance(min_damping, (int, float)) and not 0 < min_damping <= 1:
     raise ValueError(f'min_damping={min_damping}: it must lie in (0, 1].')
   release = resolve_release(release, rule)
+  release_cap = check_release_cap(release_cap)
   check_decay('damping_decay', damping_decay)
   if damping_recovery is not None:  # None: damping_decay's (_recovery).
     check_decay('damping_recovery', damping_recovery)
@@ -748,6 +797,7 @@ def damping_scale(
     min_damping=min_damping,
     release=release,
     release_waits=bool(release_waits),
+    release_cap=release_cap,
     damping_decay=damping_decay,
     damping_recovery=damping_recovery,
     store_uphill=store_uphill,
@@ -883,6 +933,7 @@ def singularity_aware(
     min_damping=brake.min_damping,
     release=brake.release,
     release_waits=brake.release_waits,
+    release_cap=brake.release_cap,
     damping_decay=brake.damping_decay,
     damping_recovery=brake.damping_recovery,
     store_uphill=brake.store_uphill,

@@ -549,6 +549,81 @@ def test_release_waits_where_returning_the_store_goes_uphill():
   np.testing.assert_allclose(total + store, updates.sum(0), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize('release', [0.01, 1.0])  # 1.0: the two-reader form.
+def test_store_returns_at_most_cap_times_the_step_and_keeps_the_rest(release):
+  brake_and_release = sadam_optax.transform.brake_and_release
+  u = jnp.asarray([1.0, -1e-3, 0.0, 2.0, -0.5], jnp.float32)
+  held = jnp.asarray([50.0, 40.0, -30.0, 0.5, 1.0], jnp.float32)
+  d = jnp.float32(0.5)
+  step, kept = brake_and_release(u, held, d, release, cap=3.0)
+  returned = np.clip(release * np.asarray(held), -3 * np.abs(u), 3 * np.abs(u))
+  np.testing.assert_allclose(step, 0.5 * np.asarray(u) + returned, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(kept, held - returned + 0.5 * u, rtol=1e-6, atol=1e-6)
+  # Where the step is 0 the store waits whole; nothing is lost.
+  assert float(kept[2]) == -30.0 and float(step[2]) == 0.0
+  np.testing.assert_allclose(step + kept, held + u, rtol=1e-6)
+  # No cap: the 0.7 release, bit for bit.
+  plain = brake_and_release(u, held, d, release)
+  jax.tree.map(
+    np.testing.assert_array_equal, brake_and_release(u, held, d, release, cap=None), plain
+  )
+  # In steady travel the store returns 1 - d of the step, below the cap: the cap never binds.
+  store = jnp.zeros(1)
+  for _ in range(3000):
+    step, store = brake_and_release(jnp.ones(1), store, jnp.float32(0.3), 0.01, cap=1.0)
+  np.testing.assert_allclose(step, 1.0, rtol=1e-4)
+
+
+def test_release_cap_is_the_default_and_a_bad_one_fails_with_advice():
+  w = jnp.zeros(2)
+  assert sadam_optax.damping_scale().brake.release_cap == 3.0
+  opt = sadam_optax.sadam(1e-2)
+  assert sadam_optax.Brake(lam=2.0, rule='exp', recovery=0.1, min_damping=0.03).release_cap == 3.0
+  assert optax.tree.get(opt.init(w), 'held').shape == (2,)
+  for cap in (0.0, -1.0, float('nan'), float('inf'), 'big', (1.0, 2.0)):
+    with pytest.raises(ValueError, match='release_cap'):
+      sadam_optax.sadam(1e-2, release_cap=cap)
+
+
+def test_where_the_gradient_vanishes_the_store_does_not_push_the_iterate_out():
+  # Least squares through a straight-through quantizer, planted on the grid: the loss is 0 on
+  # the planted cell and its gradient vanishes there. The store built while crossing cells
+  # returned at its own rate carried the iterate out of that cell again and again; capped at
+  # three times Adam's step, which dies away inside it, it waits.
+  rng = np.random.default_rng(3)
+  n, dim, delta = 40, 10, 0.05
+  x = jnp.asarray(rng.normal(size=(n, dim)), jnp.float32)
+  q = delta * rng.integers(-8, 9, dim)
+  y = x @ jnp.asarray(q, jnp.float32)
+
+  def loss(w):
+    s = w / delta
+    r = x @ (delta * (s + jax.lax.stop_gradient(jnp.round(s) - s))) - y
+    return 0.5 * jnp.mean(r * r)
+
+  def exits(opt):
+    w0 = jnp.asarray(q + rng_start, jnp.float32)
+
+    def body(carry, _):
+      w, state = carry
+      value, g = jax.value_and_grad(loss)(w)
+      u, state = opt.update(g, state, w, value_fn=loss, value=value)
+      w = optax.apply_updates(w, u)
+      return (w, state), jnp.all(jnp.round(w / delta) == jnp.round(q / delta))
+
+    _, inside = jax.jit(lambda: jax.lax.scan(body, (w0, opt.init(w0)), length=3000))()
+    inside = np.asarray(inside)
+    return int(np.sum(inside[:-1] & ~inside[1:])), bool(inside[-300:].all())
+
+  rng_start = rng.normal(size=dim)
+  rng_start *= 2.0 / np.linalg.norm(rng_start)
+  capped, uncapped = (
+    exits(sadam_optax.sadam(1e-2)),
+    exits(sadam_optax.sadam(1e-2, release_cap=None)),
+  )
+  assert capped[1] and 3 * capped[0] < uncapped[0]  # 11 exits against 67.
+
+
 def test_store_takes_only_the_downhill_share_when_told():
   brake_and_release = sadam_optax.transform.brake_and_release
   u = jnp.asarray([1.0, -2.0, 0.5], jnp.float32)

@@ -133,6 +133,17 @@ def test_the_0_4_default_keeps_its_keys_under_0_5_and_0_6(monkeypatch):
     assert study_lib.run_key(config) == 'e5b7f25a5d607c26'
 
 
+def test_0_8_changes_only_the_keys_of_the_default(monkeypatch):
+  # 0.8 capped the default's store; every other arm pins release_cap=None or runs no release.
+  monkeypatch.setattr(optax, '__version__', '0.2.8')
+  keys = {}
+  for version in ('0.7.1', '0.8.0'):
+    monkeypatch.setattr(sadam_optax, '__version__', version)
+    keys[version] = {o: study_lib.run_key(_config(o)) for o in study_lib.SADAM_OPTIMIZERS}
+  changed = {o for o in study_lib.SADAM_OPTIMIZERS if keys['0.7.1'][o] != keys['0.8.0'][o]}
+  assert changed == {'sadamw'}
+
+
 def test_keys(monkeypatch):
   config = _config('sadamw')
   adamw = _config('adamw')

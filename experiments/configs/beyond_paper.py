@@ -37,6 +37,7 @@ METHODS: dict[str, tuple[str, str]] = {
   'sadam-0.4': ('sadam-0.4', 'constant'),
   'sadam-0.5': ('sadam-0.5', 'constant'),
   'sadam-0.6': ('sadam-0.6', 'constant'),
+  'sadam-0.7': ('sadam-0.7', 'constant'),
   'sam-adamw': ('sam-adamw', 'constant'),
   'osc-brake-cosine': ('qa-brake', 'cosine'),
   'nagel-freeze-cosine': ('qa-freeze', 'cosine'),
