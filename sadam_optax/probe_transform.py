@@ -40,8 +40,11 @@ class LGIProbeState(NamedTuple):
     probe_key: raw PRNG key data (uint32) of the probes, split on every probed
       step; raw so that the state serialises like optax's own.
     rho: the last measured Local Geometric Instability (float32).
-    nonfinite_probes: probed steps whose probes returned NaN or inf; rho was
-      carried over on those (int32).
+    nonfinite_probes: probed steps whose probes returned NaN or inf (int32);
+      rho was carried over on those, except where a secant reading
+      (``'uphill'``, ``'secant'``) saw the loss turn non-finite along a finite
+      step from a finite start: that step leaves the loss's domain and reads
+      as uphill all the way, rho 1 (since 0.8).
     unresolved_probes: probed steps whose reading was lost in the loss's
       rounding (the loss changed along the step by no more than its last
       bits: :func:`sadam_optax.lgi.secant_reading`); rho was carried over on
@@ -292,8 +295,10 @@ def measure(
 
   Returns:
     The new :class:`LGIProbeState`; a probe that saw NaN or inf keeps the
-    last rho (nothing non-finite reaches the damping), and one whose reading
-    was lost in the loss's rounding keeps it faded by ``unresolved_fade``.
+    last rho (nothing non-finite reaches the damping), except a secant
+    reading of a step that leaves the loss's domain, which reads 1; one
+    whose reading was lost in the loss's rounding keeps it faded by
+    ``unresolved_fade``.
   """
   e = probe.estimator
   _check_params(params)
@@ -312,6 +317,7 @@ def measure(
     raise ValueError(f'probe_now= must be a Python bool (decided when tracing), got {probe_now!r}.')
   prev_direction, prev_slope = state.prev_direction, state.prev_slope
   key = state.probe_key
+  escaped = jnp.bool_(False)
   if e == 'trajectory':
     step = tree_math.scale_step(step, step_scale)
     rho, finite, prev_direction, prev_slope = _trajectory(probe, state, grad, params, step)
@@ -342,20 +348,28 @@ def measure(
         placement=probe.probe_placement,
         step_scale=step_scale,
       )
-      return rho.astype(jnp.float32), jnp.all(jnp.isfinite(samples)), resolved
+      return (
+        rho.astype(jnp.float32),
+        jnp.all(jnp.isfinite(samples)),
+        resolved,
+        _left_the_domain(e, samples, value),
+      )
 
     def carry(_):
-      return state.rho, jnp.bool_(True), jnp.bool_(True)
+      return state.rho, jnp.bool_(True), jnp.bool_(True), jnp.bool_(False)
 
     if probe_now is not None:
-      rho, finite, resolved = (run if probe_now else carry)(None)
+      rho, finite, resolved, escaped = (run if probe_now else carry)(None)
     elif every_step(probe):
-      rho, finite, resolved = run(None)
+      rho, finite, resolved, escaped = run(None)
     else:
-      rho, finite, resolved = jax.lax.cond(probe_due(probe, state.count), run, carry, None)
+      rho, finite, resolved, escaped = jax.lax.cond(probe_due(probe, state.count), run, carry, None)
   unresolved = finite & ~resolved
   faded = jnp.asarray(probe.unresolved_fade, jnp.float32) * state.rho
-  rho = jnp.where(finite, jnp.where(resolved, rho, faded), state.rho)
+  # A step that leaves the loss's domain reads as uphill all the way; any
+  # other non-finite reading keeps the last rho.
+  kept = jnp.where(escaped, jnp.float32(1.0), state.rho)
+  rho = jnp.where(finite, jnp.where(resolved, rho, faded), kept)
   return LGIProbeState(
     count=optax.safe_increment(state.count),
     probe_key=key,
@@ -365,6 +379,21 @@ def measure(
     prev_direction=prev_direction,
     prev_slope=prev_slope,
   )
+
+
+def _left_the_domain(estimator: str, samples: jax.Array, value: Any) -> jax.Array:
+  """Whether a secant reading saw the loss turn non-finite along a finite step.
+
+  The start slope, from the gradient, is finite and so is the loss at the
+  start (where ``value`` tells it), but the mean slope is not: the loss at
+  the step's end is NaN or inf. That step leaves where the loss is defined
+  (a log or a square root of a negative, an overflow): the hardest brake,
+  where carrying the last rho would take it in full.
+  """
+  if estimator not in lgi.SECANT_READINGS:
+    return jnp.bool_(False)
+  start = jnp.bool_(True) if value is None else jnp.all(jnp.isfinite(jnp.asarray(value)))
+  return jnp.isfinite(samples[0]) & ~jnp.isfinite(samples[1]) & start
 
 
 def lgi_probe(

@@ -44,6 +44,49 @@ def test_a_nan_step_is_counted_and_keeps_the_last_rho(estimator):
   assert float(optax.tree.get(state, 'rho')) == rho
 
 
+@pytest.mark.parametrize('estimator', ['uphill', 'secant'])
+def test_a_step_out_of_the_losss_domain_reads_uphill_all_the_way(estimator):
+  # w - log(w): defined for w > 0, minimum at 1. From w = 1.5 a step of -2 ends where the loss
+  # is NaN; the gradient and the loss at the start are finite. Carrying the last rho (0, a
+  # descent so far) would take the step in full.
+  loss = lambda w: jnp.sum(w - jnp.log(w))
+  probe = sadam_optax.lgi_probe(estimator=estimator)
+  w = jnp.array([1.5])
+  g = jax.grad(loss)(w)
+  _, state = probe.update(jnp.array([-2.0]), probe.init(w), w, value_fn=loss, grad=g, value=loss(w))
+  assert float(state.rho) == 1.0 and int(state.nonfinite_probes) == 1
+  # A loss already NaN at the start says nothing about the step: the last rho stays.
+  _, state = probe.update(
+    jnp.array([-0.1]),
+    state._replace(rho=jnp.float32(0.25)),
+    w,
+    value_fn=loss,
+    grad=g,
+    value=jnp.float32(jnp.nan),
+  )
+  assert float(state.rho) == 0.25 and int(state.nonfinite_probes) == 2
+
+
+def test_the_brake_keeps_adam_inside_the_losss_domain_at_a_learning_rate_that_leaves_it():
+  loss = lambda p: jnp.sum(p['w'] - jnp.log(p['w']))
+
+  def run(opt):
+    p = {'w': jnp.array([3.0, 0.2])}
+
+    def body(carry, _):
+      p, state = carry
+      value, g = jax.value_and_grad(loss)(p)
+      u, state = opt.update(g, state, p, value_fn=loss, value=value)
+      return (optax.apply_updates(p, u), state), None
+
+    (p, _), _ = jax.lax.scan(body, (p, opt.init(p)), length=500)
+    return float(loss(p))
+
+  for lr in (2.0, 20.0):
+    assert np.isnan(run(optax.with_extra_args_support(optax.adam(lr))))
+    assert run(sadam_optax.sadam(lr)) == pytest.approx(2.0, abs=1e-3)
+
+
 @pytest.mark.parametrize('fade', [0.0, 0.5, 0.99, 1.0])
 def test_a_reading_lost_in_rounding_keeps_the_last_rho_faded(fade):
   # 1000 + |w|: a step of 0.3 across the kink is read; one of 1e-6 changes the
