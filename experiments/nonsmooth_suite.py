@@ -46,6 +46,7 @@ brake holds whatever ``b1``; since 0.7 it drops the uphill share where
 versions did), ``sadam-0.7`` (the store returns ``release`` of itself however
 small Adam's step; since 0.8 at most three times Adam's step on a coordinate, and
 the version-named methods return without that cap, as those versions did),
+``sadam-cap-C`` (other caps, C = 1, 10, 100),
 ``sadam-drop-uphill`` (the store drops it whatever ``b1``),
 ``sadam-averaged`` (the damping
 averaged over probes, ``damping_decay=0.7``), ``sadam-envelope`` (harder
@@ -332,6 +333,19 @@ def _faded(fade: float) -> Factory:
 # The fade of a reading lost in the loss's rounding (0.6's default 0.99; 0 is sadam-0.5).
 for _fade in (0.5, 0.9, 0.999, 1.0):
   METHODS[f'sadam-fade-{_fade:g}'] = _faded(_fade)
+
+
+def _capped(cap: float) -> Factory:
+  def factory(lr: Any, *, b1: float = B1, b2: float = B2) -> optax.GradientTransformation:
+    return sadam_optax.sadam(lr, b1, b2, release_cap=cap)
+
+  factory.__doc__ = f'sadam_optax.sadam(lr, release_cap={cap})'
+  return factory
+
+
+# Other caps of what the store returns, in Adam's steps (0.8's default 3; None is sadam-0.7).
+for _cap in (1.0, 10.0, 100.0):
+  METHODS[f'sadam-cap-{_cap:g}'] = _capped(_cap)
 
 
 def build(

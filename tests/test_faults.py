@@ -3,8 +3,9 @@
 S-Adam keeps the last finite rho when a probe sees NaN or inf, so nothing
 non-finite reaches the damping, and counts the event in the state field
 ``nonfinite_probes`` (the secant readings read a step out of the loss's domain
-as rho 1 instead: ``sadam_optax/probe_transform_test.py``). Non-finite *gradients* are ``optax.apply_if_finite``'s
-business: it wraps S-Adam and forwards ``value_fn``.
+as rho 1 instead: ``sadam_optax/probe_transform_test.py``). Non-finite
+*gradients* are ``optax.apply_if_finite``'s business: it wraps S-Adam and
+forwards ``value_fn``.
 """
 
 import functools
