@@ -379,9 +379,12 @@ def _snapshot_nodes(tree: Any) -> Callable[[Any], Any]:
 
   is_node = nnx.graph.is_graph_node
   leaves, treedef = jax.tree.flatten(tree, is_leaf=is_node)
-  snaps = [
-    (lambda g, st: (g, nnx.as_pure(st)))(*nnx.split(x)) if is_node(x) else None for x in leaves
-  ]
+
+  def snapshot(node):
+    graphdef, state = nnx.split(node)
+    return graphdef, nnx.as_pure(state)
+
+  snaps = [snapshot(x) if is_node(x) else None for x in leaves]
 
   def rebuild(fold: Callable[[Any], Any]) -> Any:
     fresh = [
