@@ -49,6 +49,10 @@ class EveryK:
   ):
     self.probed, self.carried, self.k, self.offset = probed, carried, k, offset
     self.jit = jit
+    # Under jax.jit the arguments are checked for NNX objects until one call
+    # passes: a train loop hands the same kinds every step, and a flatten of
+    # the whole tree on each step would cost the loop's Python time.
+    self._unchecked = jit is jax.jit
 
   def probes_at(self, step: Any) -> bool:
     """Whether step ``step`` (0 for the first) probes.
@@ -78,8 +82,9 @@ class EveryK:
   def __call__(self, step: Any, *args: Any, **kwargs: Any) -> Any:
     """Runs step number ``step``: ``probed`` or ``carried`` on the arguments."""
     fn = self.probed if self.probes_at(step) else self.carried
-    if self.jit is jax.jit:
+    if self._unchecked:
       _refuse_nnx_objects(args, kwargs)
+      self._unchecked = False
     return fn(*args, **kwargs)
 
   def __repr__(self) -> str:
